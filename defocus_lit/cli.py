@@ -1,0 +1,71 @@
+"""The `defocus-lit` command. Each subcommand lives in its own module, imported only when it runs,
+so `defocus-lit data info` does not pay for importing Lightning.
+
+A subcommand module provides `configure_parser(parser)` and `run(args) -> int | None`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from defocus_lit import __version__
+from defocus_lit.errors import UserError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("defocus_lit.data.cli", "build an HDF5 training set from RGB-D images, or describe one"),
+    "render": ("defocus_lit.render_cli", "render a defocused photo from an image and its depth"),
+    "train": ("defocus_lit.train", "train an experiment: defocus-lit train EXP [key=value ...]"),
+    "predict": ("defocus_lit.predict", "defocus your own photo (or a folder) with a trained checkpoint"),
+    "evaluate": ("defocus_lit.evaluate", "score a checkpoint or a baseline and write a report"),
+    "export": ("defocus_lit.export", "export a checkpoint's generator to TorchScript or ONNX"),
+    "sweep": ("defocus_lit.sweep", "run a hyperparameter sweep with W&B or offline with Optuna"),
+    "bench": ("defocus_lit.bench", "measure renderer, data, training and inference speed"),
+}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a usage error as the project's one-line `error: ...`, exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _top_help() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"usage: defocus-lit COMMAND [options]   (defocus_lit {__version__})", "", "commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
+    lines += ["", "Run `defocus-lit COMMAND --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_top_help())
+        return 0
+    if argv[0] == "--version":
+        print(__version__)
+        return 0
+    name = argv[0]
+    if name not in COMMANDS:
+        print(f"error: unknown command '{name}'; commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = ArgumentParser(prog=f"defocus-lit {name}", description=COMMANDS[name][1])
+    module.configure_parser(parser)
+    args = parser.parse_args(argv[1:])
+    try:
+        return int(module.run(args) or 0)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
