@@ -1,0 +1,243 @@
+"""The four LightningModules (architectures I-IV) and the GAN step they share.
+
+A module only builds its generator and says what its `stages` return; `GANStepMixin` holds the rest:
+the pix2pix step (D then G, manual optimisation), the schedule, validation metrics, baselines and logging.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from defocus_lit.baselines import BASELINES
+from defocus_lit.imageio import write_rgb
+from defocus_lit.losses import GANLoss, get_loss, weighted_sum
+from defocus_lit.metrics import MetricSet
+from defocus_lit.models.networks import build_discriminator, build_generator
+from defocus_lit.visualize import panel_grid
+
+FOCUS_THRESHOLD = 0.25  # mask values below this are "keep sharp" (binary 0, patch 0)
+
+
+def keep_focus(output: Tensor, image: Tensor, mask: Tensor) -> Tensor:
+    """Sharp input where `mask` (B,1,H,W) says in focus, the generator's output elsewhere. (B,3,H,W) in [-1,1]."""
+    focus = (mask < FOCUS_THRESHOLD).to(output.dtype)
+    return focus * image + (1 - focus) * output
+
+
+def pix2pix_lambda(max_epochs: int | None, decay_fraction: float):
+    """The pix2pix schedule: lr factor 1 for the first epochs, then linear decay towards 0 (per epoch)."""
+    if not max_epochs or max_epochs < 0:
+        return lambda epoch: 1.0
+    n_decay = round(max_epochs * decay_fraction)
+    n_constant = max_epochs - n_decay
+    return lambda epoch: 1.0 - max(0, epoch + 1 - n_constant) / float(n_decay + 1)
+
+
+def alt_batch(batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The same frames with the opposite focal plane's mask (for plane sensitivity of the baselines)."""
+    return {**batch, "mask": batch["alt_mask"], "focus": (batch["alt_mask"] < FOCUS_THRESHOLD).float(),
+            "target": batch["alt_target"]}
+
+
+class GANStepMixin:
+    """pix2pix training for a module that sets `self.generator` and implements `stages(image, mask)`."""
+
+    automatic_optimization = False
+    cfg: DictConfig
+    generator: nn.Module
+
+    def setup_gan(self, cfg: dict[str, Any]) -> None:
+        self.save_hyperparameters({"cfg": cfg})
+        self.cfg = OmegaConf.create(cfg)
+        m = self.cfg.model
+        self.discriminator = build_discriminator(in_channels=7, ndf=m.ndf, n_layers=m.d_layers, norm=m.norm)
+        self.gan_loss = GANLoss(self.cfg.loss.gan_mode)
+        for name in self.cfg.loss.terms:
+            get_loss(name)  # an unknown term fails here, before any training
+        self.val_metrics = MetricSet(prefix="val/")
+        self.baseline_metrics = nn.ModuleDict({name: MetricSet(prefix=f"baseline/{name}/val/") for name in BASELINES})
+        self.baseline_values: dict[str, float] = {}
+        self.best_values: dict[str, float] = {}
+        self._grid_rows: list[dict[str, Tensor]] = []
+
+    # ----- generation -------------------------------------------------------------------------------------------
+    def outputs(self, image: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        """Every stage's output (B,3,H,W) in [-1,1], the final one under "output"."""
+        stages = self.stages(image, mask)
+        if self.cfg.keep_focus:
+            stages = {name: keep_focus(out, image, mask) for name, out in stages.items()}
+        return stages
+
+    def forward(self, image: Tensor, mask: Tensor) -> Tensor:
+        """image (B,3,H,W) in [-1,1], mask (B,1,H,W) in [0,1] (0 = keep sharp) -> defocused (B,3,H,W) in [-1,1]."""
+        return self.outputs(image, mask)["output"]
+
+    # ----- training ---------------------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        o = self.cfg.optim
+        make = lambda params: torch.optim.Adam(params, lr=o.lr, betas=(o.beta1, o.beta2))  # noqa: E731
+        opt_g, opt_d = make(self.generator.parameters()), make(self.discriminator.parameters())
+        factor = pix2pix_lambda(self.trainer.max_epochs, o.decay_fraction)
+        schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, factor) for opt in (opt_g, opt_d)]
+        return [opt_g, opt_d], schedulers
+
+    def _discriminate(self, image: Tensor, mask: Tensor, output: Tensor) -> Tensor:
+        return self.discriminator(torch.cat([image, mask, output], dim=1))
+
+    def _step(self, optimizer, loss: Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.cfg.optim.grad_clip:
+            self.clip_gradients(optimizer, gradient_clip_val=self.cfg.optim.grad_clip, gradient_clip_algorithm="norm")
+        optimizer.step()
+
+    def reconstruction_loss(self, outs: dict[str, Tensor], batch: dict[str, Tensor]) -> tuple[Tensor, dict]:
+        total, terms = weighted_sum(self.cfg.loss.terms, outs["output"], batch)
+        if "coarse" in outs:
+            coarse, coarse_terms = weighted_sum(self.cfg.loss.terms, outs["coarse"], batch)
+            total = total + self.cfg.loss.coarse_weight * coarse
+            terms.update({f"coarse_{k}": v for k, v in coarse_terms.items()})
+        return total, terms
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()
+        image, mask, target = batch["image"], batch["mask"], batch["target"]
+        outs = self.outputs(image, mask)
+        fake = outs["output"]
+
+        self.toggle_optimizer(opt_d)
+        loss_d = 0.5 * (self.gan_loss(self._discriminate(image, mask, target), True)
+                        + self.gan_loss(self._discriminate(image, mask, fake.detach()), False))
+        self._step(opt_d, loss_d)
+        self.untoggle_optimizer(opt_d)
+
+        self.toggle_optimizer(opt_g)
+        loss_gan = self.gan_loss(self._discriminate(image, mask, fake), True, for_discriminator=False)
+        recon, terms = self.reconstruction_loss(outs, batch)
+        loss_g = self.cfg.loss.gan_weight * loss_gan + recon
+        self._step(opt_g, loss_g)
+        self.untoggle_optimizer(opt_g)
+
+        logs = {"train/loss_g": loss_g, "train/loss_d": loss_d, "train/gan_g": loss_gan,
+                **{f"train/{name}": value for name, value in terms.items()}}
+        self.log_dict(logs, on_step=True, on_epoch=True, batch_size=image.shape[0])
+        self.log("train/l1", torch.nn.functional.l1_loss(fake.detach(), target), prog_bar=True,
+                 on_step=True, on_epoch=False, batch_size=image.shape[0])
+
+    def on_train_epoch_end(self) -> None:
+        for scheduler in self.lr_schedulers():
+            scheduler.step()
+        self.log("train/lr", self.lr_schedulers()[0].get_last_lr()[0], on_epoch=True, on_step=False)
+
+    # ----- validation -------------------------------------------------------------------------------------------
+    @property
+    def _measure_baselines(self) -> bool:
+        return not self.baseline_values and not self.trainer.sanity_checking
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        has_alt = bool(batch["has_alt"].any())
+        out = self(batch["image"], batch["mask"])
+        alt_out = self(batch["image"], batch["alt_mask"]) if has_alt else None
+        self.val_metrics.update(out, batch, alt_out)
+        if self._measure_baselines:
+            for name, baseline in BASELINES.items():
+                alt = baseline(alt_batch(batch)) if has_alt else None
+                self.baseline_metrics[name].update(baseline(batch), batch, alt)
+        if batch_idx == 0:
+            n = self.cfg.logger.num_images
+            self._grid_rows = [{"input": batch["image"][i], "mask": batch["mask"][i] * 2 - 1, "output": out[i],
+                                "target": batch["target"][i]} for i in range(min(n, out.shape[0]))]
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        self.val_metrics.reset()
+        self.log_dict(values, prog_bar=False, sync_dist=True)
+        self.log("val/psnr", values["val/psnr"], prog_bar=True, sync_dist=True)
+        if self.trainer.sanity_checking:
+            return
+        if self._measure_baselines:
+            for metrics in self.baseline_metrics.values():
+                self.baseline_values.update({k: float(v) for k, v in metrics.compute().items()})
+                metrics.reset()
+        if self.baseline_values:
+            self.log_dict(self.baseline_values, sync_dist=True)
+        if not self.best_values or values["val/psnr"] > self.best_values["val/psnr"]:
+            self.best_values = {k: float(v) for k, v in values.items()} | {"epoch": float(self.current_epoch)}
+        self._log_grid()
+
+    def _log_grid(self) -> None:
+        if not self._grid_rows or self.global_rank != 0:
+            return
+        grid = panel_grid(self._grid_rows)
+        write_rgb(Path(self.trainer.default_root_dir) / "images" / f"val_epoch{self.current_epoch:03d}.png", grid)
+        for logger in self.loggers:
+            if hasattr(logger, "log_image"):
+                logger.log_image(key="val/samples", images=[grid], step=self.global_step,
+                                 caption=["input | mask | output | target"])
+
+    # ----- checkpoint extras ------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["defocus_lit"] = {"baselines": self.baseline_values, "best": self.best_values}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        extras = checkpoint.get("defocus_lit", {})
+        self.baseline_values = dict(extras.get("baselines", {}))
+        self.best_values = dict(extras.get("best", {}))
+
+
+class DefocusGAN(GANStepMixin, L.LightningModule):
+    """Builds the generator named by `arch`; subclasses say what `stages` returns."""
+
+    arch: ClassVar[str]
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__()
+        m = cfg["model"]
+        self.generator = build_generator(self.arch, ngf=m["ngf"], num_downs=m["num_downs"], norm=m["norm"],
+                                         dropout=m["dropout"])
+        self.setup_gan(cfg)
+
+    def stages(self, image: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        return {"output": self.generator(image, mask)}
+
+
+class Pix2Pix4ch(DefocusGAN):
+    """I: the reference U-Net on cat(image, mask)."""
+
+    arch = "pix2pix_4ch"
+
+
+class DualEncoder(DefocusGAN):
+    """II: image and mask encoders fused at the bottleneck, one decoder, skips from the image encoder."""
+
+    arch = "dual_encoder"
+
+
+class DualSkip(DefocusGAN):
+    """III: as II, but every skip carries image and mask features."""
+
+    arch = "dual_skip"
+
+
+class TwoStage(DefocusGAN):
+    """IV: G1 coarse defocus, G2 residual refinement; the losses apply to both stages."""
+
+    arch = "two_stage"
+
+    def stages(self, image: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        coarse, refined = self.generator.stages(image, mask)
+        return {"coarse": coarse, "output": refined}
+
+
+MODULES: dict[str, type[DefocusGAN]] = {m.arch: m for m in (Pix2Pix4ch, DualEncoder, DualSkip, TwoStage)}
+
+
+def build_module(cfg: DictConfig | dict) -> DefocusGAN:
+    cfg = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    return MODULES[cfg["arch"]](cfg)

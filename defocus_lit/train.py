@@ -1,0 +1,175 @@
+"""`defocus-lit train EXP [key=value ...]`: the thin entry point around Lightning's Trainer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import netrc
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from defocus_lit.config import experiments_dir, load_experiment, to_container
+from defocus_lit.errors import UserError
+
+SUMMARY_KEYS = ("val/psnr", "val/ssim", "val/psnr_focus", "val/psnr_defocus", "val/plane_sensitivity",
+                "baseline/identity/val/psnr", "baseline/mask_blur/val/psnr")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_ckpt: Path
+    last_ckpt: Path
+    metrics: dict[str, float]
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("experiment", help="experiment name in experiments/ (e.g. patch_mask) or a YAML path")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides, e.g. optim.lr=1e-4 trainer.max_epochs=5 cpu_preset=false")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_experiment(args.experiment, args.overrides)
+    if cfg.cpu_preset and not any(w.startswith("cpu_preset=") for w in args.overrides):
+        print(f"No GPU found: applying the CPU preset {experiments_dir() / 'presets' / 'cpu.yaml'} "
+              "(small network, short run); add cpu_preset=false for the full recipe.")
+    result = run_training(cfg)
+    print(f"checkpoints: {result.best_ckpt} (best val/psnr), {result.last_ckpt} (last)")
+    print(f"metrics:     {result.run_dir / 'csv' / 'metrics.csv'}, W&B run in {result.run_dir / 'wandb'}")
+    print(f"images:      {result.run_dir / 'images'}")
+    print("summary: " + " ".join(f"{k}={result.metrics[k]:.4g}" for k in SUMMARY_KEYS if k in result.metrics))
+    return 0
+
+
+# ----- data ---------------------------------------------------------------------------------------------------
+def _is_rank_zero() -> bool:
+    return all(os.environ.get(var, "0") == "0" for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
+
+
+def synthetic_dataset(cfg: DictConfig, cache_dir: Path = Path("data")) -> Path:
+    """The embedded synthetic dataset for `cfg`, built once and cached under `cache_dir`."""
+    from defocus_lit.data.build import build_dataset
+    from defocus_lit.data.sources import open_source
+    from defocus_lit.render import RenderSettings
+
+    s, r = cfg.data.synthetic, cfg.render
+    height, width = s.size
+    name = f"synthetic_n{s.num}_{height}x{width}_s{s.seed}_{r.blur_model}_k{r.k:g}_r{r.max_radius:g}_l{r.layers}.h5"
+    path = cache_dir / name
+    if path.is_file():
+        return path
+    if not _is_rank_zero():  # another process of this job builds it
+        while not path.is_file():
+            time.sleep(2)
+        return path
+    print(f"Building the embedded synthetic dataset once: {path} ({s.num} frames of {height}x{width})")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    source = open_source("synthetic", num=s.num, size=(height, width), seed=s.seed)
+    build_dataset(source, path, settings=RenderSettings(**to_container(r)), seed=s.seed)
+    return path
+
+
+def dataset_path(cfg: DictConfig) -> Path:
+    """The HDF5 file to train on; records the renderer settings that made it in `cfg.render`."""
+    from defocus_lit.data.build import read_info
+
+    path = Path(cfg.data.path) if cfg.data.path else synthetic_dataset(cfg)
+    cfg.render = read_info(path)["renderer"]
+    return path
+
+
+# ----- run folder, loggers ------------------------------------------------------------------------------------
+def _last_checkpoint(cfg: DictConfig) -> Path | None:
+    if cfg.resume in (False, None):
+        return None
+    if cfg.resume is not True:
+        path = Path(str(cfg.resume))
+        if not path.is_file():
+            raise UserError(f"resume: {path}: no such checkpoint")
+        return path
+    runs = sorted(Path(cfg.output_dir, cfg.name).glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise UserError(f"resume=true: no run of '{cfg.name}' with a last.ckpt under {Path(cfg.output_dir, cfg.name)}")
+    return runs[-1]
+
+
+def wandb_mode(setting: str) -> str | None:
+    """W&B is offline unless the user turned it online (WANDB_MODE, WANDB_API_KEY or `wandb login`)."""
+    if setting != "auto":
+        return None if setting == "disabled" else setting
+    if os.environ.get("WANDB_MODE"):
+        return None if os.environ["WANDB_MODE"] == "disabled" else os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        logged_in = netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        logged_in = False
+    return "online" if logged_in else "offline"
+
+
+def make_loggers(cfg: DictConfig, run_dir: Path) -> list:
+    loggers: list = [CSVLogger(run_dir, name="", version="csv")]
+    mode = wandb_mode(cfg.logger.wandb)
+    if mode:
+        id_file = run_dir / "wandb_id.txt"
+        run_id = id_file.read_text().strip() if id_file.is_file() else None
+        logger = WandbLogger(project=cfg.logger.project, name=f"{cfg.name}/{run_dir.name}", save_dir=str(run_dir),
+                             mode=mode, id=run_id, resume="allow", config=to_container(cfg))
+        if _is_rank_zero() and run_id is None:
+            id_file.write_text(logger.version or "")
+        loggers.append(logger)
+    return loggers
+
+
+def trainer_kwargs(cfg: DictConfig) -> dict:
+    """`cfg.trainer` as Trainer arguments. A GAN step leaves G's weights out of D's backward, so multi-device
+    runs with the default strategy use DDP with unused-parameter detection."""
+    kwargs = to_container(cfg.trainer)
+    devices, nodes = kwargs.get("devices", "auto"), kwargs.get("num_nodes", 1)
+    many = (isinstance(devices, int) and devices > 1) or (isinstance(devices, list) and len(devices) > 1) or nodes > 1
+    if many and kwargs.get("strategy", "auto") == "auto":
+        kwargs["strategy"] = "ddp_find_unused_parameters_true"
+    return kwargs
+
+
+# ----- training -----------------------------------------------------------------------------------------------
+def run_training(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> TrainResult:
+    from defocus_lit.data.datamodule import DefocusDataModule
+    from defocus_lit.models.gan import build_module
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    data_path = dataset_path(cfg)
+    last = _last_checkpoint(cfg)
+    run_dir = last.parent.parent if last else Path(cfg.output_dir, cfg.name, cfg.run or time.strftime("%Y%m%d-%H%M%S"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if _is_rank_zero():
+        OmegaConf.save(cfg, run_dir / "config.yaml")
+
+    datamodule = DefocusDataModule(str(data_path), batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers,
+                                   crop_size=cfg.data.crop_size, mask_kind=cfg.data.mask_kind,
+                                   pad_multiple=2 ** cfg.model.num_downs, seed=cfg.seed,
+                                   photometric=cfg.data.photometric)
+    module = build_module(cfg)
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor="val/psnr", mode="max", save_last=True,
+                                 filename="best-epoch{epoch:03d}-psnr{val/psnr:.2f}", auto_insert_metric_name=False)
+    trainer = L.Trainer(**trainer_kwargs(cfg), default_root_dir=run_dir, logger=make_loggers(cfg, run_dir),
+                        callbacks=[checkpoint, *callbacks])
+    trainer.fit(module, datamodule=datamodule, ckpt_path=last)
+
+    metrics = dict(module.best_values) | dict(module.baseline_values)
+    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else Path(checkpoint.last_model_path)
+    result = TrainResult(run_dir, best, Path(checkpoint.last_model_path), metrics)
+    if trainer.is_global_zero:
+        summary = {"best_ckpt": str(best), "last_ckpt": str(result.last_ckpt), "metrics": metrics}
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return result
