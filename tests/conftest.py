@@ -1,0 +1,22 @@
+"""Shared test settings: a tiny network on tiny synthetic data, so a training run takes seconds."""
+
+import os
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+TINY = [
+    "model.ngf=4", "model.num_downs=3", "model.ndf=4", "data.crop_size=32", "data.synthetic.num=6",
+    "data.synthetic.size=[64,64]", "data.num_workers=0", "data.batch_size=2", "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false", "logger.wandb=disabled", "render.layers=8",
+]
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """Overrides for a seconds-long run whose data cache and outputs live in tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    return TINY + [f"output_dir={tmp_path / 'outputs'}"]
