@@ -141,14 +141,13 @@ class GANStepMixin:
         return not self.baseline_values and not self.trainer.sanity_checking
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        has_alt = bool(batch["has_alt"].any())
         out = self(batch["image"], batch["mask"])
-        alt_out = self(batch["image"], batch["alt_mask"]) if has_alt else None
-        self.val_metrics.update(out, batch, alt_out)
+        self.val_metrics.update(out, batch)
+        self.val_metrics.update_plane(out, self(batch["image"], batch["alt_mask"]), batch)
         if self._measure_baselines:
             for name, baseline in BASELINES.items():
-                alt = baseline(alt_batch(batch)) if has_alt else None
-                self.baseline_metrics[name].update(baseline(batch), batch, alt)
+                self.baseline_metrics[name].update(baseline(batch), batch)
+                self.baseline_metrics[name].update_plane(baseline(batch), baseline(alt_batch(batch)), batch)
         if batch_idx == 0:
             n = self.cfg.logger.num_images
             self._grid_rows = [{"input": batch["image"][i], "mask": batch["mask"][i] * 2 - 1, "output": out[i],

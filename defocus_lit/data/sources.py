@@ -1,0 +1,297 @@
+"""RGB-D sources: a sequence of frames (colour image + depth or disparity), read lazily one frame at a time.
+
+`open_source` validates everything it can up front (files exist, keys, columns, shapes) so a bad input fails
+before any output is written; the checks that need the pixels (image and depth sizes, at least one valid depth
+pixel) run when a frame is read. Every bad input raises `UserError` naming the file or key.
+"""
+
+from __future__ import annotations
+
+import abc
+import csv
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import scipy.io
+
+from defocus_lit.errors import UserError
+from defocus_lit.imageio import read_gray, read_rgb
+
+SOURCES = ("synthetic", "nyu-mat", "manifest")
+KINDS = ("depth", "disparity")
+NYU_CROP = (45, 471, 41, 601)
+DEFAULT_DEPTH_SCALE = 0.001
+
+
+@dataclass
+class RGBDFrame:
+    name: str
+    image: np.ndarray  # (H,W,3) uint8 sRGB
+    depth: np.ndarray  # (H,W) float32; metres (kind "depth") or relative disparity; 0/non-finite = no measurement
+    kind: str  # "depth" | "disparity"
+    split: str | None = None  # "train" | "test" when the source knows it
+
+
+class RGBDSource(Sequence[RGBDFrame], abc.ABC):
+    """A lazy sequence of frames: `src[i]` reads frame i (negative indices count from the end)."""
+
+    kind_name: str
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @abc.abstractmethod
+    def _read(self, index: int) -> RGBDFrame: ...
+
+    @abc.abstractmethod
+    def attrs(self) -> dict:
+        """JSON-able description recorded in the HDF5 attributes."""
+
+    def __getitem__(self, index: int) -> RGBDFrame:  # type: ignore[override]
+        if not isinstance(index, (int, np.integer)):
+            raise TypeError(f"frame index must be an integer, not {type(index).__name__}")
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"frame {index} out of range for a source of {n} frames")
+        return self._read(int(index) % n)
+
+
+def check_frame(frame: RGBDFrame, image_file: str, depth_file: str) -> RGBDFrame:
+    """The per-frame checks: image (H,W,3), depth (H,W) of the same size, at least one valid depth pixel."""
+    if frame.image.ndim != 3 or frame.image.shape[2] != 3:
+        raise UserError(f"{image_file}: image must be (H,W,3), got shape {frame.image.shape}")
+    if frame.depth.shape != frame.image.shape[:2]:
+        dh, dw = frame.depth.shape[:2]
+        ih, iw = frame.image.shape[:2]
+        raise UserError(f"{depth_file}: depth is {dw}x{dh} but the image {image_file} is {iw}x{ih}")
+    if not np.any(np.isfinite(frame.depth) & (frame.depth > 0)):
+        raise UserError(f"{depth_file}: no valid depth pixel (all zero or non-finite)")
+    return frame
+
+
+# ---------------------------------------------------------------------------------------------- nyu-mat
+
+
+class NyuMatSource(RGBDSource):
+    """The official NYU Depth V2 labelled file (MATLAB v7.3 = HDF5), read one frame at a time.
+
+    h5py returns MATLAB arrays with the axes reversed: `images` (N,3,640,480) and `depths` (N,640,480), which
+    we transpose to (480,640,3) and (480,640). The file handle is opened on first access in each process and
+    dropped when pickled, so a source can go to DataLoader workers.
+    """
+
+    kind_name = "nyu-mat"
+
+    def __init__(self, path: str | os.PathLike, *, splits: str | os.PathLike | None = None,
+                 crop: tuple[int, int, int, int] = NYU_CROP, num: int | None = None):
+        self.path = Path(path)
+        self.crop = tuple(int(c) for c in crop)
+        self.splits_path = None if splits is None else Path(splits)
+        total, height, width = self._validate_file()
+        self._validate_crop(height, width)
+        self.num = total if num is None else min(num, total)
+        self._splits = self._read_splits(total) if self.splits_path is not None else None
+        self._file: h5py.File | None = None
+        self._pid: int | None = None
+
+    def _validate_file(self) -> tuple[int, int, int]:
+        """Check keys, ranks and shapes; returns (frames, height, width) in image orientation."""
+        if not self.path.is_file():
+            raise UserError(f"{self.path}: no such file")
+        try:
+            with h5py.File(self.path, "r") as f:
+                for key in ("images", "depths"):
+                    if key not in f or not isinstance(f[key], h5py.Dataset):
+                        raise UserError(f"{self.path}: no dataset '{key}' (not the NYU Depth V2 labelled .mat?)")
+                images, depths = f["images"].shape, f["depths"].shape
+        except OSError as err:
+            raise UserError(f"{self.path}: not a MATLAB v7.3 / HDF5 file ({err})") from None
+        if len(images) != 4 or images[1] != 3:
+            raise UserError(f"{self.path}: 'images' must be (N,3,W,H) as h5py reads MATLAB v7.3, got {images}")
+        if len(depths) != 3 or depths != (images[0], images[2], images[3]):
+            raise UserError(f"{self.path}: 'depths' must be (N,W,H) = {(images[0], *images[2:])} to match "
+                            f"'images', got {depths}")
+        if images[0] == 0:
+            raise UserError(f"{self.path}: 'images' has no frames")
+        return images[0], images[3], images[2]
+
+    def _validate_crop(self, height: int, width: int) -> None:
+        r0, r1, c0, c1 = self.crop
+        if not (0 <= r0 < r1 <= height and 0 <= c0 < c1 <= width):
+            raise UserError(f"crop: {self.crop} (rows r0:r1, cols c0:c1) does not fit the {width}x{height} frames "
+                            f"of {self.path}")
+
+    def _read_splits(self, total: int) -> np.ndarray:
+        """Per-frame split names from splits.mat (1-based `trainNdxs`/`testNdxs`); None where neither."""
+        path = self.splits_path
+        if not path.is_file():
+            raise UserError(f"{path}: no such file")
+        try:
+            mat = scipy.io.loadmat(path)
+        except (ValueError, OSError, NotImplementedError) as err:
+            raise UserError(f"{path}: not a readable MATLAB file ({err})") from None
+        names = np.full(total, None, dtype=object)
+        for key, split in (("trainNdxs", "train"), ("testNdxs", "test")):
+            if key not in mat:
+                raise UserError(f"{path}: no variable '{key}'")
+            idx = np.asarray(mat[key]).ravel().astype(np.int64)
+            if idx.size and (idx.min() < 1 or idx.max() > total):
+                raise UserError(f"{path}: '{key}' holds indices outside 1..{total} (the .mat has {total} frames)")
+            names[idx - 1] = split
+        return names
+
+    def _handle(self) -> h5py.File:
+        if self._file is None or self._pid != os.getpid():
+            self._file = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+        return self._file
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_file"] = None
+        state["_pid"] = None
+        return state
+
+    def __len__(self) -> int:
+        return self.num
+
+    def _read(self, index: int) -> RGBDFrame:
+        r0, r1, c0, c1 = self.crop
+        f = self._handle()
+        image = f["images"][index, :, c0:c1, r0:r1].transpose(2, 1, 0)
+        depth = f["depths"][index, c0:c1, r0:r1].T
+        frame = RGBDFrame(name=f"nyu_{index:05d}", image=np.ascontiguousarray(image, dtype=np.uint8),
+                          depth=np.ascontiguousarray(depth, dtype=np.float32), kind="depth",
+                          split=None if self._splits is None else self._splits[index])
+        where = f"{self.path}[{index}]"
+        return check_frame(frame, where, where)
+
+    def attrs(self) -> dict:
+        splits = None if self.splits_path is None else str(self.splits_path.resolve())
+        return {"source": self.kind_name, "path": str(self.path.resolve()), "num": self.num,
+                "crop": list(self.crop), "splits": splits}
+
+
+# --------------------------------------------------------------------------------------------- manifest
+
+
+@dataclass(frozen=True)
+class _ManifestRow:
+    image: Path
+    depth: Path
+    kind: str
+    scale: float
+
+
+class ManifestSource(RGBDSource):
+    """A CSV `image,depth[,kind,scale]` with paths relative to the CSV; other columns are ignored.
+
+    kind "depth" (default): metres = value * scale (default 0.001, i.e. 16-bit millimetres).
+    kind "disparity": relative inverse depth (larger = nearer) taken as-is, e.g. a 16-bit PNG or the first
+    channel of an 8-bit JPEG; scale does not apply.
+    """
+
+    kind_name = "manifest"
+
+    def __init__(self, path: str | os.PathLike, *, num: int | None = None):
+        self.path = Path(path)
+        rows = self._parse()
+        self.rows = rows if num is None else rows[:num]
+
+    def _parse(self) -> list[_ManifestRow]:
+        if not self.path.is_file():
+            raise UserError(f"{self.path}: no such file")
+        try:
+            with open(self.path, newline="", encoding="utf-8-sig") as fh:
+                reader = csv.DictReader(fh)
+                columns = [c.strip() for c in reader.fieldnames or []]
+                missing = [c for c in ("image", "depth") if c not in columns]
+                if missing:
+                    raise UserError(f"{self.path}: missing column(s) {', '.join(missing)} "
+                                    f"(need image,depth[,kind,scale]; found {', '.join(columns) or 'no header'})")
+                reader.fieldnames = columns
+                rows = [self._row(raw, line) for line, raw in enumerate(reader, start=2)]
+        except (UnicodeDecodeError, csv.Error) as err:
+            raise UserError(f"{self.path}: not a readable CSV file ({err})") from None
+        if not rows:
+            raise UserError(f"{self.path}: no rows")
+        return rows
+
+    def _row(self, raw: dict, line: int) -> _ManifestRow:
+        where = f"{self.path} line {line}"
+        paths = {}
+        for column in ("image", "depth"):
+            value = (raw.get(column) or "").strip()
+            if not value:
+                raise UserError(f"{where}: empty '{column}'")
+            full = self.path.parent / value
+            if not full.is_file():
+                raise UserError(f"{full}: no such file (named in {where})")
+            paths[column] = full
+        kind = (raw.get("kind") or "").strip() or "depth"
+        if kind not in KINDS:
+            raise UserError(f"{where}: kind '{kind}' must be one of {', '.join(KINDS)}")
+        scale_text = (raw.get("scale") or "").strip()
+        try:
+            scale = float(scale_text) if scale_text else DEFAULT_DEPTH_SCALE
+        except ValueError:
+            raise UserError(f"{where}: scale '{scale_text}' is not a number") from None
+        if not (np.isfinite(scale) and scale > 0):
+            raise UserError(f"{where}: scale must be a positive number, got {scale_text}")
+        return _ManifestRow(paths["image"], paths["depth"], kind, scale)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _read(self, index: int) -> RGBDFrame:
+        row = self.rows[index]
+        depth = read_gray(row.depth).astype(np.float32)
+        if row.kind == "depth":
+            depth *= np.float32(row.scale)
+        frame = RGBDFrame(name=_frame_name(row.image), image=read_rgb(row.image), depth=depth, kind=row.kind)
+        return check_frame(frame, str(row.image), str(row.depth))
+
+    def attrs(self) -> dict:
+        return {"source": self.kind_name, "path": str(self.path.resolve()), "num": len(self),
+                "kinds": sorted({row.kind for row in self.rows})}
+
+
+def _frame_name(image: Path) -> str:
+    """The image file's stem without a trailing `_rgb`/`_color`/`_image` ("tum_office_rgb.png" -> "tum_office")."""
+    stem = image.stem
+    for suffix in ("_rgb", "_color", "_colour", "_image"):
+        if stem.lower().endswith(suffix) and len(stem) > len(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
+# ------------------------------------------------------------------------------------------------- open
+
+
+def open_source(source: str, path: str | None = None, *, num: int | None = None,
+                size: tuple[int, int] | None = None, seed: int = 0, splits: str | None = None,
+                crop: tuple[int, int, int, int] | None = None) -> RGBDSource:
+    """Open a source by name: "synthetic" (num frames of size (H,W), frame i from seed+i), "nyu-mat" (the
+    labelled .mat, optional splits.mat, crop rows r0:r1 cols c0:c1) or "manifest" (a CSV).
+    `num` keeps the first N frames of a file source; `size` applies to "synthetic" only."""
+    if source not in SOURCES:
+        raise UserError(f"{source}: unknown source (valid: {', '.join(SOURCES)})")
+    if num is not None and num < 1:
+        raise UserError(f"num: must be at least 1, got {num}")
+    if splits is not None and source != "nyu-mat":
+        raise UserError(f"splits: only the nyu-mat source has a splits file, not {source}")
+    if crop is not None and source != "nyu-mat":
+        raise UserError(f"crop: only the nyu-mat source is cropped, not {source}")
+    if source == "synthetic":
+        from defocus_lit.data.synthetic import SyntheticSource
+
+        return SyntheticSource(100 if num is None else num, size=(256, 256) if size is None else size, seed=seed)
+    if path is None:
+        raise UserError(f"path: the {source} source needs a path")
+    if source == "nyu-mat":
+        return NyuMatSource(path, splits=splits, crop=NYU_CROP if crop is None else crop, num=num)
+    return ManifestSource(path, num=num)

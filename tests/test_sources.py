@@ -1,0 +1,324 @@
+"""RGB-D sources: NYU .mat, manifest CSV and synthetic scenes, on tiny files made here."""
+
+from __future__ import annotations
+
+import operator
+import pickle
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+
+from defocus_lit.data.sources import NYU_CROP, RGBDFrame, open_source
+from defocus_lit.data.synthetic import Canvas, SyntheticSource, synthetic_scene
+from defocus_lit.errors import UserError
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def frames_rgbd(n: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n,H,W,3) uint8 and (n,H,W) float32 whose values encode frame, row and column."""
+    rows = np.arange(height)[:, None]
+    cols = np.arange(width)[None, :]
+    images = np.empty((n, height, width, 3), np.uint8)
+    depths = np.empty((n, height, width), np.float32)
+    for i in range(n):
+        images[i, ..., 0] = rows % 256
+        images[i, ..., 1] = cols % 256
+        images[i, ..., 2] = i
+        depths[i] = 1.0 + i + rows * 0.01 + cols * 0.0001
+    return images, depths
+
+
+def write_mat(path: Path, images: np.ndarray | None, depths: np.ndarray | None) -> Path:
+    """A MATLAB v7.3-style file as h5py sees the NYU one: images (N,3,W,H), depths (N,W,H)."""
+    with h5py.File(path, "w") as f:
+        if images is not None:
+            f.create_dataset("images", data=images.transpose(0, 3, 2, 1))
+        if depths is not None:
+            f.create_dataset("depths", data=depths.transpose(0, 2, 1))
+    return path
+
+
+@pytest.fixture
+def small_mat(tmp_path):
+    images, depths = frames_rgbd(3, 20, 30)
+    return write_mat(tmp_path / "small.mat", images, depths), images, depths
+
+
+def write_png(path: Path, array: np.ndarray) -> Path:
+    Image.fromarray(array).save(path)
+    return path
+
+
+def write_csv(path: Path, header: str, rows: list[str]) -> Path:
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ nyu-mat
+
+
+def test_nyu_default_crop_and_orientation(tmp_path):
+    images, depths = frames_rgbd(2, 480, 640)
+    src = open_source("nyu-mat", str(write_mat(tmp_path / "nyu.mat", images, depths)))
+    assert src.kind_name == "nyu-mat" and len(src) == 2
+    frame = src[1]
+    r0, r1, c0, c1 = NYU_CROP
+    assert frame.image.shape == (r1 - r0, c1 - c0, 3) and frame.image.dtype == np.uint8
+    assert frame.depth.shape == (r1 - r0, c1 - c0) and frame.depth.dtype == np.float32
+    np.testing.assert_array_equal(frame.image, images[1, r0:r1, c0:c1])
+    np.testing.assert_array_equal(frame.depth, depths[1, r0:r1, c0:c1])
+    assert frame.image[0, 0, 0] == 45 and frame.image[0, 0, 1] == 41  # row and column, not swapped
+    assert (frame.name, frame.kind, frame.split) == ("nyu_00001", "depth", None)
+    assert src.attrs()["crop"] == list(NYU_CROP)
+
+
+def test_nyu_custom_crop_num_and_negative_index(small_mat):
+    path, images, depths = small_mat
+    src = open_source("nyu-mat", str(path), crop=(2, 18, 3, 27), num=2)
+    assert len(src) == 2
+    frame = src[-1]
+    np.testing.assert_array_equal(frame.image, images[1, 2:18, 3:27])
+    np.testing.assert_array_equal(frame.depth, depths[1, 2:18, 3:27])
+    with pytest.raises(IndexError):
+        src[2]
+
+
+def test_nyu_splits(small_mat, tmp_path):
+    path, _, _ = small_mat
+    splits = tmp_path / "splits.mat"
+    scipy.io.savemat(splits, {"trainNdxs": np.array([[1], [3]]), "testNdxs": np.array([[2]])})
+    src = open_source("nyu-mat", str(path), splits=str(splits), crop=(0, 20, 0, 30))
+    assert [f.split for f in src] == ["train", "test", "train"]
+    assert src.attrs()["splits"].endswith("splits.mat")
+
+
+def test_nyu_source_reads_after_pickling_and_in_a_worker(small_mat):
+    path, images, _ = small_mat
+    src = open_source("nyu-mat", str(path), crop=(0, 20, 0, 30))
+    src[0]  # opens the file in this process
+    copy = pickle.loads(pickle.dumps(src))
+    np.testing.assert_array_equal(copy[2].image, images[2])
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        frame = pool.submit(operator.getitem, src, 2).result()
+    assert isinstance(frame, RGBDFrame)
+    np.testing.assert_array_equal(frame.image, images[2])
+
+
+@pytest.mark.parametrize("missing", ["images", "depths"])
+def test_nyu_mat_without_a_key(tmp_path, missing):
+    images, depths = frames_rgbd(1, 8, 8)
+    path = write_mat(tmp_path / "partial.mat", None if missing == "images" else images,
+                     None if missing == "depths" else depths)
+    with pytest.raises(UserError, match=f"partial.mat.*'{missing}'"):
+        open_source("nyu-mat", str(path))
+
+
+def test_nyu_mat_wrong_shapes(tmp_path):
+    with h5py.File(tmp_path / "flat.mat", "w") as f:
+        f.create_dataset("images", data=np.zeros((2, 8, 8), np.uint8))
+        f.create_dataset("depths", data=np.ones((2, 8, 8), np.float32))
+    with pytest.raises(UserError, match="flat.mat.*images"):
+        open_source("nyu-mat", str(tmp_path / "flat.mat"))
+    images, depths = frames_rgbd(2, 8, 10)
+    write_mat(tmp_path / "mismatch.mat", images, depths[:, :, :6])
+    with pytest.raises(UserError, match="mismatch.mat.*depths"):
+        open_source("nyu-mat", str(tmp_path / "mismatch.mat"))
+
+
+def test_nyu_bad_inputs(small_mat, tmp_path):
+    path, _, _ = small_mat
+    with pytest.raises(UserError, match="nowhere.mat"):
+        open_source("nyu-mat", str(tmp_path / "nowhere.mat"))
+    (tmp_path / "text.mat").write_text("not hdf5")
+    with pytest.raises(UserError, match="text.mat"):
+        open_source("nyu-mat", str(tmp_path / "text.mat"))
+    with pytest.raises(UserError, match="crop"):
+        open_source("nyu-mat", str(path))  # the default crop does not fit 20x30 frames
+    scipy.io.savemat(tmp_path / "half.mat", {"trainNdxs": np.array([[1]])})
+    with pytest.raises(UserError, match="half.mat.*testNdxs"):
+        open_source("nyu-mat", str(path), splits=str(tmp_path / "half.mat"), crop=(0, 20, 0, 30))
+    with pytest.raises(UserError, match="path"):
+        open_source("nyu-mat")
+
+
+def test_nyu_depth_without_valid_pixel(tmp_path):
+    images, depths = frames_rgbd(2, 8, 8)
+    depths[1] = 0
+    src = open_source("nyu-mat", str(write_mat(tmp_path / "holes.mat", images, depths)), crop=(0, 8, 0, 8))
+    src[0]
+    with pytest.raises(UserError, match=r"holes.mat\[1\].*no valid depth"):
+        src[1]
+
+
+# ----------------------------------------------------------------------------------------------- manifest
+
+
+@pytest.fixture
+def manifest_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    millimetres = rng.integers(500, 9000, (6, 8)).astype(np.uint16)
+    millimetres[0, 0] = 0  # no measurement
+    write_png(tmp_path / "room_rgb.png", image)
+    write_png(tmp_path / "room_depth.png", millimetres)
+    (tmp_path / "sub").mkdir()
+    write_png(tmp_path / "sub" / "photo.png", image)
+    write_png(tmp_path / "sub" / "photo_disp.png", millimetres)
+    disparity = np.zeros((6, 8, 3), np.uint8)
+    disparity[..., 0] = 200
+    disparity[:, 4:, 0] = 40
+    disparity[..., 1:] = 90  # other channels differ: the first one is used
+    Image.fromarray(disparity).save(tmp_path / "street_disparity.jpg", quality=100)
+    Image.fromarray(image).save(tmp_path / "street_rgb.jpg")
+    return tmp_path, image, millimetres
+
+
+def test_manifest_kinds_and_scales(manifest_dir):
+    root, image, millimetres = manifest_dir
+    csv = write_csv(root / "list.csv", "image,depth,kind,scale,source,licence", [
+        "room_rgb.png,room_depth.png,,,Kinect,MIT",
+        "room_rgb.png,room_depth.png,depth,0.0002,Kinect,MIT",
+        "sub/photo.png,sub/photo_disp.png,disparity,,DPT,MIT",
+        "street_rgb.jpg,street_disparity.jpg,disparity,,MPIB,Apache-2.0",
+    ])
+    src = open_source("manifest", str(csv))
+    assert src.kind_name == "manifest" and len(src) == 4
+    metres = src[0]
+    assert (metres.name, metres.kind, metres.split) == ("room", "depth", None)
+    np.testing.assert_array_equal(metres.image, image)
+    np.testing.assert_allclose(metres.depth, millimetres * 0.001, rtol=1e-6)
+    assert metres.depth[0, 0] == 0 and metres.depth.dtype == np.float32
+    np.testing.assert_allclose(src[1].depth, millimetres * 0.0002, rtol=1e-6)
+    disparity = src[2]
+    assert disparity.kind == "disparity" and disparity.name == "photo"
+    np.testing.assert_array_equal(disparity.depth, millimetres.astype(np.float32))  # 16-bit values as they are
+    jpeg = src[3]
+    first_channel = np.asarray(Image.open(root / "street_disparity.jpg"))[..., 0].astype(np.float32)
+    np.testing.assert_array_equal(jpeg.depth, first_channel)
+    assert abs(jpeg.depth[:, :3].mean() - 200) < 8 and abs(jpeg.depth[:, 5:].mean() - 40) < 8
+    assert src.attrs()["kinds"] == ["depth", "disparity"]
+    assert len(open_source("manifest", str(csv), num=2)) == 2
+
+
+def test_manifest_minimal_columns(manifest_dir):
+    root, _, millimetres = manifest_dir
+    csv = write_csv(root / "plain.csv", "image,depth", ["room_rgb.png,room_depth.png"])
+    frame = open_source("manifest", str(csv))[0]
+    assert frame.kind == "depth"
+    np.testing.assert_allclose(frame.depth, millimetres * 0.001, rtol=1e-6)
+
+
+def test_manifest_validation_before_reading(manifest_dir):
+    root, _, _ = manifest_dir
+    with pytest.raises(UserError, match="absent.csv"):
+        open_source("manifest", str(root / "absent.csv"))
+    no_depth = write_csv(root / "nodepth.csv", "image,disparity", ["room_rgb.png,room_depth.png"])
+    with pytest.raises(UserError, match="nodepth.csv.*depth"):
+        open_source("manifest", str(no_depth))
+    no_image = write_csv(root / "noimage.csv", "rgb,depth", ["room_rgb.png,room_depth.png"])
+    with pytest.raises(UserError, match="noimage.csv.*image"):
+        open_source("manifest", str(no_image))
+    missing = write_csv(root / "missing.csv", "image,depth",
+                        ["room_rgb.png,room_depth.png", "room_rgb.png,gone_depth.png"])
+    with pytest.raises(UserError, match="gone_depth.png"):
+        open_source("manifest", str(missing))
+    bad_kind = write_csv(root / "kind.csv", "image,depth,kind", ["room_rgb.png,room_depth.png,normals"])
+    with pytest.raises(UserError, match="kind.csv.*normals"):
+        open_source("manifest", str(bad_kind))
+    bad_scale = write_csv(root / "scale.csv", "image,depth,scale", ["room_rgb.png,room_depth.png,-1"])
+    with pytest.raises(UserError, match="scale.csv.*scale"):
+        open_source("manifest", str(bad_scale))
+    with pytest.raises(UserError, match="empty.csv.*no rows"):
+        open_source("manifest", str(write_csv(root / "empty.csv", "image,depth", [])))
+
+
+def test_manifest_per_frame_checks(manifest_dir):
+    root, _, _ = manifest_dir
+    write_png(root / "small_depth.png", np.full((3, 4), 1000, np.uint16))
+    write_png(root / "blank_depth.png", np.zeros((6, 8), np.uint16))
+    csv = write_csv(root / "frames.csv", "image,depth",
+                    ["room_rgb.png,room_depth.png", "room_rgb.png,small_depth.png", "room_rgb.png,blank_depth.png"])
+    src = open_source("manifest", str(csv))
+    src[0]
+    with pytest.raises(UserError, match="small_depth.png.*4x3.*room_rgb.png.*8x6"):
+        src[1]
+    with pytest.raises(UserError, match="blank_depth.png.*no valid depth"):
+        src[2]
+
+
+def test_open_source_rejects_unknown_names_and_misplaced_options(tmp_path):
+    with pytest.raises(UserError, match="kinect.*synthetic, nyu-mat, manifest"):
+        open_source("kinect", "x")
+    with pytest.raises(UserError, match="splits"):
+        open_source("manifest", "x.csv", splits="splits.mat")
+    with pytest.raises(UserError, match="num"):
+        open_source("synthetic", num=0)
+
+
+# ---------------------------------------------------------------------------------------------- synthetic
+
+
+def test_synthetic_frames_are_seeded_and_bit_identical():
+    a = SyntheticSource(3, size=(48, 64), seed=5)
+    b = open_source("synthetic", num=3, size=(48, 64), seed=5)
+    assert b.kind_name == "synthetic" and len(b) == 3
+    f1, f2 = a[1], b[1]
+    np.testing.assert_array_equal(f1.image, f2.image)
+    np.testing.assert_array_equal(f1.depth, f2.depth)
+    shifted = SyntheticSource(1, size=(48, 64), seed=6)[0]  # frame i comes from seed + i
+    np.testing.assert_array_equal(shifted.image, f1.image)
+    assert not np.array_equal(a[0].image, f1.image)
+    assert (f1.name, f1.kind, f1.split) == ("synthetic_00001", "depth", None)
+    assert a.attrs() == {"source": "synthetic", "num": 3, "size": [48, 64], "seed": 5}
+
+
+@pytest.mark.parametrize("size", [(64, 64), (17, 40), (40, 23)])
+def test_synthetic_any_size_metric_depth(size):
+    for seed in range(3):
+        image, depth = synthetic_scene(seed, size)
+        assert image.shape == (*size, 3) and image.dtype == np.uint8
+        assert depth.shape == size and depth.dtype == np.float32
+        assert np.isfinite(depth).all() and depth.min() >= 0.5 and depth.max() <= 10.0
+
+
+def test_synthetic_scenes_have_depth_structure():
+    for seed in range(4):
+        image, depth = synthetic_scene(seed, (96, 96))
+        assert depth.std() > 0.5 and depth.max() - depth.min() > 3.0  # near and far things
+        assert image.std() > 15  # textured, not flat
+        # occlusion boundaries (depth jumps between neighbours) are visible edges in the image
+        jump = np.abs(np.diff(depth, axis=1)) > 0.5
+        change = np.abs(np.diff(image.astype(np.float32), axis=1)).sum(-1)
+        assert jump.sum() > 20 and change[jump].mean() > 2 * change[~jump].mean()
+
+
+def test_canvas_nearer_sprite_occludes_in_any_order():
+    rows, cols = slice(2, 6), slice(2, 6)
+    ones = np.ones((4, 4), np.float32)
+    red, blue = np.array([1, 0, 0], np.float32)[:, None, None], np.array([0, 0, 1], np.float32)[:, None, None]
+    results = []
+    for order in ((5.0, red), (2.0, blue)), ((2.0, blue), (5.0, red)):
+        canvas = Canvas(8, 8)
+        for depth, colour in order:
+            canvas.paint(rows, cols, ones, depth * ones, colour * ones)
+        results.append(canvas)
+    for canvas in results:
+        np.testing.assert_array_equal(canvas.rgb[:, 3, 3], [0, 0, 1])  # the near blue one wins
+        assert canvas.depth[3, 3] == 2.0 and np.isinf(canvas.depth[0, 0])
+
+
+def test_synthetic_bad_arguments():
+    with pytest.raises(UserError, match="size"):
+        SyntheticSource(2, size=(4, 64))
+    with pytest.raises(UserError, match="num"):
+        SyntheticSource(0)
+    with pytest.raises(UserError, match="seed"):
+        SyntheticSource(2, seed=-1)
