@@ -28,6 +28,7 @@ class TrainResult:
     run_dir: Path
     best_ckpt: Path
     last_ckpt: Path
+    metrics_csv: Path
     metrics: dict[str, float]
 
 
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
               "(small network, short run); add cpu_preset=false for the full recipe.")
     result = run_training(cfg)
     print(f"checkpoints: {result.best_ckpt} (best val/psnr), {result.last_ckpt} (last)")
-    print(f"metrics:     {result.run_dir / 'csv' / 'metrics.csv'}, W&B run in {result.run_dir / 'wandb'}")
+    print(f"metrics:     {result.metrics_csv}, W&B run in {result.run_dir / 'wandb'}")
     print(f"images:      {result.run_dir / 'images'}")
     print("summary: " + " ".join(f"{k}={result.metrics[k]:.4g}" for k in SUMMARY_KEYS if k in result.metrics))
     return 0
@@ -117,8 +118,14 @@ def wandb_mode(setting: str) -> str | None:
     return "online" if logged_in else "offline"
 
 
+def csv_version(run_dir: Path) -> str:
+    """`csv` for a new run; `csv_resume1`, `csv_resume2`, ... for resumes, so no earlier rows are overwritten."""
+    done = sum(1 for p in run_dir.glob("csv*") if (p / "metrics.csv").is_file())
+    return "csv" if done == 0 else f"csv_resume{done}"
+
+
 def make_loggers(cfg: DictConfig, run_dir: Path) -> list:
-    loggers: list = [CSVLogger(run_dir, name="", version="csv")]
+    loggers: list = [CSVLogger(run_dir, name="", version=csv_version(run_dir))]
     mode = wandb_mode(cfg.logger.wandb)
     if mode:
         id_file = run_dir / "wandb_id.txt"
@@ -168,7 +175,9 @@ def run_training(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> TrainRe
 
     metrics = dict(module.best_values) | dict(module.baseline_values)
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else Path(checkpoint.last_model_path)
-    result = TrainResult(run_dir, best, Path(checkpoint.last_model_path), metrics)
+    csv_logger = next(lg for lg in trainer.loggers if isinstance(lg, CSVLogger))
+    result = TrainResult(run_dir, best, Path(checkpoint.last_model_path), Path(csv_logger.log_dir) / "metrics.csv",
+                         metrics)
     if trainer.is_global_zero:
         summary = {"best_ckpt": str(best), "last_ckpt": str(result.last_ckpt), "metrics": metrics}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -78,6 +78,8 @@ def test_resume_continues_epoch_step_and_optimizer(tiny):
     adam_steps = lambda s: int(next(iter(s["optimizer_states"][0]["state"].values()))["step"])  # noqa: E731
     assert adam_steps(state2) == 2 * adam_steps(state1)
     assert len(state2["lr_schedulers"]) == 2
+    assert first.metrics_csv != second.metrics_csv  # the first part's rows are kept
+    assert read_metrics(first.run_dir) and second.metrics_csv.is_file()
 
 
 def test_resume_without_a_run_is_an_error(tiny, capsys):

@@ -124,11 +124,11 @@ class GANStepMixin:
         self._step(opt_g, loss_g)
         self.untoggle_optimizer(opt_g)
 
-        logs = {"train/loss_g": loss_g, "train/loss_d": loss_d, "train/gan_g": loss_gan,
-                **{f"train/{name}": value for name, value in terms.items()}}
-        self.log_dict(logs, on_step=True, on_epoch=True, batch_size=image.shape[0])
-        self.log("train/l1", torch.nn.functional.l1_loss(fake.detach(), target), prog_bar=True,
-                 on_step=True, on_epoch=False, batch_size=image.shape[0])
+        batch_size = image.shape[0]
+        self.log_dict({"train/loss_g": loss_g, "train/loss_d": loss_d}, prog_bar=True, batch_size=batch_size,
+                      on_step=True, on_epoch=True)
+        self.log_dict({"train/gan_g": loss_gan, **{f"train/{name}": value for name, value in terms.items()}},
+                      on_step=True, on_epoch=True, batch_size=batch_size)
 
     def on_train_epoch_end(self) -> None:
         for scheduler in self.lr_schedulers():
@@ -156,8 +156,9 @@ class GANStepMixin:
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()
         self.val_metrics.reset()
-        self.log_dict(values, prog_bar=False, sync_dist=True)
-        self.log("val/psnr", values["val/psnr"], prog_bar=True, sync_dist=True)
+        self.log("val/psnr", values.pop("val/psnr"), prog_bar=True, sync_dist=True)
+        self.log_dict(values, sync_dist=True)
+        values["val/psnr"] = self.trainer.callback_metrics["val/psnr"]
         if self.trainer.sanity_checking:
             return
         if self._measure_baselines:
