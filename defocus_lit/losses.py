@@ -1,0 +1,128 @@
+"""The loss registry and the GAN losses.
+
+A reconstruction term is one function decorated with ``@register_loss("name")``: ``(pred, batch) -> scalar`` with
+``pred (B,3,H,W) in [-1,1]`` and the datamodule's batch dict (``target`` (B,3,H,W) in [-1,1]; ``valid``, ``focus``,
+``depth_weight`` (B,1,H,W)). Every term averages only over ``batch["valid"]`` pixels (all pixels when absent), so
+padding and pixels without a depth measurement never count. Experiments list terms with weights
+(``loss.terms.<name>: weight``), summed by :func:`weighted_sum`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics.functional.image import structural_similarity_index_measure
+
+from defocus_lit.errors import UserError
+
+LossFn = Callable[[Tensor, dict], Tensor]
+LOSSES: dict[str, LossFn] = {}
+PAPER_DEPTH_WEIGHT_SCALE = 2000.0  # the paper's weighted L1 scales the 0..1 depth weight to 0..2000
+
+
+def register_loss(name: str) -> Callable[[LossFn], LossFn]:
+    """Decorator that makes a term usable by name in experiments (``loss.terms.<name>``)."""
+
+    def add(fn: LossFn) -> LossFn:
+        if name in LOSSES:
+            raise ValueError(f"loss {name!r} is already registered")
+        LOSSES[name] = fn
+        return fn
+
+    return add
+
+
+def get_loss(name: str) -> LossFn:
+    if name not in LOSSES:
+        raise UserError(f"loss.terms.{name}: unknown loss term; registered: {', '.join(sorted(LOSSES))}")
+    return LOSSES[name]
+
+
+def masked_mean(values: Tensor, weight: Tensor) -> Tensor:
+    """sum(values * weight) / (sum(weight) * C), values (B,C,H,W), weight (B,1,H,W); 0 when the weight is all 0."""
+    weight = weight.to(values.dtype)
+    total = (values * weight).sum()
+    count = weight.sum() * values.shape[1]
+    return total / count.clamp_min(1e-8)
+
+
+def _valid(pred: Tensor, batch: dict) -> Tensor:
+    """(B,1,H,W) 1 where the pixel counts; ``batch["valid"]`` or all ones."""
+    valid = batch.get("valid")
+    return torch.ones_like(pred[:, :1]) if valid is None else valid.to(pred.dtype)
+
+
+@register_loss("l1")
+def l1(pred: Tensor, batch: dict) -> Tensor:
+    """Mean |pred - target| over valid pixels."""
+    return masked_mean((pred - batch["target"]).abs(), _valid(pred, batch))
+
+
+@register_loss("focus_l1")
+def focus_l1(pred: Tensor, batch: dict) -> Tensor:
+    """Mean |pred - target| over valid pixels of the in-focus region (``focus == 1``): an extra penalty there."""
+    return masked_mean((pred - batch["target"]).abs(), _valid(pred, batch) * batch["focus"].to(pred.dtype))
+
+
+@register_loss("depth_weighted_l1")
+def depth_weighted_l1(pred: Tensor, batch: dict) -> Tensor:
+    """The paper's weighted L1: mean over valid pixels of (depth_weight * 2000) * |pred - target|.
+
+    The weight is 1 in focus and falls with distance from the focal plane; at the paper's scale (0..2000) the term
+    is about 1000x ``l1`` (a mean weight of ~0.5 times 2000), so an experiment gives it ~1/1000 of the weight it
+    would give ``l1`` (experiments/patch_mask.yaml: 0.05 against l1's 100).
+    """
+    weight = batch["depth_weight"].to(pred.dtype) * PAPER_DEPTH_WEIGHT_SCALE
+    return masked_mean(weight * (pred - batch["target"]).abs(), _valid(pred, batch))
+
+
+@register_loss("ssim")
+def ssim(pred: Tensor, batch: dict) -> Tensor:
+    """1 - SSIM averaged over valid pixels of the per-pixel SSIM map (torchmetrics: Gaussian 11x11, sigma 1.5).
+
+    SSIM is computed on images mapped to [0,1] with data_range=1.0, the standard convention (its luminance
+    term is not shift-invariant, so [-1,1] with data_range 2 would give other values). H and W must exceed 5.
+    """
+    _, ssim_map = structural_similarity_index_measure(
+        (pred + 1) / 2, (batch["target"] + 1) / 2, data_range=1.0, return_full_image=True
+    )
+    return 1 - masked_mean(ssim_map, _valid(pred, batch))
+
+
+def weighted_sum(terms: Mapping[str, float], pred: Tensor, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
+    """(sum of weight * term, {name: unweighted term value}) over the named terms; zero-weight terms are skipped."""
+    fns = {name: get_loss(name) for name in terms}
+    values = {name: fns[name](pred, batch) for name, weight in terms.items() if weight != 0}
+    total = sum((terms[name] * value for name, value in values.items()), pred.new_zeros(()))
+    return total, values
+
+
+class GANLoss(nn.Module):
+    """Adversarial loss on discriminator logits (any shape, e.g. PatchGAN (B,1,h,w)).
+
+    ``vanilla``: BCE with logits against 1 (real) / 0 (fake); ``lsgan``: MSE against 1 / 0; ``hinge``: for the
+    discriminator mean(relu(1 - x)) on real and mean(relu(1 + x)) on fake, for the generator -mean(x).
+    """
+
+    MODES = ("vanilla", "lsgan", "hinge")
+
+    def __init__(self, mode: str = "vanilla"):
+        super().__init__()
+        if mode not in self.MODES:
+            raise UserError(f"loss.gan_mode: unknown GAN mode {mode!r}; valid: {', '.join(self.MODES)}")
+        self.mode = mode
+
+    def forward(self, logits: Tensor, target_is_real: bool, for_discriminator: bool = True) -> Tensor:
+        if self.mode == "hinge":
+            if not for_discriminator:
+                if not target_is_real:
+                    raise ValueError("hinge generator loss is defined for target_is_real=True only")
+                return -logits.mean()
+            return F.relu(1 - logits).mean() if target_is_real else F.relu(1 + logits).mean()
+        target = torch.full_like(logits, 1.0 if target_is_real else 0.0)
+        if self.mode == "lsgan":
+            return F.mse_loss(logits, target)
+        return F.binary_cross_entropy_with_logits(logits, target)

@@ -1,0 +1,133 @@
+"""Generators and discriminator: reference parameter counts, shapes, norms, init and that training moves them."""
+
+import pytest
+import torch
+from torch import nn
+
+from defocus_lit.errors import UserError
+from defocus_lit.models.networks import (
+    GENERATORS,
+    PatchDiscriminator,
+    TwoStageGenerator,
+    build_discriminator,
+    build_generator,
+)
+
+ARCHS = tuple(GENERATORS)
+TINY = {"ngf": 4, "num_downs": 3}  # multiple of 8
+
+
+def _count(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def _inputs(h: int, w: int, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    return torch.rand(batch, 3, h, w) * 2 - 1, (torch.rand(batch, 1, h, w) > 0.5).float()
+
+
+@pytest.fixture(scope="module")
+def unet256() -> nn.Module:
+    torch.manual_seed(0)
+    return build_generator("pix2pix_4ch", ngf=64, num_downs=8, norm="batch")
+
+
+def test_reference_parameter_counts(unet256):
+    assert _count(unet256) == 54_414_979  # reference UnetGenerator(4, 3, 8, ngf=64), U-Net-256
+    assert _count(build_discriminator(in_channels=7, ndf=64, n_layers=3)) == 2_769_729  # reference NLayerDiscriminator
+    assert sum(isinstance(m, nn.Dropout) for m in unet256.modules()) == 3
+
+
+def test_init_std(unet256):
+    convs = [m for m in unet256.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    weights = torch.cat([m.weight.flatten() for m in convs])
+    assert weights.mean().item() == pytest.approx(0.0, abs=1e-3)
+    assert weights.std().item() == pytest.approx(0.02, rel=0.01)
+    assert all(m.bias is None or not m.bias.any() for m in convs)
+    norms = [m for m in unet256.modules() if isinstance(m, nn.BatchNorm2d)]
+    gammas = torch.cat([m.weight for m in norms])
+    assert gammas.mean().item() == pytest.approx(1.0, abs=2e-3)
+    assert gammas.std().item() == pytest.approx(0.02, rel=0.1)
+    assert not torch.cat([m.bias for m in norms]).any()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("size", [(16, 16), (3 * 8, 5 * 8)])
+def test_forward_shapes(arch, size):
+    image, mask = _inputs(*size)
+    out = build_generator(arch, **TINY)(image, mask)
+    assert out.shape == (2, 3, *size)
+    assert out.abs().max() <= 1
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_patch_mask_channels(arch):
+    image, _ = _inputs(16, 24)
+    out = build_generator(arch, mask_channels=2, **TINY)(image, torch.rand(2, 2, 16, 24))
+    assert out.shape == (2, 3, 16, 24)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_size_not_a_multiple(arch):
+    image, mask = _inputs(20, 24)
+    with pytest.raises(ValueError, match=r"20x24 is not a multiple of 8"):
+        build_generator(arch, **TINY)(image, mask)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_instance_norm(arch):
+    net = build_generator(arch, norm="instance", **TINY)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    norms = [m for m in net.modules() if isinstance(m, nn.InstanceNorm2d)]
+    assert norms and not any(m.affine or m.track_running_stats for m in norms)
+    assert all(m.bias is not None for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)))
+    out = net(*_inputs(24, 40))
+    out.mean().backward()
+    assert out.shape == (2, 3, 24, 40)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_one_step_moves_every_weight(arch):
+    net = build_generator(arch, **TINY)
+    before = {name: p.detach().clone() for name, p in net.named_parameters()}
+    optimiser = torch.optim.Adam(net.parameters(), lr=1e-3)
+    image, mask = _inputs(16, 16)
+    (net(image, mask) - image).abs().mean().backward()
+    optimiser.step()
+    still = [name for name, p in net.named_parameters() if torch.equal(p, before[name])]
+    assert not still
+
+
+def test_two_stage_stages():
+    net = build_generator("two_stage", **TINY).eval()
+    assert isinstance(net, TwoStageGenerator)
+    image, mask = _inputs(16, 24)
+    with torch.no_grad():
+        coarse, refined = net.stages(image, mask)
+        torch.testing.assert_close(coarse, net.g1(image, mask))
+        torch.testing.assert_close(refined, net(image, mask))
+        residual = net.g2(torch.cat([image, coarse], 1), mask)
+    torch.testing.assert_close(refined, (coarse + residual).clamp(-1, 1))
+    assert coarse.shape == refined.shape == (2, 3, 16, 24)
+    assert refined.abs().max() <= 1
+
+
+def test_dropout_flag():
+    net = build_generator("dual_skip", ngf=4, num_downs=6, dropout=False)
+    assert not any(isinstance(m, nn.Dropout) for m in net.modules())
+    assert sum(isinstance(m, nn.Dropout) for m in build_generator("dual_skip", ngf=4, num_downs=6).modules()) == 3
+
+
+def test_discriminator_patch_logits():
+    disc = PatchDiscriminator(in_channels=7, ndf=8, n_layers=3)
+    assert disc(torch.randn(2, 7, 64, 96)).shape == (2, 1, 6, 10)  # 70x70 patches: 256 -> 30, 64 -> 6
+    assert build_discriminator(8, ndf=8, n_layers=2, norm="instance")(torch.randn(1, 8, 32, 32)).shape == (1, 1, 6, 6)
+
+
+def test_bad_names():
+    with pytest.raises(UserError, match="arch: .*pix2pix_4ch, dual_encoder, dual_skip, two_stage"):
+        build_generator("unet", **TINY)
+    with pytest.raises(UserError, match="model.norm: .*batch, instance"):
+        build_generator("pix2pix_4ch", norm="group", **TINY)
+    with pytest.raises(UserError, match="model.num_downs"):
+        build_generator("pix2pix_4ch", ngf=4, num_downs=1)
