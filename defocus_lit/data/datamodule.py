@@ -1,0 +1,303 @@
+"""The LightningDataModule that serves batches from a dataset built by `defocus-lit data build`.
+
+Reading: each worker opens the HDF5 file on its first sample (h5py handles do not survive fork/pickle) and reads
+only the crop window of every map. Augmentation: one albumentations Compose moves image, target and every mask
+together (flip) and applies the same photometric jitter to image and target. Randomness: the train sampler pairs
+each index with a seed drawn from a seeded generator, and a sample's crop, flip and jitter come from that seed
+alone, so a run depends on `seed` only, not on the number of workers. Batches: float as in the spec, made in the
+workers; under a Trainer on a GPU they travel as uint8 and become float on the device (on_after_batch_transfer).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from pathlib import Path
+from typing import Iterator
+
+import albumentations as A
+import h5py
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+
+from defocus_lit.data.build import SPLITS, open_dataset
+from defocus_lit.data.planes import PLANES
+from defocus_lit.errors import UserError
+
+MASK_KINDS = ("binary", "patch")
+READ = ("image", "target", "mask", "patch_mask", "depth_weight", "depth")  # the HDF5 datasets a sample reads
+# How the single-channel maps of a sample are padded (as blurred, not in focus, not valid); colour is reflected.
+PAD_FILL = {"mask": 255, "patch": 255, "alt_mask": 255, "weight": 0, "valid": 0}
+COLOUR, UNIT = (1 / 127.5, -1.0), (1 / 255, 0.0)
+# uint8 batch map -> (scale, offset) to its float value
+FLOAT_SCALE = {"image": COLOUR, "target": COLOUR, "alt_target": COLOUR, "mask": UNIT, "alt_mask": UNIT,
+               "depth_weight": UNIT, "focus": (1.0, 0.0), "valid": (1.0, 0.0)}
+
+
+def seed_worker(worker_id: int) -> None:  # noqa: ARG001
+    """DataLoader worker_init_fn: seed numpy and `random` from the worker's torch seed (itself derived from the
+    loader's seeded generator) for any library that draws from them."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+class SeededSampler(Sampler):
+    """A shuffling sampler that yields (position, augmentation seed) pairs drawn from a generator seeded with
+    (seed, epoch), so every epoch's order and every sample's augmentation are reproducible whatever the number of
+    workers, and a resumed run repeats the same epochs. Lightning calls `set_epoch`; iterating by hand moves on
+    one epoch per pass."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        order = rng.permutation(self.size).tolist()
+        seeds = rng.integers(0, 2**63 - 1, self.size).tolist()
+        return iter(zip(order, seeds))
+
+
+def _photometric() -> list[A.BasicTransform]:
+    """Mild colour jitter; brightness by max (not by the image mean) so image and target get identical changes."""
+    return [A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, brightness_by_max=True, p=0.5),
+            A.HueSaturationValue(hue_shift_limit=5, sat_shift_limit=10, val_shift_limit=0, p=0.3)]
+
+
+def _pad(maps: dict[str, np.ndarray], height: int, width: int) -> dict[str, np.ndarray]:
+    """Pad every map at the bottom/right to (height, width): colour by reflection, masks as blurred, valid as 0."""
+    h, w = maps["mask"].shape[:2]
+    if (h, w) == (height, width):
+        return maps
+    out = {}
+    for key, value in maps.items():
+        pad = ((0, height - h), (0, width - w)) + ((0, 0),) * (value.ndim - 2)
+        if key in PAD_FILL:
+            out[key] = np.pad(value, pad, mode="constant", constant_values=PAD_FILL[key])
+        else:
+            out[key] = np.pad(value, pad, mode="reflect" if min(h, w) > 1 else "edge")
+    return out
+
+
+class DefocusDataset(Dataset):
+    """The samples `indices` of a built HDF5 file, as numpy uint8 maps (H,W[,3]) for `collate`.
+
+    train: a random `crop_size` window (read alone from the file), horizontal flip and photometric jitter;
+    a frame smaller than the crop is padded. Otherwise: the full frame padded to a multiple of `pad_multiple`,
+    with the opposite plane of the same frame (fore <-> back) as `alt_*` where the file has it.
+    Picklable: the h5py handle is opened lazily in the process that reads.
+    """
+
+    def __init__(self, path: str | os.PathLike, indices: np.ndarray, meta: dict[str, np.ndarray], *, train: bool,
+                 crop_size: int | None, mask_kind: str, pad_multiple: int, photometric: bool):
+        self.path = str(path)
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.plane, self.frame, self.mean_radius = meta["plane"], meta["frame"], meta["mean_radius"]
+        self.train, self.crop_size, self.mask_kind, self.pad_multiple = train, crop_size, mask_kind, pad_multiple
+        self.alt = None if train else self._alt_indices()
+        transforms = [A.HorizontalFlip(p=0.5), *(_photometric() if photometric else [])]
+        self.transform = A.Compose(transforms, strict=True, additional_targets={
+            "target": "image", "patch": "mask", "weight": "mask", "valid": "mask"}) if train else None
+        self._file: h5py.File | None = None
+        self._pid: int | None = None
+        self._ds: dict[str, h5py.Dataset] | None = None
+
+    def _alt_indices(self) -> np.ndarray:
+        """For each sample, the file index of its frame's opposite plane (fore <-> back) in this split, else -1."""
+        fore, back = PLANES.index("fore"), PLANES.index("back")
+        lookup = {(int(self.frame[i]), int(self.plane[i])): int(i) for i in self.indices}
+        opposite = {fore: back, back: fore}
+        return np.array([lookup.get((int(self.frame[i]), opposite.get(int(self.plane[i]), -1)), -1)
+                         for i in self.indices], dtype=np.int64)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_file": None, "_pid": None, "_ds": None}
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _datasets(self) -> dict[str, h5py.Dataset]:
+        """The file's datasets by name, opened once per process (a lookup by name costs as much as a read)."""
+        if self._file is None or self._pid != os.getpid():
+            self._file = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+            self._ds = {name: self._file[name] for name in READ}
+        return self._ds
+
+    def _read(self, index: int, rows: slice, cols: slice) -> dict[str, np.ndarray]:
+        ds = self._datasets()
+        maps = {"image": ds["image"][index, rows, cols], "target": ds["target"][index, rows, cols],
+                "mask": ds["mask"][index, rows, cols], "weight": ds["depth_weight"][index, rows, cols],
+                "valid": (ds["depth"][index, rows, cols] != 0).view(np.uint8)}
+        if self.mask_kind == "patch":
+            maps["patch"] = ds["patch_mask"][index, rows, cols]
+        return maps
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict:
+        position, seed = item if isinstance(item, tuple) else (item, 0)
+        index = int(self.indices[position])
+        sample = self._train_maps(index, seed) if self.train else self._eval_maps(position, index)
+        sample.update(plane=int(self.plane[index]), frame=int(self.frame[index]),
+                      mean_radius=float(self.mean_radius[index]))
+        return sample
+
+    def _train_maps(self, index: int, seed: int) -> dict:
+        h, w = self._datasets()["mask"].shape[1:3]
+        ch, cw = (h, w) if self.crop_size is None else (min(self.crop_size, h), min(self.crop_size, w))
+        rng = np.random.default_rng(seed)
+        top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        maps = self._read(index, slice(top, top + ch), slice(left, left + cw))
+        self.transform.set_random_seed(seed)
+        maps = self.transform(**maps)
+        return _pad(maps, self.crop_size, self.crop_size) if self.crop_size else maps
+
+    def _eval_maps(self, position: int, index: int) -> dict:
+        everything = slice(None)
+        maps = self._read(index, everything, everything)
+        alt = int(self.alt[position])
+        if alt >= 0:
+            other = self._read(alt, everything, everything)
+            maps["alt_target"] = other["target"]
+            maps["alt_mask"] = other["patch" if self.mask_kind == "patch" else "mask"]
+        else:  # no opposite plane: repeat the sample's own maps, flagged by has_alt = False
+            maps["alt_target"] = maps["target"]
+            maps["alt_mask"] = maps["patch" if self.mask_kind == "patch" else "mask"]
+        h, w = maps["mask"].shape
+        m = self.pad_multiple
+        maps = _pad(maps, -(-h // m) * m, -(-w // m) * m)
+        maps["has_alt"] = alt >= 0
+        return maps
+
+
+def _stack(samples: list[dict], key: str) -> torch.Tensor:
+    """(B,C,H,W) uint8 view of per-sample (H,W) or (H,W,C) arrays."""
+    batch = torch.from_numpy(np.stack([s[key] for s in samples]))
+    return batch.permute(0, 3, 1, 2) if batch.ndim == 4 else batch[:, None]
+
+
+def collate_uint8(samples: list[dict]) -> dict[str, torch.Tensor]:
+    """The batch with its maps still uint8 (B,C,H,W): colour and mask 0..255, focus and valid 0/1. A quarter of
+    the bytes of the float batch; `to_float` turns it into the batch of the spec (on the GPU, under a Trainer)."""
+    binary = _stack(samples, "mask")
+    batch = {
+        "image": _stack(samples, "image"),
+        "target": _stack(samples, "target"),
+        "mask": _stack(samples, "patch") if "patch" in samples[0] else binary,
+        "focus": (binary == 0).view(torch.uint8),
+        "depth_weight": _stack(samples, "weight"),
+        "valid": _stack(samples, "valid"),
+        "plane": torch.tensor([s["plane"] for s in samples], dtype=torch.long),
+        "frame": torch.tensor([s["frame"] for s in samples], dtype=torch.long),
+        "mean_radius": torch.tensor([s["mean_radius"] for s in samples], dtype=torch.float32),
+    }
+    if "alt_mask" in samples[0]:
+        batch["alt_target"] = _stack(samples, "alt_target")
+        batch["alt_mask"] = _stack(samples, "alt_mask")
+        batch["has_alt"] = torch.tensor([s["has_alt"] for s in samples], dtype=torch.bool)
+    return batch
+
+
+def _empty(shape: torch.Size, device: torch.device) -> torch.Tensor:
+    """An uninitialised float tensor; inside a DataLoader worker it lives in shared memory, so the batch reaches
+    the main process without another copy (what default_collate does)."""
+    if device.type != "cpu" or get_worker_info() is None:
+        return torch.empty(shape, device=device)
+    like = torch.empty(0)
+    return like.new(like._typed_storage()._new_shared(math.prod(shape))).view(shape)
+
+
+def to_float(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch of the spec from `collate_uint8`'s: image/target/alt_target (B,3,H,W) in [-1,1]; mask/alt_mask,
+    depth_weight in [0,1] (masks exactly 0/0.5/1); focus, valid {0,1}. Float maps pass unchanged."""
+    out = dict(batch)
+    for key, (scale, offset) in FLOAT_SCALE.items():
+        u8 = batch.get(key)
+        if u8 is None or u8.dtype != torch.uint8:
+            continue
+        x = _empty(u8.shape, u8.device).copy_(u8).mul_(scale)
+        if offset:
+            x.add_(offset)
+        if key in ("mask", "alt_mask"):  # 128/255 -> 0.5, 255/255 -> 1 exactly
+            x.mul_(2).round_().div_(2)
+        out[key] = x
+    return out
+
+
+def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
+    """The float batch of the spec (see `to_float`) plus plane, frame (B,) long, mean_radius (B,) float and, for
+    val/test, has_alt (B,) bool."""
+    return to_float(collate_uint8(samples))
+
+
+class DefocusDataModule(L.LightningDataModule):
+    """Train/val/test loaders over one HDF5 dataset; batches as described in `collate`."""
+
+    def __init__(self, path: str, batch_size: int = 4, num_workers: int = 0, crop_size: int | None = 256,
+                 mask_kind: str = "binary", pad_multiple: int = 256, seed: int = 0, photometric: bool = True):
+        super().__init__()
+        if mask_kind not in MASK_KINDS:
+            raise UserError(f"mask_kind: '{mask_kind}' is not one of {', '.join(MASK_KINDS)}")
+        for key, value in (("batch_size", batch_size), ("pad_multiple", pad_multiple)):
+            if value < 1:
+                raise UserError(f"{key}: must be at least 1, got {value}")
+        if crop_size is not None and crop_size < 1:
+            raise UserError(f"crop_size: must be at least 1 (or None for full frames), got {crop_size}")
+        if num_workers < 0:
+            raise UserError(f"num_workers: must be >= 0, got {num_workers}")
+        self.path = Path(path)
+        self.batch_size, self.num_workers, self.crop_size = batch_size, num_workers, crop_size
+        self.mask_kind, self.pad_multiple, self.seed, self.photometric = mask_kind, pad_multiple, seed, photometric
+        self.datasets: dict[str, DefocusDataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        with open_dataset(self.path) as f:
+            split = f["split"][:]
+            meta = {"plane": f["plane"][:], "frame": f["frame"][:], "mean_radius": f["mean_radius"][:]}
+        common = {"crop_size": self.crop_size, "mask_kind": self.mask_kind, "pad_multiple": self.pad_multiple}
+        for code, name in enumerate(SPLITS):
+            self.datasets[name] = DefocusDataset(self.path, np.flatnonzero(split == code), meta, train=name == "train",
+                                                 photometric=self.photometric and name == "train", **common)
+
+    def _loader(self, name: str, sampler: Sampler | None, drop_last: bool) -> DataLoader:
+        self.setup()
+        dataset = self.datasets[name]
+        if len(dataset) == 0 and name == "train":
+            raise UserError(f"{self.path}: the dataset has no {name} samples")
+        workers = self.num_workers
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=workers,
+                          collate_fn=collate_uint8 if self._float_on_device() else collate,
+                          worker_init_fn=seed_worker, drop_last=drop_last,
+                          generator=torch.Generator().manual_seed(self.seed), persistent_workers=workers > 0,
+                          pin_memory=torch.cuda.is_available())
+
+    def _float_on_device(self) -> bool:
+        """Under a Trainer on an accelerator, batches travel as uint8 (a quarter of the bytes to share, pin and
+        copy) and `on_after_batch_transfer` makes them float on the device. Anywhere else the loaders yield the
+        float batch of the spec."""
+        return self.trainer is not None and self.trainer.strategy.root_device.type != "cpu"
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        return to_float(batch)
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        n = len(self.datasets["train"])
+        return self._loader("train", SeededSampler(n, self.seed), drop_last=n >= self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", None, drop_last=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", None, drop_last=False)

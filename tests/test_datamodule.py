@@ -1,0 +1,219 @@
+"""DefocusDataModule: batch layout, augmentations that keep every map aligned, padding, alt pairs, seeding."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from types import SimpleNamespace
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from defocus_lit.data.build import build_dataset
+from defocus_lit.data.datamodule import DefocusDataModule, collate, collate_uint8, to_float
+from defocus_lit.data.sources import open_source
+from defocus_lit.errors import UserError
+from defocus_lit.render import RenderSettings
+
+SIZE = 64
+
+
+def _write(path, image, target, mask, patch, weight, depth, plane, frame, split):
+    """A file in the build layout from explicit arrays (N,H,W[,3])."""
+    n = len(image)
+    with h5py.File(path, "w") as f:
+        for name, data in (("image", image), ("target", target), ("mask", mask), ("patch_mask", patch),
+                           ("depth_weight", weight)):
+            f.create_dataset(name, data=np.asarray(data, np.uint8), chunks=(1, *np.shape(data)[1:]))
+        f.create_dataset("depth", data=np.asarray(depth, np.float16), chunks=(1, *np.shape(depth)[1:]))
+        f["plane"] = np.asarray(plane, np.uint8)
+        f["frame"] = np.asarray(frame, np.int32)
+        f["split"] = np.asarray(split, np.uint8)
+        f["mean_radius"] = np.full(n, 3.0, np.float32)
+        for key in ("source", "renderer", "planes", "filter_counts", "split_sizes"):
+            f.attrs[key] = json.dumps({})
+        f.attrs["depth_kind"] = "depth"
+        f.attrs["version"] = "test"
+
+
+def _coded_file(path, n=6):
+    """Every pixel encodes its own position: image R = 4*col, G = 4*row, B = 40*sample; target = image; the mask
+    is a checkerboard of 8-px squares, the patch mask its 128 version, depth weight (row + col) and depth 0
+    (unmeasured) in every 7th column. Samples 0-3 train, 4 val (fore), 5 val (back) of frame 4."""
+    rows, cols = np.mgrid[:SIZE, :SIZE]
+    image = np.stack([np.broadcast_to(np.stack([4 * cols, 4 * rows, np.full_like(rows, 40 * i)], -1), (SIZE, SIZE, 3))
+                      for i in range(n)]).astype(np.uint8)
+    checker = np.where((rows // 8 + cols // 8) % 2 == 1, 255, 0)
+    depth = np.where(cols % 7 == 0, 0.0, 1.0 + rows / SIZE)
+    _write(path, image, image, np.stack([checker] * n), np.stack([checker // 2 + (checker > 0)] * n),
+           np.stack([rows + cols] * n), np.stack([depth] * n), plane=[0, 1, 2, 0, 0, 2], frame=[0, 1, 2, 3, 4, 4],
+           split=[0, 0, 0, 0, 1, 1])
+    return path
+
+
+def _u8(x: torch.Tensor) -> np.ndarray:
+    """[-1,1] (B,3,H,W) -> uint8 (B,H,W,3)."""
+    return ((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    path = tmp_path_factory.mktemp("dm") / "d.h5"
+    build_dataset(open_source("synthetic", num=10, size=(SIZE, SIZE), seed=1), path,
+                  settings=RenderSettings(layers=4, max_radius=4.0), split=(0.6, 0.2, 0.2), progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def coded(tmp_path_factory):
+    return _coded_file(tmp_path_factory.mktemp("coded") / "coded.h5")
+
+
+@pytest.mark.parametrize("mask_kind", ["binary", "patch"])
+def test_batch_keys_shapes_ranges(built, mask_kind):
+    dm = DefocusDataModule(str(built), batch_size=3, crop_size=32, mask_kind=mask_kind, pad_multiple=32)
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch) == {"image", "target", "mask", "focus", "depth_weight", "valid", "plane", "frame", "mean_radius"}
+    for key in ("image", "target"):
+        assert batch[key].shape == (3, 3, 32, 32) and batch[key].dtype == torch.float32
+        assert -1 <= batch[key].min() and batch[key].max() <= 1
+    for key in ("mask", "focus", "depth_weight", "valid"):
+        assert batch[key].shape == (3, 1, 32, 32) and 0 <= batch[key].min() and batch[key].max() <= 1
+    assert set(batch["focus"].unique().tolist()) <= {0.0, 1.0}
+    assert set(batch["valid"].unique().tolist()) <= {0.0, 1.0}
+    levels = {0.0, 0.5, 1.0} if mask_kind == "patch" else {0.0, 1.0}
+    assert set(batch["mask"].unique().tolist()) <= levels
+    assert torch.equal(batch["focus"], (batch["mask"] == 0).float())  # in focus = 0 in both mask kinds
+    assert batch["plane"].dtype == torch.long and batch["frame"].dtype == torch.long and batch["plane"].shape == (3,)
+    assert batch["mean_radius"].dtype == torch.float32 and (batch["mean_radius"] >= 0).all()
+
+    val = next(iter(dm.val_dataloader()))
+    assert {"alt_mask", "alt_target", "has_alt"} <= set(val) and val["has_alt"].dtype == torch.bool
+    assert val["image"].shape[-2:] == (SIZE, SIZE) and val["alt_mask"].shape == val["mask"].shape
+
+
+@pytest.mark.parametrize("mask_kind", ["binary", "patch"])
+def test_crop_and_flip_move_every_map_together(coded, mask_kind):
+    dm = DefocusDataModule(str(coded), batch_size=4, crop_size=24, mask_kind=mask_kind, photometric=False, seed=5)
+    flipped, loader = set(), dm.train_dataloader()
+    for _ in range(3):  # three epochs
+        batch = next(iter(loader))
+        image = _u8(batch["image"]).astype(int)
+        assert np.array_equal(image, _u8(batch["target"]))
+        col, row = image[..., 0] // 4, image[..., 1] // 4  # where each output pixel came from
+        checker = (row // 8 + col // 8) % 2 == 1
+        expected = np.where(checker, 1.0, 0.0) if mask_kind == "binary" else np.where(checker, 0.5, 0.0)
+        assert np.array_equal(batch["mask"][:, 0].numpy(), expected)
+        assert np.array_equal(batch["focus"][:, 0].numpy(), (~checker).astype(np.float32))
+        assert np.array_equal(np.rint(batch["depth_weight"][:, 0].numpy() * 255), row + col)
+        assert np.array_equal(batch["valid"][:, 0].numpy(), (col % 7 != 0).astype(np.float32))
+        assert (image[..., 2] == 40 * batch["frame"].numpy()[:, None, None]).all()  # frame 0-3 = sample 0-3
+        flipped |= {bool(c[0, 0] > c[0, -1]) for c in col}
+        assert all(len(np.unique(np.diff(c, axis=1))) == 1 for c in col)  # contiguous window, one direction
+    assert flipped == {True, False}
+
+
+def test_photometric_identical_on_image_and_target(coded):
+    dm = DefocusDataModule(str(coded), batch_size=4, crop_size=SIZE, photometric=True, seed=0)
+    changed, loader = 0, dm.train_dataloader()
+    for _ in range(4):
+        batch = next(iter(loader))
+        image = _u8(batch["image"])
+        assert np.array_equal(image, _u8(batch["target"]))
+        col, row = np.mgrid[:SIZE, :SIZE][::-1]
+        raw = np.stack([4 * col, 4 * row], -1)
+        changed += sum(not (np.array_equal(im[..., :2], raw) or np.array_equal(im[..., :2], raw[:, ::-1])) for im in image)
+    assert changed > 0
+
+
+def test_val_full_frame_padded(coded):
+    dm = DefocusDataModule(str(coded), batch_size=2, pad_multiple=48, mask_kind="binary")
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["image"].shape == (2, 3, 96, 96)
+    image = _u8(batch["image"])
+    assert np.array_equal(image[:, :SIZE, SIZE:], image[:, :SIZE, SIZE - 2 : SIZE - 34 : -1])  # reflected
+    assert np.array_equal(image[:, SIZE:, :SIZE], image[:, SIZE - 2 : SIZE - 34 : -1, :SIZE])
+    assert np.array_equal(_u8(batch["target"]), image)
+    assert (batch["mask"][..., SIZE:, :] == 1).all() and (batch["mask"][..., :, SIZE:] == 1).all()
+    assert (batch["alt_mask"][..., SIZE:, :] == 1).all()
+    assert (batch["valid"][..., SIZE:, :] == 0).all() and (batch["valid"][..., :, SIZE:] == 0).all()
+    assert (batch["focus"][..., SIZE:, :] == 0).all()
+    assert np.array_equal(batch["valid"][:, 0, :SIZE, :SIZE].numpy(),
+                          np.broadcast_to(np.arange(SIZE) % 7 != 0, (2, SIZE, SIZE)).astype(np.float32))
+
+
+def test_alt_pair_is_the_opposite_plane_of_the_same_frame(built):
+    dm = DefocusDataModule(str(built), batch_size=64, pad_multiple=SIZE)
+    dm.setup("validate")
+    with h5py.File(built) as f:
+        plane, frame, split, target, mask = (f[k][:] for k in ("plane", "frame", "split", "target", "mask"))
+    for name, code in (("val", 1), ("test", 2)):
+        loader = dm.val_dataloader() if name == "val" else dm.test_dataloader()
+        batch = next(iter(loader))
+        assert len(batch["plane"]) == (split == code).sum()
+        for p, fr, has, alt_t, alt_m in zip(batch["plane"], batch["frame"], batch["has_alt"], _u8(batch["alt_target"]),
+                                            batch["alt_mask"][:, 0]):
+            want = {0: 2, 2: 0}.get(int(p))
+            match = np.flatnonzero((frame == int(fr)) & (plane == want)) if want is not None else []
+            assert bool(has) == (len(match) == 1)
+            if has:
+                assert np.array_equal(alt_t, target[match[0]])
+                assert np.array_equal(alt_m.numpy() * 255, mask[match[0]])
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["has_alt"].any()
+
+
+def test_seeded_and_independent_of_workers(built):
+    def epoch(seed, workers):
+        dm = DefocusDataModule(str(built), batch_size=2, num_workers=workers, crop_size=32, seed=seed)
+        return list(dm.train_dataloader())
+
+    a, b, c = epoch(3, 0), epoch(3, 0), epoch(4, 0)
+    assert all(torch.equal(x["image"], y["image"]) and torch.equal(x["mask"], y["mask"]) for x, y in zip(a, b))
+    assert not all(torch.equal(x["image"], y["image"]) for x, y in zip(a, c))
+    d = epoch(3, 2)
+    assert len(d) == len(a)
+    assert sorted((int(f), int(p)) for x in a for f, p in zip(x["frame"], x["plane"])) == \
+        sorted((int(f), int(p)) for x in d for f, p in zip(x["frame"], x["plane"]))
+    assert all(torch.equal(x["image"], y["image"]) for x, y in zip(a, d))  # per-sample seeds: same batches too
+
+
+def test_epochs_differ_and_dataset_pickles(built):
+    dm = DefocusDataModule(str(built), batch_size=2, crop_size=32, seed=0)
+    loader = dm.train_dataloader()
+    first, second = next(iter(loader)), next(iter(loader))
+    assert not torch.equal(first["image"], second["image"])
+    dataset = dm.datasets["train"]
+    dataset[(0, 1)]  # opens the file in this process
+    clone = pickle.loads(pickle.dumps(dataset))
+    assert np.array_equal(clone[(0, 1)]["image"], dataset[(0, 1)]["image"])
+
+
+def test_missing_or_wrong_file_names_it(tmp_path):
+    missing = tmp_path / "nope.h5"
+    with pytest.raises(UserError, match="nope.h5"):
+        DefocusDataModule(str(missing)).setup("fit")
+    wrong = tmp_path / "wrong.h5"
+    with h5py.File(wrong, "w") as f:
+        f["image"] = np.zeros((1, 4, 4, 3), np.uint8)
+    with pytest.raises(UserError, match="wrong.h5"):
+        DefocusDataModule(str(wrong)).setup("fit")
+    with pytest.raises(UserError, match="mask_kind"):
+        DefocusDataModule(str(wrong), mask_kind="soft")
+
+
+@pytest.mark.parametrize("mask_kind", ["binary", "patch"])
+def test_uint8_batches_for_the_gpu_convert_to_the_same_floats(built, mask_kind):
+    plain = DefocusDataModule(str(built), batch_size=4, crop_size=32, mask_kind=mask_kind, pad_multiple=SIZE)
+    on_gpu = DefocusDataModule(str(built), batch_size=4, crop_size=32, mask_kind=mask_kind, pad_multiple=SIZE)
+    on_gpu.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
+    for name in ("train", "val"):
+        want = next(iter(getattr(plain, f"{name}_dataloader")()))
+        raw = next(iter(getattr(on_gpu, f"{name}_dataloader")()))
+        assert raw["image"].dtype == torch.uint8 and raw["mask"].dtype == torch.uint8
+        got = on_gpu.on_after_batch_transfer(raw, 0)
+        assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want), name
+    samples = [plain.datasets["val"][i] for i in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(collate(samples).values(), to_float(collate_uint8(samples)).values()))
