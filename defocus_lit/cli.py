@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     parser = ArgumentParser(prog=f"defocus-lit {name}", description=COMMANDS[name][1])
     module.configure_parser(parser)
-    args = parser.parse_args(argv[1:])
+    args = parser.parse_intermixed_args(argv[1:])  # key=value words may follow options
     try:
         return int(module.run(args) or 0)
     except UserError as err:

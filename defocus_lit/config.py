@@ -83,6 +83,15 @@ def check_keys(cfg: DictConfig, base: DictConfig, source: str) -> None:
             raise UserError(f"{source}: unknown key '{key}'; valid keys: {', '.join(sorted(known))}")
 
 
+def split_experiment(words: Sequence[str]) -> tuple[str, list[str]]:
+    """EXP and the override words of a `defocus-lit train` word list. The experiment is the one word without
+    `=` or an `experiment=NAME` word (how a W&B agent passes a swept experiment), wherever it stands."""
+    names = [w for w in words if "=" not in w] + [w.split("=", 1)[1] for w in words if w.startswith("experiment=")]
+    if len(names) != 1:
+        raise UserError(f"experiment: name exactly one (EXP or experiment=NAME) in: {' '.join(words)}")
+    return names[0], [w for w in words if "=" in w and not w.startswith("experiment=")]
+
+
 def parse_overrides(words: Sequence[str]) -> DictConfig:
     """`key=value` words (values parsed as YAML, e.g. `optim.lr=1e-4`, `data.path=null`) into a config."""
     for word in words:

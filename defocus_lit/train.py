@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from defocus_lit.config import experiments_dir, load_experiment, to_container
+from defocus_lit.config import experiments_dir, load_experiment, split_experiment, to_container
 from defocus_lit.errors import UserError
 
 SUMMARY_KEYS = ("val/psnr", "val/ssim", "val/psnr_focus", "val/psnr_defocus", "val/plane_sensitivity",
@@ -33,14 +33,16 @@ class TrainResult:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("experiment", help="experiment name in experiments/ (e.g. patch_mask) or a YAML path")
+    parser.add_argument("experiment", help="experiment name in experiments/ (e.g. patch_mask) or a YAML path; "
+                        "`experiment=NAME` anywhere among the words works too (as W&B sweep agents pass it)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, e.g. optim.lr=1e-4 trainer.max_epochs=5 cpu_preset=false")
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_experiment(args.experiment, args.overrides)
-    if cfg.cpu_preset and not any(w.startswith("cpu_preset=") for w in args.overrides):
+    experiment, overrides = split_experiment([args.experiment, *args.overrides])
+    cfg = load_experiment(experiment, overrides)
+    if cfg.cpu_preset and not any(w.startswith("cpu_preset=") for w in overrides):
         print(f"No GPU found: applying the CPU preset {experiments_dir() / 'presets' / 'cpu.yaml'} "
               "(small network, short run); add cpu_preset=false for the full recipe.")
     result = run_training(cfg)
