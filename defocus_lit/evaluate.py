@@ -1,0 +1,400 @@
+"""`defocus-lit evaluate`: score a checkpoint and the baselines on held-out data and write a report.
+
+Data, one of:
+- `--data D.h5`: the file's test split (its val split when it has no test samples) through the DataModule's
+  evaluation pipeline: full frames, padded to the network's multiple (padding is left out of every metric).
+- `--manifest M.csv` (`image,depth[,kind,scale]`, as `data build`): targets rendered on the fly, three focal
+  planes per frame with the masks and sample filter of `data build`, with the renderer settings the checkpoint
+  was trained with (`cfg.render`; without a checkpoint `RenderSettings()`; `--k/--max-radius/--blur-model`
+  override either). Scale: blur radii are in pixels and the network learnt them on frames of a few hundred
+  pixels, so a frame whose long side exceeds `--max-side` (default 640 px, the NYU frame width) is first
+  resized to that long side, keeping its aspect (Lanczos for colour, nearest neighbour for depth).
+
+Methods: the checkpoint's model (`--ckpt`) and the baselines identity and mask_blur; `--baseline NAME` keeps
+only that baseline (alone when there is no `--ckpt`). Metrics (defocus_lit.metrics) count only pixels with a
+depth measurement (batch["valid"]); plane sensitivity compares a frame's fore and back samples (nan/null for a
+sample with no opposite plane).
+
+Output, written to a temporary folder renamed to `--out` at the end (a failure leaves no partial folder):
+`report.json` {"mean": {method: {metric: value}}, "samples": [{"name", "plane", method: {metric: value}}],
+"settings": {...}}, `report.md` (the same tables in Markdown) and one PNG per sample
+(input | mask | output | target | abs error x4; the output is the model's, else the baseline's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import Tensor
+from tqdm import tqdm
+
+from defocus_lit.baselines import BASELINES
+from defocus_lit.config import to_container
+from defocus_lit.data.build import fit_frame, read_info
+from defocus_lit.data.planes import (
+    PLANES,
+    SampleFilter,
+    binary_mask,
+    depth_grey,
+    focal_plane,
+    focus_band,
+    nearness,
+    patch_mask,
+    valid_depth,
+)
+from defocus_lit.data.sources import open_source
+from defocus_lit.errors import UserError
+from defocus_lit.imageio import write_rgb
+from defocus_lit.metrics import IMAGE_METRICS, MetricSet, PlaneSensitivity, per_sample_metrics
+from defocus_lit.models.checkpoint import Defocuser, load_checkpoint
+from defocus_lit.models.gan import alt_batch
+from defocus_lit.predict import DEVICES, defocus, select_device
+from defocus_lit.render import (
+    BLUR_MODELS,
+    RenderSettings,
+    blur_radius_blur_map,
+    blur_radius_thin_lens,
+    render_frame,
+)
+from defocus_lit.visualize import panel_row
+
+METRICS = (*IMAGE_METRICS, "plane_sensitivity")
+MAX_SIDE = 640  # px: manifest frames are resized to this long side (NYU frames are 640x480)
+ERROR_GAIN = 4.0  # the abs-error panel is amplified so small errors show
+OPPOSITE = {"fore": "back", "back": "fore"}
+Method = Callable[[dict[str, Tensor]], Tensor]
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ckpt", help="checkpoint from `defocus-lit train`; leave out to score --baseline alone")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="HDF5 dataset from `defocus-lit data build` (test split, else val)")
+    source.add_argument("--manifest", help="CSV image,depth[,kind,scale]: targets rendered on the fly")
+    parser.add_argument("--out", required=True, help="report folder (replaced if it holds an earlier report)")
+    parser.add_argument("--baseline", choices=tuple(BASELINES),
+                        help="score only this baseline (with --ckpt: the model and this baseline)")
+    parser.add_argument("--limit", type=int, help="score only the first N samples")
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="auto = CUDA when present, else CPU")
+    render = parser.add_argument_group("renderer overrides (--manifest only)")
+    render.add_argument("--blur-model", choices=BLUR_MODELS)
+    render.add_argument("--k", type=float, help="thin-lens blur in px per unit of inverse depth")
+    render.add_argument("--max-radius", type=float, help="largest blur radius in px")
+    render.add_argument("--max-side", type=int, default=MAX_SIDE,
+                        help=f"resize frames whose long side is larger to this many px (default {MAX_SIDE})")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    check_out_dir(out)
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit: must be at least 1, got {args.limit}")
+    if args.max_side < 16:
+        raise UserError(f"--max-side: must be at least 16 px, got {args.max_side}")
+    overrides = {key: getattr(args, key) for key in ("blur_model", "k", "max_radius") if getattr(args, key) is not None}
+    if args.data and overrides:
+        flags = ", ".join("--" + key.replace("_", "-") for key in overrides)
+        raise UserError(f"{flags}: renderer settings apply to --manifest only (the targets in {args.data} are "
+                        "already rendered)")
+    if args.ckpt is None and args.baseline is None:
+        raise UserError("--ckpt: give a checkpoint, or --baseline identity|mask_blur to score a baseline alone")
+    device = select_device(args.device)
+    model, cfg = load_checkpoint(args.ckpt) if args.ckpt else (None, None)
+    if model is not None:
+        model.to(device)
+    mask_kind = cfg.data.mask_kind if cfg is not None else "binary"
+    methods = build_methods(model, args.baseline)
+
+    if args.data:
+        samples, total, details = dataset_samples(Path(args.data), mask_kind, model, device, cfg)
+    else:
+        settings = manifest_settings(cfg, overrides)
+        samples, total, details = manifest_samples(Path(args.manifest), settings, mask_kind, args.max_side, device)
+    info = {"checkpoint": args.ckpt, "arch": cfg.arch if cfg is not None else None, "data": args.data,
+            "manifest": args.manifest, "mask_kind": mask_kind, "device": device.type, **details}
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        report = evaluate(methods, samples, staging, device, limit=args.limit, total=total,
+                          source=args.data or args.manifest)
+        report["settings"] = info
+        write_report(report, staging)
+        replace_dir(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(mean_table(report["mean"]))
+    print(f"wrote {out / 'report.json'}, {out / 'report.md'} and {len(report['samples'])} sample images")
+    return 0
+
+
+# ----- methods ------------------------------------------------------------------------------------------------
+def build_methods(model: Defocuser | None, baseline: str | None) -> dict[str, Method]:
+    """name -> fn(batch) -> output (B,3,H,W) in [-1,1] for batch["mask"]."""
+    methods: dict[str, Method] = {}
+    if model is not None:
+        methods["model"] = lambda batch: defocus(model, batch["image"], batch["mask"])
+    for name in BASELINES if baseline is None else (baseline,):
+        methods[name] = BASELINES[name]
+    return methods
+
+
+# ----- samples ------------------------------------------------------------------------------------------------
+@dataclass
+class Sample:
+    name: str
+    plane: str
+    batch: dict[str, Tensor]  # one sample (B=1) in the DataModule's batch layout, on the device
+    size: tuple[int, int]  # (H,W) of the frame without padding
+
+
+def dataset_samples(path: Path, mask_kind: str, model: Defocuser | None, device: torch.device,
+                    cfg: DictConfig | None) -> tuple[Iterator[Sample], int, dict]:
+    """The test split (val when there is no test sample) of a built dataset at full frame, batch size 1;
+    with the number of samples and {"split", "renderer"} (the settings recorded in the file)."""
+    from defocus_lit.data.datamodule import DefocusDataModule
+
+    info = read_info(path)
+    split = "test" if info["splits"]["test"]["samples"] else "val"
+    if not info["splits"][split]["samples"]:
+        raise UserError(f"{path}: no test or val samples to evaluate")
+    if cfg is not None and info["renderer"] and dict(info["renderer"]) != to_container(cfg.render):
+        print(f"note: {path} was rendered with {info['renderer']}, the checkpoint was trained on "
+              f"{to_container(cfg.render)}")
+    datamodule = DefocusDataModule(str(path), batch_size=1, num_workers=0, crop_size=None, mask_kind=mask_kind,
+                                   pad_multiple=model.multiple if model is not None else 1, photometric=False)
+    loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
+    size = tuple(info["size"])
+
+    def samples() -> Iterator[Sample]:
+        for batch in loader:
+            name = f"{split}_frame{int(batch['frame'][0]):05d}"
+            yield Sample(name, PLANES[int(batch["plane"][0])], {k: v.to(device) for k, v in batch.items()}, size)
+
+    return samples(), len(loader), {"split": split, "renderer": info["renderer"]}
+
+
+def manifest_settings(cfg: DictConfig | None, overrides: dict) -> dict:
+    """The checkpoint's renderer settings (defaults without one), with the command-line overrides."""
+    base = to_container(cfg.render) if cfg is not None else RenderSettings().to_dict()
+    return RenderSettings(**{**base, **overrides}).to_dict()
+
+
+def shrink(image: np.ndarray, depth: np.ndarray, max_side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resize a frame so its long side is at most `max_side` px, keeping the aspect. Returns writable arrays."""
+    h, w = depth.shape
+    scale = max_side / max(h, w)
+    if scale < 1:
+        image, depth = fit_frame(image, depth, (max(1, round(h * scale)), max(1, round(w * scale))))
+    return np.array(image), np.array(depth)
+
+
+def mean_radius(depth: np.ndarray, kind: str, plane_map: np.ndarray, in_focus: np.ndarray,
+                settings: RenderSettings) -> float:
+    """The target's mean blur radius in px over the pixels outside `in_focus`, as `data build` records it
+    (batch["mean_radius"], which the mask_blur baseline uses)."""
+    if settings.blur_model == "blur_map":
+        radius = blur_radius_blur_map(torch.from_numpy(plane_map)[None, None], settings.max_radius)
+    else:
+        near = nearness(depth, kind)
+        band = torch.tensor([focus_band(near, in_focus, valid_depth(depth))], dtype=torch.float32)
+        radius = blur_radius_thin_lens(torch.from_numpy(near)[None, None], band, settings.k, settings.max_radius)
+    blurred = ~in_focus
+    return float(radius[0, 0].numpy()[blurred].mean()) if blurred.any() else 0.0
+
+
+def _to_tensor(array: np.ndarray, device: torch.device) -> Tensor:
+    """(H,W,3) or (H,W) uint8 -> (1,C,H,W) float 0..255 on the device."""
+    t = torch.from_numpy(np.ascontiguousarray(array)).to(device).float()
+    return t.permute(2, 0, 1)[None] if t.ndim == 3 else t[None, None]
+
+
+def manifest_samples(path: Path, settings: dict, mask_kind: str, max_side: int,
+                     device: torch.device) -> tuple[Iterator[Sample], int, dict]:
+    """Samples rendered from a manifest's frames: every focal plane the sample filter keeps (as `data build`),
+    each paired with its frame's opposite plane for plane sensitivity. Also an upper bound of their number and
+    {"renderer", "max_side", "filtered"}, where "filtered" counts the planes left out by reason as they are met."""
+    source = open_source("manifest", str(path))
+    render_settings = RenderSettings(**settings)
+    sample_filter = SampleFilter()
+    filtered: Counter = Counter()
+
+    def frame_samples(index: int) -> list[Sample]:
+        frame = source[index]
+        image, depth = shrink(frame.image, frame.depth, max_side)
+        depth = np.where(valid_depth(depth), depth, 0).astype(np.float32)
+        valid = valid_depth(depth)
+        grey = depth_grey(depth, frame.kind)
+        maps = {plane: focal_plane(grey, plane) for plane in PLANES}
+        masks = {plane: binary_mask(maps[plane]) for plane in PLANES}
+        reasons = {p: sample_filter.reject_reason(masks[p], valid) for p in PLANES}
+        filtered.update(reason for reason in reasons.values() if reason)
+        kept = [p for p in PLANES if reasons[p] is None]
+        planes = {}
+        for plane in kept:
+            in_focus = masks[plane] == 0
+            target = render_frame(image, depth, frame.kind, maps[plane], in_focus, render_settings, str(device))
+            mask = patch_mask(maps[plane]) if mask_kind == "patch" else masks[plane]
+            radius = mean_radius(depth, frame.kind, maps[plane], in_focus, render_settings)
+            planes[plane] = {"target": _to_tensor(target, device) / 127.5 - 1,
+                             "mask": (_to_tensor(mask, device) / 255 * 2).round() / 2,
+                             "focus": _to_tensor(in_focus, device),
+                             "mean_radius": torch.tensor([radius], device=device)}
+        common = {"image": _to_tensor(image, device) / 127.5 - 1, "valid": _to_tensor(valid, device),
+                  "frame": torch.tensor([index], device=device)}
+        samples = []
+        for plane, maps_of_plane in planes.items():
+            alt = planes.get(OPPOSITE.get(plane, ""))
+            batch = {**common, **maps_of_plane, "plane": torch.tensor([PLANES.index(plane)], device=device),
+                     "alt_mask": (alt or maps_of_plane)["mask"], "alt_target": (alt or maps_of_plane)["target"],
+                     "has_alt": torch.tensor([alt is not None], device=device)}
+            samples.append(Sample(frame.name, plane, batch, depth.shape))
+        return samples
+
+    def samples() -> Iterator[Sample]:
+        for index in range(len(source)):
+            yield from frame_samples(index)
+
+    details = {"split": None, "renderer": settings, "max_side": max_side, "filtered": filtered}
+    return samples(), len(source) * len(PLANES), details
+
+
+# ----- scoring ------------------------------------------------------------------------------------------------
+def _float(value: Tensor | float) -> float | None:
+    """A JSON-able metric value: None for nan (undefined)."""
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def plane_sensitivity(out: Tensor, alt_out: Tensor, batch: dict[str, Tensor]) -> float:
+    """One sample's plane sensitivity (see metrics.PlaneSensitivity)."""
+    metric = PlaneSensitivity().to(out.device)
+    metric.update(out, alt_out, batch["target"], batch["alt_target"], batch["valid"], batch["has_alt"])
+    return float(metric.compute())
+
+
+def score(method: Method, batch: dict[str, Tensor], metric_set: MetricSet) -> tuple[Tensor, dict[str, float]]:
+    """The method's output for the sample and its metrics; also adds them to the running means."""
+    out = method(batch)
+    values = per_sample_metrics(out, batch)[0]
+    metric_set.update(out, batch)
+    values["plane_sensitivity"] = math.nan
+    if bool(batch["has_alt"].any()):
+        alt_out = method(alt_batch(batch))
+        metric_set.update_plane(out, alt_out, batch)
+        values["plane_sensitivity"] = plane_sensitivity(out, alt_out, batch)
+    return out, values
+
+
+def sample_panel(sample: Sample, output: Tensor) -> np.ndarray:
+    """input | mask | output | target | abs error x4, cropped to the frame (without padding)."""
+    h, w = sample.size
+    b = {k: sample.batch[k][0, :, :h, :w] for k in ("image", "mask", "target")}
+    out = output[0, :, :h, :w]
+    error = ((out - b["target"]).abs() / 2 * ERROR_GAIN).clamp(0, 1).mean(0, keepdim=True) * 2 - 1
+    return panel_row({"input": b["image"], "mask": b["mask"] * 2 - 1, "output": out, "target": b["target"],
+                      f"abs error x{ERROR_GAIN:g}": error})
+
+
+@torch.inference_mode()
+def evaluate(methods: dict[str, Method], samples: Iterator[Sample], out_dir: Path, device: torch.device, *,
+             limit: int | None = None, total: int | None = None, source: str = "") -> dict:
+    """Score every sample with every method, write one panel PNG per sample into `out_dir`; the report dict.
+    `source` names the data in the error raised when there is no sample."""
+    metric_sets = {name: MetricSet().to(device) for name in methods}
+    rows = []
+    bar = tqdm(samples, total=min(total, limit) if total and limit else total or limit, desc="evaluate",
+               unit="sample")
+    for index, sample in enumerate(bar):
+        if limit is not None and index >= limit:
+            break
+        row: dict = {"name": sample.name, "plane": sample.plane}
+        outputs = {}
+        for name, method in methods.items():
+            outputs[name], values = score(method, sample.batch, metric_sets[name])
+            row[name] = {key: _float(values[key]) for key in METRICS}
+        row["image"] = f"{index:04d}_{sample.name}_{sample.plane}.png"
+        write_rgb(out_dir / row["image"], sample_panel(sample, next(iter(outputs.values()))))
+        rows.append(row)
+    bar.close()
+    if not rows:
+        raise UserError(f"{source}: no sample to evaluate (every focal plane of every frame was filtered out)")
+    mean = {name: {key: _float(value) for key, value in metric_sets[name].compute().items()} for name in methods}
+    return {"mean": mean, "samples": rows}
+
+
+# ----- report -------------------------------------------------------------------------------------------------
+def _cell(value: float | None, key: str) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.4f}" if key in ("ssim", "plane_sensitivity") else f"{value:.2f}"
+
+
+def mean_table(mean: dict[str, dict]) -> str:
+    lines = ["| method | " + " | ".join(METRICS) + " |", "| --- |" + " ---: |" * len(METRICS)]
+    lines += [f"| {name} | " + " | ".join(_cell(v[k], k) for k in METRICS) + " |" for name, v in mean.items()]
+    return "\n".join(lines)
+
+
+def sample_table(rows: list[dict], methods: list[str]) -> str:
+    lines = ["| sample | plane | method | " + " | ".join(METRICS) + " | image |",
+             "| --- | --- | --- |" + " ---: |" * len(METRICS) + " --- |"]
+    for row in rows:
+        for i, name in enumerate(methods):
+            image = f"[{row['image']}]({row['image']})" if i == 0 else ""
+            lines.append(f"| {row['name']} | {row['plane']} | {name} | "
+                         + " | ".join(_cell(row[name][k], k) for k in METRICS) + f" | {image} |")
+    return "\n".join(lines)
+
+
+def write_report(report: dict, folder: Path) -> None:
+    (folder / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False))
+    s = report["settings"]
+    if s["data"]:
+        source = f"{s['data']} ({s['split']} split)"
+    else:
+        filtered = ", ".join(f"{k} {v}" for k, v in s["filtered"].items()) or "none"
+        source = (f"{s['manifest']} (frames resized to a long side <= {s['max_side']} px; planes filtered out: "
+                  f"{filtered})")
+    renderer = ", ".join(f"{k}={v}" for k, v in (s["renderer"] or {}).items())
+    text = [f"# Evaluation on {source}", "",
+            f"- checkpoint: {s['checkpoint'] or 'none (baseline only)'}" + (f" ({s['arch']})" if s["arch"] else ""),
+            f"- samples: {len(report['samples'])}; mask: {s['mask_kind']}; renderer: {renderer}",
+            "- metrics over pixels with measured depth; PSNR in dB; plane sensitivity: fore/back pairs "
+            "(1 = follows the mask as the targets do, 0 = ignores it)", "",
+            "## Mean", "", mean_table(report["mean"]), "",
+            "## Samples", "", sample_table(report["samples"], list(report["mean"])), ""]
+    (folder / "report.md").write_text("\n".join(text))
+
+
+# ----- output folder ------------------------------------------------------------------------------------------
+def check_out_dir(out: Path) -> None:
+    """`out` may be new, an empty folder or an earlier report (replaced); anything else is refused up front."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    if any(out.iterdir()) and not (out / "report.json").is_file():
+        raise UserError(f"{out}: folder is not empty and holds no earlier report; choose another --out")
+
+
+def replace_dir(staging: Path, out: Path) -> None:
+    """Rename the finished `staging` folder to `out`, replacing an earlier one."""
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.replace(out, old / out.name)
+    os.replace(staging, out)
+    shutil.rmtree(old, ignore_errors=True)

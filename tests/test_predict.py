@@ -1,0 +1,174 @@
+"""`defocus-lit predict`: any image size, masks, folders, colour profile, and one-line errors on bad input."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageCms
+
+from defocus_lit.cli import main
+from defocus_lit.config import load_experiment
+from defocus_lit.predict import pad_to_multiple, read_mask
+from defocus_lit.train import run_training
+
+TINY = ["model.ngf=4", "model.num_downs=3", "model.ndf=4", "data.crop_size=32", "data.synthetic.num=6",
+        "data.synthetic.size=[64,64]", "data.num_workers=0", "data.batch_size=2", "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false", "logger.wandb=disabled", "render.layers=8"]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint of a seconds-long pix2pix_4ch run, trained once per session (its synthetic dataset lies in
+    data/ beside it)."""
+    root = tmp_path_factory.getbasetemp() / "tiny_run"
+    ckpt = root / "tiny.ckpt"
+    if not ckpt.is_file():
+        root.mkdir(exist_ok=True)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.chdir(root)
+            result = run_training(load_experiment("pix2pix_4ch", TINY + [f"output_dir={root / 'outputs'}"],
+                                                  cpu_preset=True))
+        shutil.copy(result.best_ckpt, ckpt)
+    return ckpt
+
+
+def photo(path: Path, height: int, width: int, icc: bytes | None = None) -> np.ndarray:
+    rgb = np.random.default_rng(height * width).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(path, icc_profile=icc) if icc else Image.fromarray(rgb).save(path)
+    return rgb
+
+
+def left_sharp_mask(path: Path, height: int, width: int) -> np.ndarray:
+    """Black (keep sharp) on the left half, white elsewhere; returns the bool in-focus map."""
+    grey = np.full((height, width), 255, np.uint8)
+    grey[:, : width // 2] = 0
+    Image.fromarray(grey).save(path)
+    return grey == 0
+
+
+def read(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_odd_size_photo_keeps_size_profile_and_sharp_pixels(tiny_checkpoint, tmp_path, capsys):
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    rgb = photo(tmp_path / "in.png", 37, 50, icc)
+    sharp = left_sharp_mask(tmp_path / "mask.png", 37, 50)
+    out = tmp_path / "out.png"
+    assert main(["predict", "--ckpt", str(tiny_checkpoint), "--image", str(tmp_path / "in.png"),
+                 "--mask", str(tmp_path / "mask.png"), "--out", str(out), "--device", "cpu"]) == 0
+    assert str(out) in capsys.readouterr().out
+    result = read(out)
+    assert result.shape == rgb.shape
+    assert Image.open(out).info.get("icc_profile") == icc
+    # keep_focus: the in-focus half is the input exactly, so padding and cropping are aligned
+    assert np.array_equal(result[sharp], rgb[sharp])
+    assert not np.array_equal(result[~sharp], rgb[~sharp])
+
+
+def test_tiny_photo_and_jpeg_output(tiny_checkpoint, tmp_path):
+    photo(tmp_path / "in.png", 3, 5)
+    left_sharp_mask(tmp_path / "mask.png", 3, 5)
+    out = tmp_path / "out.jpg"
+    assert main(["predict", "--ckpt", str(tiny_checkpoint), "--image", str(tmp_path / "in.png"),
+                 "--mask", str(tmp_path / "mask.png"), "--out", str(out)]) == 0
+    with Image.open(out) as img:
+        assert img.format == "JPEG" and img.size == (5, 3)
+
+
+def test_folder_mode_pairs_by_stem(tiny_checkpoint, tmp_path):
+    images, masks, out = tmp_path / "images", tmp_path / "masks", tmp_path / "out"
+    images.mkdir(), masks.mkdir()
+    photo(images / "a.png", 16, 24), photo(images / "b.jpg", 20, 12)
+    left_sharp_mask(masks / "a.png", 16, 24), left_sharp_mask(masks / "b.png", 20, 12)
+    assert main(["predict", "--ckpt", str(tiny_checkpoint), "--image", str(images), "--mask", str(masks),
+                 "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.jpg"]
+    assert read(out / "b.jpg").shape == (20, 12, 3)
+
+
+def test_folder_mode_lists_unpaired_files_and_writes_nothing(tiny_checkpoint, tmp_path, capsys):
+    images, masks, out = tmp_path / "images", tmp_path / "masks", tmp_path / "out"
+    images.mkdir(), masks.mkdir()
+    photo(images / "a.png", 16, 16), photo(images / "lonely.png", 16, 16)
+    left_sharp_mask(masks / "a.png", 16, 16), left_sharp_mask(masks / "stray.png", 16, 16)
+    assert main(["predict", "--ckpt", str(tiny_checkpoint), "--image", str(images), "--mask", str(masks),
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "lonely.png" in err and "stray.png" in err and "a.png" not in err
+    assert not out.exists()
+
+
+def test_folder_mode_failure_leaves_no_partial_output(tiny_checkpoint, tmp_path, capsys):
+    images, masks, out = tmp_path / "images", tmp_path / "masks", tmp_path / "out"
+    images.mkdir(), masks.mkdir()
+    photo(images / "a.png", 16, 16), photo(images / "b.png", 16, 16)
+    left_sharp_mask(masks / "a.png", 16, 16), left_sharp_mask(masks / "b.png", 16, 8)  # b: wrong size
+    assert main(["predict", "--ckpt", str(tiny_checkpoint), "--image", str(images), "--mask", str(masks),
+                 "--out", str(out)]) == 2
+    assert "b.png" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_read_mask_binary_and_patch(tmp_path):
+    levels = np.array([[0, 100, 128, 200, 255]], np.uint8)
+    Image.fromarray(levels).save(tmp_path / "m.png")
+    assert read_mask(tmp_path / "m.png").tolist() == [[0, 0, 1, 1, 1]]
+    assert read_mask(tmp_path / "m.png", "patch").tolist() == [[0, 0.5, 0.5, 1, 1]]
+
+
+def test_pad_to_multiple_centres_the_photo():
+    image, mask = torch.rand(1, 3, 10, 17), torch.zeros(1, 1, 10, 17)
+    padded, padded_mask, (top, left) = pad_to_multiple(image, mask, 8)
+    assert padded.shape[-2:] == (16, 24) and (top, left) == (3, 3)
+    assert torch.equal(padded[..., top:top + 10, left:left + 17], image)
+    assert padded_mask.sum() == 16 * 24 - 10 * 17  # padding is "blur" (1), the photo keeps its mask
+
+
+# ----- bad input: one line `error: ...` naming the file, exit 2, no output -------------------------------------
+def _bad_checkpoints(tiny_checkpoint: Path, folder: Path) -> list[Path]:
+    text = folder / "notes.ckpt"
+    text.write_text("not a checkpoint\n")
+    truncated = folder / "truncated.ckpt"
+    data = tiny_checkpoint.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    return [text, truncated]
+
+
+def _assert_one_line_error(capsys, name: str) -> None:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and name in err and len(err.splitlines()) == 1, err
+
+
+def test_bad_checkpoints(tiny_checkpoint, tmp_path, capsys):
+    photo(tmp_path / "in.png", 16, 16)
+    left_sharp_mask(tmp_path / "mask.png", 16, 16)
+    for ckpt in _bad_checkpoints(tiny_checkpoint, tmp_path):
+        out = tmp_path / "out.png"
+        assert main(["predict", "--ckpt", str(ckpt), "--image", str(tmp_path / "in.png"),
+                     "--mask", str(tmp_path / "mask.png"), "--out", str(out)]) == 2
+        _assert_one_line_error(capsys, ckpt.name)
+        assert not out.exists()
+
+
+@pytest.mark.parametrize("case", ["size_mismatch", "no_focus", "unreadable_image"])
+def test_bad_image_or_mask(case, tiny_checkpoint, tmp_path, capsys):
+    image, mask, out = tmp_path / "in.png", tmp_path / "mask.png", tmp_path / "out.png"
+    photo(image, 16, 16)
+    left_sharp_mask(mask, 16, 16)
+    if case == "size_mismatch":
+        left_sharp_mask(mask, 16, 12)
+        named = "mask.png"
+    elif case == "no_focus":
+        Image.fromarray(np.full((16, 16), 255, np.uint8)).save(mask)
+        named = "mask.png"
+    else:
+        image.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+        named = "in.png"
+    assert main(["predict", "--ckpt", str(tiny_checkpoint), "--image", str(image), "--mask", str(mask),
+                 "--out", str(out)]) == 2
+    _assert_one_line_error(capsys, named)
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
