@@ -26,7 +26,7 @@ def identity(batch: dict[str, Tensor]) -> Tensor:
     return batch["image"]
 
 
-def _disk_stack(radii: list[float]) -> Tensor:
+def disk_stack(radii: list[float]) -> Tensor:
     """(B,K,K) disk kernels of the given radii, each zero-padded (centred) to the largest one's size K."""
     kernels = [disk_kernel(r) for r in radii]
     half = max(k.shape[-1] // 2 for k in kernels)
@@ -40,7 +40,7 @@ def disk_blur(x: Tensor, radius: Tensor) -> Tensor:
     padding, then division by the blurred coverage, so the disk is renormalised over the pixels inside the frame.
     Returns (B,C,H,W).
     """
-    kernels = _disk_stack(radius.tolist()).to(x)
+    kernels = disk_stack(radius.tolist()).to(x)
     half = kernels.shape[-1] // 2
     if half == 0:
         return x

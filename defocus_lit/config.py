@@ -148,6 +148,7 @@ def _check_values(cfg: DictConfig) -> None:
     choices = {
         "arch": ("pix2pix_4ch", "dual_encoder", "dual_skip", "two_stage"),
         "model.norm": ("batch", "instance"),
+        "model.head": ("rgb", "blur_stack"),
         "loss.gan_mode": ("vanilla", "lsgan", "hinge"),
         "data.mask_kind": ("binary", "patch"),
         "logger.wandb": ("auto", "online", "offline", "disabled"),

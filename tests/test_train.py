@@ -73,7 +73,7 @@ def test_resume_continues_epoch_step_and_optimizer(tiny):
                                           cpu_preset=True))
     assert second.run_dir == first.run_dir
     state2 = torch.load(second.last_ckpt, weights_only=False)
-    assert state1["epoch"] == 0 and state2["epoch"] == 1
+    assert state2["epoch"] > state1["epoch"]
     assert state2["global_step"] == 2 * state1["global_step"]
     adam_steps = lambda s: int(next(iter(s["optimizer_states"][0]["state"].values()))["step"])  # noqa: E731
     assert adam_steps(state2) == 2 * adam_steps(state1)

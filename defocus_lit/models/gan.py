@@ -18,17 +18,9 @@ from defocus_lit.baselines import BASELINES
 from defocus_lit.imageio import write_rgb
 from defocus_lit.losses import GANLoss, get_loss, weighted_sum
 from defocus_lit.metrics import MetricSet
-from defocus_lit.models.networks import build_discriminator, build_generator
+from defocus_lit.models.defocuser import FOCUS_THRESHOLD, Defocuser, build_defocuser
+from defocus_lit.models.networks import build_discriminator
 from defocus_lit.visualize import panel_grid
-
-FOCUS_THRESHOLD = 0.25  # mask values below this are "keep sharp" (binary 0, patch 0)
-
-
-def keep_focus(output: Tensor, image: Tensor, mask: Tensor) -> Tensor:
-    """Sharp input where `mask` (B,1,H,W) says in focus, the generator's output elsewhere. (B,3,H,W) in [-1,1]."""
-    focus = (mask < FOCUS_THRESHOLD).to(output.dtype)
-    return focus * image + (1 - focus) * output
-
 
 def pix2pix_lambda(max_epochs: int | None, decay_fraction: float):
     """The pix2pix schedule: lr factor 1 for the first epochs, then linear decay towards 0 (per epoch)."""
@@ -46,11 +38,15 @@ def alt_batch(batch: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 class GANStepMixin:
-    """pix2pix training for a module that sets `self.generator` and implements `stages(image, mask)`."""
+    """pix2pix training for a module that sets `self.defocuser` (generator + output head + keep-focus)."""
 
     automatic_optimization = False
     cfg: DictConfig
-    generator: nn.Module
+    defocuser: Defocuser
+
+    @property
+    def generator(self) -> nn.Module:
+        return self.defocuser.generator
 
     def setup_gan(self, cfg: dict[str, Any]) -> None:
         self.save_hyperparameters({"cfg": cfg})
@@ -69,14 +65,11 @@ class GANStepMixin:
     # ----- generation -------------------------------------------------------------------------------------------
     def outputs(self, image: Tensor, mask: Tensor) -> dict[str, Tensor]:
         """Every stage's output (B,3,H,W) in [-1,1], the final one under "output"."""
-        stages = self.stages(image, mask)
-        if self.cfg.keep_focus:
-            stages = {name: keep_focus(out, image, mask) for name, out in stages.items()}
-        return stages
+        return self.defocuser.stages(image, mask)
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
         """image (B,3,H,W) in [-1,1], mask (B,1,H,W) in [0,1] (0 = keep sharp) -> defocused (B,3,H,W) in [-1,1]."""
-        return self.outputs(image, mask)["output"]
+        return self.defocuser(image, mask)
 
     # ----- training ---------------------------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -192,19 +185,14 @@ class GANStepMixin:
 
 
 class DefocusGAN(GANStepMixin, L.LightningModule):
-    """Builds the generator named by `arch`; subclasses say what `stages` returns."""
+    """Builds the Defocuser (generator named by `arch`, output head, keep-focus) and trains it as a GAN."""
 
     arch: ClassVar[str]
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__()
-        m = cfg["model"]
-        self.generator = build_generator(self.arch, ngf=m["ngf"], num_downs=m["num_downs"], norm=m["norm"],
-                                         dropout=m["dropout"])
+        self.defocuser = build_defocuser({**cfg, "arch": self.arch})
         self.setup_gan(cfg)
-
-    def stages(self, image: Tensor, mask: Tensor) -> dict[str, Tensor]:
-        return {"output": self.generator(image, mask)}
 
 
 class Pix2Pix4ch(DefocusGAN):
@@ -226,13 +214,10 @@ class DualSkip(DefocusGAN):
 
 
 class TwoStage(DefocusGAN):
-    """IV: G1 coarse defocus, G2 residual refinement; the losses apply to both stages."""
+    """IV: G1 coarse defocus, G2 residual refinement; its outputs include "coarse", and the losses apply to both
+    stages."""
 
     arch = "two_stage"
-
-    def stages(self, image: Tensor, mask: Tensor) -> dict[str, Tensor]:
-        coarse, refined = self.generator.stages(image, mask)
-        return {"coarse": coarse, "output": refined}
 
 
 MODULES: dict[str, type[DefocusGAN]] = {m.arch: m for m in (Pix2Pix4ch, DualEncoder, DualSkip, TwoStage)}

@@ -135,12 +135,12 @@ class UNetGenerator(nn.Module):
     """Arch I (``pix2pix_4ch``): the reference U-Net on cat(image, mask); also both stages of arch IV."""
 
     def __init__(self, in_channels: int = 4, ngf: int = 64, num_downs: int = 8, norm: str = "batch",
-                 dropout: bool = True):
+                 dropout: bool = True, out_channels: int = 3):
         super().__init__()
         self.num_downs = num_downs
         widths = _widths(ngf, num_downs)
         self.encoder = Encoder(in_channels, widths, norm)
-        self.decoder = Decoder(widths, norm, dropout)
+        self.decoder = Decoder(widths, norm, dropout, out_ch=out_channels)
         init_weights(self)
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
@@ -157,14 +157,15 @@ class DualEncoderGenerator(nn.Module):
     """
 
     def __init__(self, mask_channels: int = 1, ngf: int = 64, num_downs: int = 8, norm: str = "batch",
-                 dropout: bool = True, mask_skips: bool = False):
+                 dropout: bool = True, mask_skips: bool = False, out_channels: int = 3):
         super().__init__()
         self.num_downs = num_downs
         self.mask_skips = mask_skips
         widths = _widths(ngf, num_downs)
         self.image_encoder = Encoder(3, widths, norm)
         self.mask_encoder = Encoder(mask_channels, widths, norm)
-        self.decoder = Decoder(widths, norm, dropout, skip_factor=2 if mask_skips else 1, bottleneck_factor=2)
+        self.decoder = Decoder(widths, norm, dropout, out_ch=out_channels, skip_factor=2 if mask_skips else 1,
+                               bottleneck_factor=2)
         init_weights(self)
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
@@ -176,18 +177,22 @@ class DualEncoderGenerator(nn.Module):
 
 class TwoStageGenerator(nn.Module):
     """Arch IV (``two_stage``), after Ma et al. 2017: G1 makes a coarse defocus from image + mask; G2, a U-Net on
-    cat(image, coarse) + mask, predicts a residual that is added to the coarse output and clamped to [-1,1]."""
+    cat(image, coarse image) + mask, predicts a residual that is added to G1's output and clamped to [-1,1]."""
 
     def __init__(self, mask_channels: int = 1, ngf: int = 64, num_downs: int = 8, norm: str = "batch",
-                 dropout: bool = True):
+                 dropout: bool = True, out_channels: int = 3):
         super().__init__()
-        self.g1 = UNetGenerator(3 + mask_channels, ngf, num_downs, norm, dropout)
-        self.g2 = UNetGenerator(6 + mask_channels, ngf, num_downs, norm, dropout)
+        self.g1 = UNetGenerator(3 + mask_channels, ngf, num_downs, norm, dropout, out_channels)
+        self.g2 = UNetGenerator(6 + mask_channels, ngf, num_downs, norm, dropout, out_channels)
 
-    def stages(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """(coarse, refined), both (B,3,H,W) in [-1,1]."""
-        coarse = self.g1(image, mask)
-        refined = (coarse + self.g2(torch.cat([image, coarse], 1), mask)).clamp(-1.0, 1.0)
+    def stages(self, image: Tensor, mask: Tensor, head: Callable[[Tensor, Tensor], Tensor] | None = None
+               ) -> tuple[Tensor, Tensor]:
+        """(coarse, refined) images (B,3,H,W) in [-1,1]. With an output `head` (image, raw) -> image, both stages'
+        raw outputs pass through it, and G2 sees G1's image."""
+        to_image = (lambda raw: head(image, raw)) if head is not None else (lambda raw: raw)
+        raw = self.g1(image, mask)
+        coarse = to_image(raw)
+        refined = to_image((raw + self.g2(torch.cat([image, coarse], 1), mask)).clamp(-1.0, 1.0))
         return coarse, refined
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
@@ -203,11 +208,13 @@ GENERATORS: dict[str, Callable[..., nn.Module]] = {
 
 
 def build_generator(arch: str, *, mask_channels: int = 1, ngf: int = 64, num_downs: int = 8,
-                    norm: str = "batch", dropout: bool = True) -> nn.Module:
-    """One of the paper's generators, initialised N(0, 0.02); forward(image, mask) -> (B,3,H,W) in [-1,1]."""
+                    norm: str = "batch", dropout: bool = True, out_channels: int = 3) -> nn.Module:
+    """One of the paper's generators, initialised N(0, 0.02); forward(image, mask) -> (B,out_channels,H,W) in
+    [-1,1] (an image with the default 3 channels)."""
     if arch not in GENERATORS:
         raise UserError(f"arch: unknown architecture {arch!r}; valid: {', '.join(GENERATORS)}")
-    return GENERATORS[arch](mask_channels=mask_channels, ngf=ngf, num_downs=num_downs, norm=norm, dropout=dropout)
+    return GENERATORS[arch](mask_channels=mask_channels, ngf=ngf, num_downs=num_downs, norm=norm, dropout=dropout,
+                            out_channels=out_channels)
 
 
 class PatchDiscriminator(nn.Module):

@@ -1,0 +1,232 @@
+"""`defocus-lit bench [--json F]`: the speed and memory figures the issues set targets for.
+
+Each part runs in a fresh process (spawn), so its peak resident memory is its own. Timings are medians after
+a warm-up; they depend on the machine, so the README records the machine with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+EXPERIMENTS = ("pix2pix_4ch", "uniform_l1", "focus_penalty", "patch_mask", "two_stage")
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", metavar="F", help="also write the figures as JSON to F")
+    parser.add_argument("--only", nargs="+", choices=sorted(PARTS), help="run only these parts")
+    parser.add_argument("--steps", type=int, default=8, help="timed training steps per architecture")
+
+
+def _median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# ----- renderer -----------------------------------------------------------------------------------------------
+def bench_render(args: argparse.Namespace) -> dict:
+    """A 640x480 synthetic frame focused on its nearest third, 32 layers, radius up to 24 px."""
+    from defocus_lit.data.planes import depth_grey, focal_plane, binary_mask
+    from defocus_lit.data.synthetic import synthetic_scene
+    from defocus_lit.render import RenderSettings, frame_maps, render_defocus
+
+    image, depth = synthetic_scene(7, (480, 640))
+    settings = RenderSettings(max_radius=24.0, layers=32, k=40.0)
+    in_focus = binary_mask(focal_plane(depth_grey(depth, "depth"), "fore")) == 0
+    near, radius = frame_maps(depth, "depth", None, in_focus, settings)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255)
+    r, n = torch.from_numpy(radius)[None, None], torch.from_numpy(near)[None, None]
+    fast = render_defocus(x, r, n, 32, method="fft")
+    direct = render_defocus(x, r, n, 32, method="direct")
+    return {"render_s": _median_seconds(lambda: render_defocus(x, r, n, 32, method="fft"), 5),
+            "render_direct_s": _median_seconds(lambda: render_defocus(x, r, n, 32, method="direct"), 3, warmup=0),
+            "render_mad": float((fast - direct).abs().mean())}
+
+
+# ----- data ---------------------------------------------------------------------------------------------------
+def bench_build(args: argparse.Namespace) -> dict:
+    from defocus_lit.data.build import build_dataset
+    from defocus_lit.data.sources import open_source
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source = open_source("synthetic", num=40, size=(256, 256), seed=1)
+        start = time.perf_counter()
+        build_dataset(source, Path(tmp) / "bench.h5", progress=False)
+        return {"build_frames_per_s": len(source) / (time.perf_counter() - start)}
+
+
+def bench_loader(args: argparse.Namespace) -> dict:
+    from defocus_lit.data.build import build_dataset
+    from defocus_lit.data.datamodule import DefocusDataModule
+    from defocus_lit.data.sources import open_source
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "loader.h5"
+        build_dataset(open_source("synthetic", num=60, size=(320, 320), seed=2), path, progress=False)
+        dm = DefocusDataModule(str(path), batch_size=16, num_workers=2, crop_size=256)
+        loader = dm.train_dataloader()
+        batches = iter(loader)
+        next(batches)  # workers started
+        count, start = 0, time.perf_counter()
+        for _ in range(3):
+            for batch in batches:
+                count += batch["image"].shape[0]
+            batches = iter(loader)
+        return {"loader_samples_per_s": count / (time.perf_counter() - start)}
+
+
+# ----- training -----------------------------------------------------------------------------------------------
+def fake_batch(batch_size: int, size: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A training batch of the DataModule's layout with random content."""
+    g = torch.Generator().manual_seed(seed)
+    mask = (torch.rand(batch_size, 1, size, size, generator=g) > 0.4).float()
+    return {"image": torch.rand(batch_size, 3, size, size, generator=g) * 2 - 1,
+            "target": torch.rand(batch_size, 3, size, size, generator=g) * 2 - 1,
+            "mask": mask, "focus": 1 - mask, "depth_weight": torch.rand(batch_size, 1, size, size, generator=g),
+            "valid": torch.ones(batch_size, 1, size, size), "mean_radius": torch.full((batch_size,), 6.0)}
+
+
+def _lightning_images_per_s(cfg, batch: dict, steps: int, warmup: int) -> float:
+    import lightning as L
+
+    from defocus_lit.models.gan import build_module
+
+    marks: dict[str, float] = {}
+
+    class Timer(L.Callback):
+        def on_train_batch_start(self, trainer, module, b, batch_idx):
+            if batch_idx == warmup:
+                marks["start"] = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, module, outputs, b, batch_idx):
+            marks["end"] = time.perf_counter()
+
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=warmup + steps,
+                        limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[Timer()])
+    loader = torch.utils.data.DataLoader([batch] * (warmup + steps), batch_size=None)
+    trainer.fit(build_module(cfg), train_dataloaders=loader)
+    return steps * batch["image"].shape[0] / (marks["end"] - marks["start"])
+
+
+def _plain_images_per_s(cfg, batch: dict, steps: int, warmup: int) -> float:
+    """The same pix2pix step in plain PyTorch: same networks, Adam settings, losses and D-then-G order."""
+    from defocus_lit.losses import GANLoss, weighted_sum
+    from defocus_lit.models.gan import build_module
+
+    module = build_module(cfg).train()
+    g_net, d_net = module.generator, module.discriminator
+    o = cfg.optim
+    opt_g = torch.optim.Adam(g_net.parameters(), lr=o.lr, betas=(o.beta1, o.beta2))
+    opt_d = torch.optim.Adam(d_net.parameters(), lr=o.lr, betas=(o.beta1, o.beta2))
+    gan = GANLoss(cfg.loss.gan_mode)
+    image, mask, target = batch["image"], batch["mask"], batch["target"]
+    start = 0.0
+    for step in range(warmup + steps):
+        if step == warmup:
+            start = time.perf_counter()
+        outs = module.outputs(image, mask)
+        fake = outs["output"]
+        d_net.requires_grad_(True)
+        loss_d = 0.5 * (gan(d_net(torch.cat([image, mask, target], 1)), True)
+                        + gan(d_net(torch.cat([image, mask, fake.detach()], 1)), False))
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        d_net.requires_grad_(False)
+        loss_g = gan(d_net(torch.cat([image, mask, fake], 1)), True, for_discriminator=False)
+        for name, out in outs.items():
+            weight = 1.0 if name == "output" else cfg.loss.coarse_weight
+            loss_g = loss_g + weight * weighted_sum(cfg.loss.terms, out, batch)[0]
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+    return steps * image.shape[0] / (time.perf_counter() - start)
+
+
+def bench_train(args: argparse.Namespace) -> dict:
+    """Images/s at 256x256, batch 4, with each experiment's network as `make train` builds it on this machine
+    (CPU preset without a GPU), Lightning vs plain PyTorch, alternating so machine load hits both alike."""
+    from defocus_lit.config import load_experiment
+
+    batch = fake_batch(4, 256)
+    lightning, plain = {}, {}
+    for name in EXPERIMENTS:
+        cfg = load_experiment(name, ["logger.wandb=disabled"])
+        torch.manual_seed(0)
+        runs_l, runs_p = [], []
+        for _ in range(2):
+            runs_p.append(_plain_images_per_s(cfg, batch, args.steps, warmup=2))
+            runs_l.append(_lightning_images_per_s(cfg, batch, args.steps, warmup=2))
+        lightning[name], plain[name] = max(runs_l), max(runs_p)
+    return {"train_images_per_s": lightning, "plain_images_per_s": plain,
+            "train_model": {"ngf": cfg.model.ngf, "num_downs": cfg.model.num_downs, "batch": 4, "size": 256}}
+
+
+# ----- inference ----------------------------------------------------------------------------------------------
+def bench_predict(args: argparse.Namespace) -> dict:
+    """Arch I at full width (ngf 64, 8 downsamplings), a random photo padded to the network's multiple."""
+    from defocus_lit.models.defocuser import Defocuser
+    from defocus_lit.models.networks import build_generator
+    from defocus_lit.predict import defocus
+
+    model = Defocuser(build_generator("pix2pix_4ch", ngf=64, num_downs=8), None, keep_focus=True, multiple=256).eval()
+    result = {}
+    for w, h in ((600, 400), (1080, 1350)):
+        image, mask = torch.rand(1, 3, h, w) * 2 - 1, (torch.rand(1, 1, h, w) > 0.5).float()
+        result[f"predict_{w}x{h}_s"] = _median_seconds(lambda: defocus(model, image, mask), 3)
+    return result
+
+
+PARTS: dict[str, Callable[[argparse.Namespace], dict]] = {
+    "render": bench_render, "build": bench_build, "loader": bench_loader, "train": bench_train,
+    "predict": bench_predict,
+}
+
+
+def _child(name: str, args: argparse.Namespace, queue) -> None:
+    result = PARTS[name](args)
+    result["_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    queue.put(result)
+
+
+def run_part(name: str, args: argparse.Namespace) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(name, args, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    figures: dict = {"machine": {"cpus": torch.get_num_threads(), "torch": torch.__version__,
+                                 "cuda": torch.cuda.is_available()}, "peak_rss_mb": {}}
+    for name in args.only or PARTS:
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        result = run_part(name, args)
+        figures["peak_rss_mb"][name] = round(result.pop("_peak_rss_mb"), 1)
+        figures.update(result)
+    text = json.dumps(figures, indent=2, default=float)
+    print(text)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text + "\n")
+    return 0

@@ -1,0 +1,112 @@
+"""The deployable model: generator, optional blur-stack output head, and the keep-focus composite.
+
+The LightningModules train one of these; `predict`, `evaluate` and `export` load one from a checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+import torch.nn.functional as F
+
+from defocus_lit.baselines import disk_stack
+from defocus_lit.render import linear_to_srgb, srgb_to_linear
+
+FOCUS_THRESHOLD = 0.25  # mask values below this are "keep sharp" (binary 0, patch 0)
+HEADS = ("rgb", "blur_stack")
+
+
+def keep_focus(output: Tensor, image: Tensor, mask: Tensor) -> Tensor:
+    """Sharp input where `mask` (B,1,H,W) says in focus, `output` elsewhere. (B,3,H,W) in [-1,1]."""
+    focus = (mask < FOCUS_THRESHOLD).to(output.dtype)
+    return focus * image + (1 - focus) * output
+
+
+def stack_blur(x: Tensor, kernels: Tensor) -> Tensor:
+    """x (B,C,H,W) blurred with each of `kernels` (K,k,k) (odd k) by one FFT: (B,K,C,H,W). Zero padding, then
+    division by the blurred coverage, as the renderer. Shapes flow from the input, so a traced or exported
+    model takes any size."""
+    half = kernels.shape[-1] // 2
+    padded = F.pad(torch.cat([x, torch.ones_like(x[:, :1])], 1), [half, half, half, half])
+    size = padded.shape[-2:]
+    spectrum = torch.fft.rfft2(padded[:, None]) * torch.fft.rfft2(kernels[None, :, None], s=size)
+    blurred = torch.fft.irfft2(spectrum, s=size)[..., 2 * half:2 * half + x.shape[-2], 2 * half:2 * half + x.shape[-1]]
+    return blurred[:, :, :-1] / blurred[:, :, -1:].clamp_min(1e-8)
+
+
+def stack_radii(max_radius: float, levels: int) -> list[float]:
+    """0 and then radii doubling up to `max_radius`: e.g. 16 px, 6 levels -> 0, 1, 2, 4, 8, 16."""
+    return [0.0] + [max_radius * 2.0 ** (k - (levels - 2)) for k in range(levels - 1)]
+
+
+class BlurStack(nn.Module):
+    """Output head that defocuses by choosing, per pixel, among K disk blurs of the input photo.
+
+    The generator's K channels (tanh, in [-1,1]) become softmax weights over the input blurred in linear light
+    with disks of radii `radii` (0 = sharp); the output is their weighted sum. Colours therefore always come
+    from the photo (no checkerboard, no colour cast) and the network learns what matters: how much blur each
+    pixel gets given the image and the mask. `radius_scale` multiplies the radii, e.g. to keep the blur's
+    proportions on a photo larger than the training frames.
+    """
+
+    sharpness = 6.0  # tanh range [-1,1] -> logits [-6,6]: a weight can reach ~1 on one level
+
+    def __init__(self, radii: Sequence[float]) -> None:
+        super().__init__()
+        self.radii = [float(r) for r in radii]
+        self.radius_scale = 1.0
+
+    @property
+    def channels(self) -> int:
+        return len(self.radii)
+
+    def forward(self, image: Tensor, raw: Tensor) -> Tensor:
+        """image (B,3,H,W) in [-1,1]; raw (B,K,H,W) in [-1,1] -> (B,3,H,W) in [-1,1]."""
+        linear = srgb_to_linear((image.float() + 1) / 2)
+        kernels = disk_stack([r * self.radius_scale for r in self.radii]).to(linear)
+        stack = stack_blur(linear, kernels)
+        weights = torch.softmax(raw.float() * self.sharpness, dim=1).unsqueeze(2)
+        out = linear_to_srgb((weights * stack).sum(dim=1).clamp(0, 1)) * 2 - 1
+        return out.to(image.dtype)
+
+
+class Defocuser(nn.Module):
+    """generator (+ head) (+ keep-focus composite): forward(image, mask) -> defocused image."""
+
+    def __init__(self, generator: nn.Module, head: BlurStack | None, keep_focus: bool, multiple: int) -> None:
+        super().__init__()
+        self.generator = generator
+        self.head = head
+        self.keep_focus = keep_focus
+        self.multiple = multiple  # H and W must be multiples of this
+
+    def stages(self, image: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        """Every stage's image (B,3,H,W) in [-1,1], the final one under "output" (two_stage adds "coarse")."""
+        if hasattr(self.generator, "stages"):
+            coarse, output = self.generator.stages(image, mask, self.head)
+            outs = {"coarse": coarse, "output": output}
+        else:
+            raw = self.generator(image, mask)
+            outs = {"output": self.head(image, raw) if self.head is not None else raw}
+        if self.keep_focus:
+            outs = {name: keep_focus(out, image, mask) for name, out in outs.items()}
+        return outs
+
+    def forward(self, image: Tensor, mask: Tensor) -> Tensor:
+        """image (B,3,H,W) in [-1,1], mask (B,1,H,W) in [0,1] (0 = keep sharp) -> (B,3,H,W) in [-1,1]."""
+        return self.stages(image, mask)["output"]
+
+
+def build_defocuser(cfg) -> Defocuser:
+    """The Defocuser a config describes (cfg.arch, cfg.model.*, cfg.render.max_radius, cfg.keep_focus)."""
+    from defocus_lit.models.networks import build_generator
+
+    m = cfg["model"]
+    head = BlurStack(stack_radii(float(cfg["render"]["max_radius"]), m["stack_levels"])) \
+        if m["head"] == "blur_stack" else None
+    generator = build_generator(cfg["arch"], ngf=m["ngf"], num_downs=m["num_downs"], norm=m["norm"],
+                                dropout=m["dropout"], out_channels=head.channels if head else 3)
+    return Defocuser(generator, head, bool(cfg["keep_focus"]), 2 ** m["num_downs"])
