@@ -5,9 +5,10 @@ blurred. A checkpoint trained on patch masks (`data.mask_kind=patch`) also takes
 0 / 128 / 255 (sharp / partial blur / full blur); a binary mask works for it too.
 
 Scale: the network learnt blur radii in pixels on training frames of a few hundred pixels (at most
-`render.max_radius` px). A photo runs at its full resolution, never resized, so the output keeps every pixel of
-the input and the blur has the same size in pixels as in training: on a large photo it looks relatively smaller.
-For a stronger look, downscale the photo (and its mask) before predicting.
+`render.max_radius` px). A photo whose long side exceeds `--max-side` (default 512) is defocused at that size
+and the result upscaled, so the blur keeps the proportions it has in training; the in-focus region is then
+taken from the full-resolution photo, so the subject keeps every pixel. `--max-side 0` runs at full resolution
+(the blur then has the training size in pixels and looks relatively smaller on a large photo).
 
 The input is padded to the network's multiple (`Defocuser.multiple`) with reflected pixels (edge pixels when the
 photo is smaller than half a multiple) and a "blur" mask, and the output is cropped back.
@@ -31,7 +32,8 @@ from tqdm import tqdm
 
 from defocus_lit.errors import UserError
 from defocus_lit.imageio import read_gray, read_rgb, write_rgb
-from defocus_lit.models.checkpoint import Defocuser, load_checkpoint
+from defocus_lit.models.checkpoint import load_checkpoint
+from defocus_lit.models.defocuser import Defocuser, keep_focus
 from defocus_lit.visualize import to_uint8
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -46,6 +48,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="grey mask of the photo's size, black = keep sharp (or a folder: paired by file stem)")
     parser.add_argument("--out", required=True, help="output .png/.jpg (or a folder, for folder input)")
     parser.add_argument("--device", choices=DEVICES, default="auto", help="auto = CUDA when present, else CPU")
+    parser.add_argument("--max-side", type=int, default=512, metavar="PX",
+                        help="defocus larger photos at this long side, then upscale (0 = full resolution)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,10 +69,10 @@ def run(args: argparse.Namespace) -> int:
     model.to(device)
     start = time.perf_counter()
     if folder:
-        predict_folder(model, cfg.data.mask_kind, jobs, out, device)
+        predict_folder(model, cfg.data.mask_kind, jobs, out, device, args.max_side)
         print(f"wrote {len(jobs)} images to {out} ({device.type}, {time.perf_counter() - start:.1f} s)")
     else:
-        predict_file(model, cfg.data.mask_kind, image, mask, out, device)
+        predict_file(model, cfg.data.mask_kind, image, mask, out, device, args.max_side)
         print(f"wrote {out} ({device.type}, {time.perf_counter() - start:.1f} s)")
     return 0
 
@@ -159,37 +163,44 @@ def pad_to_multiple(image: Tensor, mask: Tensor, multiple: int) -> tuple[Tensor,
 
 
 @torch.inference_mode()
-def defocus(model: Defocuser, image: Tensor, mask: Tensor) -> Tensor:
+def defocus(model: Defocuser, image: Tensor, mask: Tensor, max_side: int = 0) -> Tensor:
     """image (B,3,H,W) in [-1,1], mask (B,1,H,W) in [0,1] of any H, W, on the model's device
-    -> (B,3,H,W) in [-1,1]."""
+    -> (B,3,H,W) in [-1,1]. Above `max_side` (long side, 0 = never) the model runs on a downscaled copy."""
     h, w = image.shape[-2:]
+    if max_side and max(h, w) > max_side:
+        size = (max(1, round(h * max_side / max(h, w))), max(1, round(w * max_side / max(h, w))))
+        small = defocus(model, F.interpolate(image, size=size, mode="area"),
+                        F.interpolate(mask, size=size, mode="nearest"))
+        out = F.interpolate(small, size=(h, w), mode="bicubic", align_corners=False).clamp(-1, 1)
+        return keep_focus(out, image, mask) if model.keep_focus else out
     padded_image, padded_mask, (top, left) = pad_to_multiple(image, mask, model.multiple)
     return model(padded_image, padded_mask)[..., top:top + h, left:left + w]
 
 
-def defocus_array(model: Defocuser, image: np.ndarray, mask: np.ndarray, device: torch.device) -> np.ndarray:
+def defocus_array(model: Defocuser, image: np.ndarray, mask: np.ndarray, device: torch.device,
+                  max_side: int = 0) -> np.ndarray:
     """image (H,W,3) uint8 sRGB, mask (H,W) float32 in [0,1] -> defocused (H,W,3) uint8."""
     x = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float().div(127.5).sub(1)
     m = torch.from_numpy(mask).to(device)[None, None]
-    return to_uint8(defocus(model, x, m)[0])
+    return to_uint8(defocus(model, x, m, max_side)[0])
 
 
 def predict_file(model: Defocuser, mask_kind: str, image_path: Path, mask_path: Path, out: Path,
-                 device: torch.device) -> None:
+                 device: torch.device, max_side: int = 0) -> None:
     """Defocus one photo and write it (atomically) with the input's size and ICC profile."""
     image, mask = read_pair(image_path, mask_path, mask_kind)
-    write_rgb(out, defocus_array(model, image, mask, device), icc_profile=icc_profile(image_path))
+    write_rgb(out, defocus_array(model, image, mask, device, max_side), icc_profile=icc_profile(image_path))
 
 
 def predict_folder(model: Defocuser, mask_kind: str, jobs: list[tuple[Path, Path, str]], out_dir: Path,
-                   device: torch.device) -> None:
+                   device: torch.device, max_side: int = 0) -> None:
     """Every pair into a hidden staging folder beside `out_dir`, moved into `out_dir` only when all succeeded,
     so a bad file leaves no partial output."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.predict-", dir=out_dir.parent))
     try:
         for image_path, mask_path, name in tqdm(jobs, desc="predict", unit="image"):
-            predict_file(model, mask_kind, image_path, mask_path, staging / name, device)
+            predict_file(model, mask_kind, image_path, mask_path, staging / name, device, max_side)
         out_dir.mkdir(exist_ok=True)
         for _, _, name in jobs:
             os.replace(staging / name, out_dir / name)

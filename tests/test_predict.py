@@ -172,3 +172,18 @@ def test_bad_image_or_mask(case, tiny_checkpoint, tmp_path, capsys):
                  "--out", str(out)]) == 2
     _assert_one_line_error(capsys, named)
     assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_large_photo_runs_at_max_side_and_keeps_full_resolution_focus(tiny_checkpoint, tmp_path):
+    rgb = photo(tmp_path / "big.png", 90, 130)
+    sharp = left_sharp_mask(tmp_path / "mask.png", 90, 130)
+    outs = {}
+    for max_side in (40, 0):
+        outs[max_side] = tmp_path / f"out{max_side}.png"
+        assert main(["predict", "--ckpt", str(tiny_checkpoint), "--image", str(tmp_path / "big.png"),
+                     "--mask", str(tmp_path / "mask.png"), "--out", str(outs[max_side]),
+                     "--max-side", str(max_side)]) == 0
+    small, full = read(outs[40]), read(outs[0])
+    assert small.shape == full.shape == rgb.shape
+    assert np.array_equal(small[sharp], rgb[sharp])  # the subject keeps every full-resolution pixel
+    assert not np.array_equal(small[~sharp], full[~sharp])  # the rest was defocused at the smaller size
