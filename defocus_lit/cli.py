@@ -56,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     parser = ArgumentParser(prog=f"defocus-lit {name}", description=COMMANDS[name][1])
     module.configure_parser(parser)
-    args = parser.parse_intermixed_args(argv[1:])  # key=value words may follow options
+    try:  # key=value words may follow options (`sweep F.yaml --trials 3 trainer.max_epochs=1`)
+        args = parser.parse_intermixed_args(argv[1:])
+    except TypeError:  # argparse cannot intermix with sub-commands (`data build|info`)
+        args = parser.parse_args(argv[1:])
     try:
         return int(module.run(args) or 0)
     except UserError as err:
