@@ -11,11 +11,12 @@ focus where small radius changes show most), so the layer budget is not spent on
 is constant (in focus, or clamped at the maximum), and pixels that must stay sharp (radius < 0.5 px) never
 share a layer with blurred ones; those are composited unblurred.
 
-Speed (method "fft"): a layer is convolved tile by tile (overlap-save FFT, two channels per complex plane)
-only on the tiles its blurred pixels reach, with a tile size chosen per layer. Runs of consecutive layers
+Speed (method "fft", the default): a layer is convolved tile by tile (overlap-save FFT, two channels per
+complex plane) only on the tiles its blurred pixels reach, with a tile size chosen per layer. Runs of layers
 with wide disks (radius >= 8, 24, 48 px) are blurred and composited at 1/2, 1/4 or 1/8 resolution from
-box-averaged premultiplied layers, then upsampled once (bilinear). Method "direct" renders the same layer
-plan at full resolution with `F.conv2d`: the reference (mean difference to "fft" about 0.1/255).
+box-averaged premultiplied layers, then upsampled once (bilinear). Method "direct" is the plain reference:
+the same layer plan, each layer blurred over the whole frame by `F.conv2d` at full resolution (mean
+difference to "fft" about 0.1/255).
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ _FINE_BINS = 1024  # nearness histogram resolution used to place the layer cuts
 _EPS = 1e-8
 _SUPERSAMPLE = 16  # per axis, for the anti-aliased rim of the disk kernel
 _TILES = (16, 32, 64, 128)  # px, output tile sides to choose from per layer; multiples of _BLOCK
-_LOWRES_FROM = (8.0, 24.0, 48.0)  # px: method "fft" blurs disks this wide at 1/2, 1/4, 1/8 resolution
+_LOWRES_FROM = (8.0, 24.0, 48.0)  # px: "fft" blurs disks of these radii at 1/2, 1/4, 1/8 resolution
 _BASE = 16  # px, side of the accumulator tiles; divides every tile side
+_STRIP = 64  # rows per F.conv2d call of method "direct"
 _BLOCK = 16  # px, grid on which layer presence near a tile is counted
 
 
@@ -129,29 +131,18 @@ def disk_kernel(radius: float) -> Tensor:
     return torch.from_numpy(weight / weight.sum()).float()
 
 
-def _window(tile: int, margin: int, method: str) -> int:
+def _window(tile: int, margin: int) -> int:
     """Side of the input window convolved for one output tile (overlap-save): tile + 2 * margin, rounded
-    up to a fast FFT length for method "fft"."""
-    side = tile + 2 * margin
-    return next_fast_len(side) if method == "fft" and margin > 0 else side
-
-
-def _conv_direct(x: Tensor, kernel: Tensor, crop: int, size: int) -> Tensor:
-    """Disk blur of windows x (n,2,N,N,2) (channel pairs, see `_composite_frame`); returns the blurred
-    window's pixels [crop, crop + size) in both axes, (n,2,size,size,2). They must lie at least the
-    kernel's half width inside the window."""
-    n, _, side = x.shape[:3]
-    m = kernel.shape[-1] // 2
-    stacked = x.permute(0, 1, 4, 2, 3).reshape(n * 4, 1, side, side)
-    out = F.conv2d(stacked, kernel[None, None].to(x))  # valid convolution: out[i] is centred on window[i + m]
-    out = out.view(n, 2, 2, *out.shape[-2:]).permute(0, 1, 3, 4, 2)
-    return out[:, :, crop - m : crop - m + size, crop - m : crop - m + size]
+    up to a fast FFT length."""
+    return next_fast_len(tile + 2 * margin) if margin > 0 else tile
 
 
 def _conv_fft(x: Tensor, kernel: Tensor, crop: int, size: int) -> Tensor:
-    """`_conv_direct` by circular FFT convolution. Each channel pair is one complex plane (r + ig, b + ia):
-    the centred, symmetric disk has a real spectrum, so real and imaginary parts blur independently.
-    Wrap-around only reaches the outer kernel half width of the window, which is cropped away."""
+    """Disk blur of windows x (n,2,N,N,2) (channel pairs, see `_padded_pairs`); returns the blurred
+    window's pixels [crop, crop + size) in both axes, (n,2,size,size,2), which must lie at least the kernel's
+    half width inside the window: circular FFT convolution, whose wrap-around only reaches that outer band.
+    Each channel pair is one complex plane (r + ig, b + ia): the centred, symmetric disk has a real
+    spectrum, so real and imaginary parts blur independently."""
     side = x.shape[2]
     m = kernel.shape[-1] // 2
     padded = torch.zeros(side, side, dtype=x.dtype, device=x.device)
@@ -159,9 +150,6 @@ def _conv_fft(x: Tensor, kernel: Tensor, crop: int, size: int) -> Tensor:
     spectrum = torch.fft.fft2(torch.roll(padded, (-m, -m), (0, 1))).real
     blurred = torch.fft.ifft2(torch.fft.fft2(torch.view_as_complex(x)).mul_(spectrum))
     return torch.view_as_real(blurred)[:, :, crop : crop + size, crop : crop + size]
-
-
-_CONVOLVE = {"direct": _conv_direct, "fft": _conv_fft}
 
 
 # ----------------------------------------------------------------------------------------------- layers
@@ -227,7 +215,7 @@ def _coverage_presence(alpha: Tensor, canvas: tuple[int, int]) -> Tensor:
     return F.max_pool2d(covered[:, None], _BLOCK)
 
 
-def _choose_tiling(blocks: Tensor, half: int, tiles: tuple[int, ...], method: str) -> tuple[int, Tensor]:
+def _choose_tiling(blocks: Tensor, half: int, tiles: tuple[int, ...]) -> tuple[int, Tensor]:
     """Tile side and bool (tiles_y, tiles_x) presence for one layer: the tiles its blurred pixels reach (the
     kernel's half width `half` around its blocks), for the tile size that convolves the fewest window pixels
     (small tiles for sparse layers, large ones for wide layers with a wide kernel)."""
@@ -236,7 +224,7 @@ def _choose_tiling(blocks: Tensor, half: int, tiles: tuple[int, ...], method: st
     best = None
     for tile in tiles:
         presence = F.max_pool2d(near, tile // _BLOCK)[0] > 0
-        cost = int(presence.sum()) * _window(tile, half, method) ** 2
+        cost = int(presence.sum()) * _window(tile, half) ** 2
         if best is None or cost < best[0]:
             best = (cost, tile, presence)
     return best[1], best[2]
@@ -325,7 +313,7 @@ def _base_tiles(premult: Tensor, iy: Tensor, ix: Tensor, tiles_x: int) -> tuple[
 
 
 def _composite_level(source: _SharpLayers | _PooledLayers, blocks: Tensor, radii: list[float],
-                     canvas: tuple[int, int], tiles: tuple[int, ...], method: str) -> Tensor:
+                     canvas: tuple[int, int], tiles: tuple[int, ...]) -> Tensor:
     """Blur the layers of one level and composite them far to near ("over"). Each layer is convolved tile by
     tile (overlap-save), only on the tiles it reaches. The accumulator is a list of (2,B,B,2) base tiles.
     Returns the premultiplied (4,Y,X) canvas."""
@@ -334,11 +322,11 @@ def _composite_level(source: _SharpLayers | _PooledLayers, blocks: Tensor, radii
     acc = torch.zeros(base_y * base_x, 2, _BASE, _BASE, 2, dtype=blocks.dtype, device=blocks.device)
     for layer, radius in enumerate(radii):
         half = _half_width(radius)
-        tile, presence = _choose_tiling(blocks[layer], half, tiles, method)
+        tile, presence = _choose_tiling(blocks[layer], half, tiles)
         iy, ix = torch.nonzero(presence, as_tuple=True)
-        premult = source.windows(layer, half, _window(tile, half, method), tile, iy, ix)
+        premult = source.windows(layer, half, _window(tile, half), tile, iy, ix)
         if half:
-            premult = _CONVOLVE[method](premult, disk_kernel(radius), half, tile)
+            premult = _conv_fft(premult, disk_kernel(radius), half, tile)
         parts, index = _base_tiles(premult, iy, ix, canvas_x // tile)
         below = acc[index].view(parts.shape)
         torch.addcmul(parts, below, 1 - parts[..., 1:, :, :, 1:], out=below)  # premultiplied "over"
@@ -346,16 +334,13 @@ def _composite_level(source: _SharpLayers | _PooledLayers, blocks: Tensor, radii
     return acc.view(base_y, base_x, 2, _BASE, _BASE, 2).permute(2, 5, 0, 3, 1, 4).reshape(4, canvas_y, canvas_x)
 
 
-def _scale(radius: float, method: str) -> int:
-    """Resolution divisor for a layer: method "fft" blurs wide disks at 1/2, 1/4, 1/8 resolution (from the
-    radii in _LOWRES_FROM, so the disk keeps 4-6 px there); "direct" always works at full resolution."""
-    if method != "fft":
-        return 1
+def _scale(radius: float) -> int:
+    """Resolution divisor for a layer: wide disks are blurred at 1/2, 1/4, 1/8 resolution (from the radii in
+    _LOWRES_FROM, so the disk keeps 4-6 px there)."""
     return 2 ** sum(radius >= r for r in _LOWRES_FROM)
 
 
-def _render_level(rgb1: Tensor, layer_map: Tensor, first: int, radii: list[float], scale: int,
-                  method: str) -> Tensor:
+def _render_level(rgb1: Tensor, layer_map: Tensor, first: int, radii: list[float], scale: int) -> Tensor:
     """Blur and composite layers first..first+len(radii)-1 (all of one scale) at 1/scale resolution and
     bring the premultiplied result back to full resolution (bilinear): (4,H,W)."""
     height, width = layer_map.shape
@@ -365,7 +350,7 @@ def _render_level(rgb1: Tensor, layer_map: Tensor, first: int, radii: list[float
     radii = [r / scale for r in radii]
     halves = [_half_width(r) for r in radii]
     pad = max(halves)
-    extra = max(0, max(_window(t, m, method) - t - m for t in tiles for m in halves) - pad)  # FFT rounding slack
+    extra = max(0, max(_window(t, m) - t - m for t in tiles for m in halves) - pad)  # FFT rounding slack
     padding = (pad, canvas[1] - w + pad + extra, pad, canvas[0] - h + pad + extra)
     if scale == 1:
         source = _SharpLayers(rgb1, layer_map, first, padding)
@@ -373,13 +358,13 @@ def _render_level(rgb1: Tensor, layer_map: Tensor, first: int, radii: list[float
     else:
         source = _PooledLayers(rgb1, layer_map, first, len(radii), scale, padding)
         blocks = _coverage_presence(source.alpha, canvas)
-    level = _composite_level(source, blocks, radii, canvas, tiles, method)[:, :h, :w]
+    level = _composite_level(source, blocks, radii, canvas, tiles)[:, :h, :w]
     if scale == 1:
         return level
     return F.interpolate(level[None], scale_factor=scale, mode="bilinear", align_corners=False)[0, :, :height, :width]
 
 
-def _composite_frame(linear: Tensor, layer_map: Tensor, radii: list[float], method: str) -> Tensor:
+def _composite_frame(linear: Tensor, layer_map: Tensor, radii: list[float]) -> Tensor:
     """Blur and composite one frame. Consecutive layers of equal scale (see `_scale`) form a level, rendered
     at its own resolution; levels are composited far to near ("over" is associative, so this equals
     compositing layer by layer, up to the order of bilinear upsampling and compositing). Pixels are stored
@@ -388,16 +373,39 @@ def _composite_frame(linear: Tensor, layer_map: Tensor, radii: list[float], meth
     linear (3,H,W) linear light; layer_map (H,W) long on the same device, 0 = farthest layer.
     Returns (3,H,W) linear light."""
     rgb1 = torch.cat([linear, torch.ones_like(linear[:1])])
-    scales = [_scale(r, method) for r in radii]
+    scales = [_scale(r) for r in radii]
     acc = None
     first = 0
     while first < len(radii):
         end = first + 1
         while end < len(radii) and scales[end] == scales[first]:
             end += 1
-        level = _render_level(rgb1, layer_map, first, radii[first:end], scales[first], method)
+        level = _render_level(rgb1, layer_map, first, radii[first:end], scales[first])
         acc = level if acc is None else torch.addcmul(level, acc, 1 - level[3:])
         first = end
+    return acc[:3] / acc[3:].clamp_min(_EPS)
+
+
+def _conv_same(x: Tensor, kernel: Tensor) -> Tensor:
+    """x (C,H,W) convolved with a symmetric kernel, zero padding, same size. `F.conv2d` runs on strips of
+    _STRIP rows: on CPU that is many times faster than one call on a large frame."""
+    half = kernel.shape[-1] // 2
+    padded = F.pad(x, (half, half, half, half))[:, None]
+    strips = [F.conv2d(padded[..., y : y + _STRIP + 2 * half, :], kernel[None, None].to(x))
+              for y in range(0, x.shape[-2], _STRIP)]
+    return torch.cat(strips, -2)[:, 0]
+
+
+def _composite_direct(linear: Tensor, layer_map: Tensor, radii: list[float]) -> Tensor:
+    """The reference for `_composite_frame`, written for clarity: each layer over the whole frame, blurred by
+    `F.conv2d` with zero padding at full resolution. Same arguments and result."""
+    rgb1 = torch.cat([linear, torch.ones_like(linear[:1])])
+    acc = torch.zeros_like(rgb1)
+    for layer, radius in enumerate(radii):
+        premult = rgb1 * (layer_map == layer)
+        if radius >= IDENTITY_RADIUS:
+            premult = _conv_same(premult, disk_kernel(radius))
+        acc = torch.addcmul(premult, acc, 1 - premult[3:])
     return acc[:3] / acc[3:].clamp_min(_EPS)
 
 
@@ -406,7 +414,8 @@ def render_defocus(image: Tensor, radius: Tensor, near: Tensor, layers: int = 32
 
     image (B,3,H,W) sRGB in [0,1]; radius (B,1,H,W) blur radius in px; near (B,1,H,W) nearness (larger =
     nearer), which orders the layers. Returns (B,3,H,W) sRGB in [0,1] on the image's device.
-    method "fft" (fast) or "direct" (per-layer F.conv2d at full resolution, the reference). Deterministic."""
+    method "fft" (fast, tiled FFT, wide disks at reduced resolution) or "direct" (each layer over the whole
+    frame by F.conv2d at full resolution: the slow reference). Deterministic."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if image.dim() != 4 or image.shape[1] != 3:
@@ -421,7 +430,8 @@ def render_defocus(image: Tensor, radius: Tensor, near: Tensor, layers: int = 32
     out = []
     for b in range(image.shape[0]):
         layer_map, radii = _plan_layers(near_cpu[b, 0], radius_cpu[b, 0], layers)
-        out.append(_composite_frame(linear[b], layer_map.to(image.device), radii, method))
+        composite = _composite_frame if method == "fft" else _composite_direct
+        out.append(composite(linear[b], layer_map.to(image.device), radii))
     return linear_to_srgb(torch.stack(out)).to(image.dtype)
 
 

@@ -1,7 +1,6 @@
 """`defocus-lit evaluate`: reports on a built dataset and on a manifest, baselines alone, and bad input."""
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,31 +8,10 @@ import pytest
 from PIL import Image
 
 from defocus_lit.cli import main
-from defocus_lit.config import load_experiment
-from defocus_lit.train import run_training
 
-TINY = ["model.ngf=4", "model.num_downs=3", "model.ndf=4", "data.crop_size=32", "data.synthetic.num=6",
-        "data.synthetic.size=[64,64]", "data.num_workers=0", "data.batch_size=2", "trainer.max_epochs=1",
-        "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false", "logger.wandb=disabled", "render.layers=8"]
 METHODS = {"model", "identity", "mask_blur"}
 METRICS = {"psnr", "ssim", "psnr_focus", "psnr_defocus", "plane_sensitivity"}
 
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    """A checkpoint of a seconds-long pix2pix_4ch run, trained once per session (its synthetic dataset lies in
-    data/ beside it)."""
-    root = tmp_path_factory.getbasetemp() / "tiny_run"
-    ckpt = root / "tiny.ckpt"
-    if not ckpt.is_file():
-        root.mkdir(exist_ok=True)
-        with pytest.MonkeyPatch.context() as mp:
-            mp.chdir(root)
-            result = run_training(load_experiment("pix2pix_4ch", TINY + [f"output_dir={root / 'outputs'}"],
-                                                  cpu_preset=True))
-        shutil.copy(result.best_ckpt, ckpt)
-    return ckpt
 
 
 @pytest.fixture

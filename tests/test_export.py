@@ -1,7 +1,6 @@
 """`defocus-lit export`: TorchScript and ONNX files that match the checkpoint, at other sizes than traced."""
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -9,32 +8,11 @@ import pytest
 import torch
 
 from defocus_lit.cli import main
-from defocus_lit.config import load_experiment
 from defocus_lit.export import example_inputs
 from defocus_lit.models.checkpoint import load_checkpoint
-from defocus_lit.train import run_training
 
-TINY = ["model.ngf=4", "model.num_downs=3", "model.ndf=4", "data.crop_size=32", "data.synthetic.num=6",
-        "data.synthetic.size=[64,64]", "data.num_workers=0", "data.batch_size=2", "trainer.max_epochs=1",
-        "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false", "logger.wandb=disabled", "render.layers=8"]
 TOLERANCE = 1e-4
 
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    """A checkpoint of a seconds-long pix2pix_4ch run, trained once per session (its synthetic dataset lies in
-    data/ beside it)."""
-    root = tmp_path_factory.getbasetemp() / "tiny_run"
-    ckpt = root / "tiny.ckpt"
-    if not ckpt.is_file():
-        root.mkdir(exist_ok=True)
-        with pytest.MonkeyPatch.context() as mp:
-            mp.chdir(root)
-            result = run_training(load_experiment("pix2pix_4ch", TINY + [f"output_dir={root / 'outputs'}"],
-                                                  cpu_preset=True))
-        shutil.copy(result.best_ckpt, ckpt)
-    return ckpt
 
 
 def reference(ckpt: Path, shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -549,7 +549,7 @@ def info_text(info: dict) -> str:
         f"{info['path']}: {info['num_samples']} samples of {h}x{w} from {info['num_frames']} frames "
         f"({info['file_bytes'] / 1e6:.1f} MB, defocus_lit {info['version']})",
         f"splits:   {splits}",
-        f"planes:   " + ", ".join(f"{k} {v}" for k, v in info["planes"].items()),
+        "planes:   " + ", ".join(f"{k} {v}" for k, v in info["planes"].items()),
         f"source:   {source.pop('source', '?')} {json.dumps(source)} (depth kind: {info['depth_kind']}, "
         f"{info['source_frames']} frames read)",
         f"renderer: {renderer}",
