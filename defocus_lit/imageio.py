@@ -33,7 +33,7 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
 def read_gray(path: str | os.PathLike) -> np.ndarray:
     """(H,W) array of the file's own values: uint16 for 16-bit PNGs, uint8 otherwise.
     A colour file (e.g. a disparity JPEG saved with three equal channels) gives its first channel."""
-    img = _open(path)
+    img = ImageOps.exif_transpose(_open(path))  # a rotated phone mask lines up with its photo
     arr = np.asarray(img)
     if arr.ndim == 3:
         arr = arr[..., 0]

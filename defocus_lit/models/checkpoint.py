@@ -20,7 +20,8 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise UserError(f"{path}: not a readable checkpoint ({str(err).splitlines()[0][:120]})") from None
+        raise UserError(f"{path}: not a readable PyTorch checkpoint: truncated or another kind of file "
+                        f"({str(err).splitlines()[0][:100]})") from None
     if not isinstance(checkpoint, dict) or "cfg" not in checkpoint.get("hyper_parameters", {}):
         raise UserError(f"{path}: not a defocus_lit checkpoint (no hyper_parameters.cfg)")
     return checkpoint
