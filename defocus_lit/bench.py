@@ -72,6 +72,8 @@ def bench_build(args: argparse.Namespace) -> dict:
 
 
 def bench_loader(args: argparse.Namespace) -> dict:
+    """Train batches of 256x256 crops from 2 workers, as they feed a GPU: uint8 batches that the DataModule
+    makes float on the device (`on_after_batch_transfer`)."""
     from defocus_lit.data.build import build_dataset
     from defocus_lit.data.datamodule import DefocusDataModule
     from defocus_lit.data.sources import open_source
@@ -80,6 +82,7 @@ def bench_loader(args: argparse.Namespace) -> dict:
         path = Path(tmp) / "loader.h5"
         build_dataset(open_source("synthetic", num=60, size=(320, 320), seed=2), path, progress=False)
         dm = DefocusDataModule(str(path), batch_size=16, num_workers=2, crop_size=256)
+        dm._float_on_device = lambda: True  # what a GPU Trainer selects; on a CPU run workers make floats
         loader = dm.train_dataloader()
         batches = iter(loader)
         next(batches)  # workers started

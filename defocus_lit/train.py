@@ -6,6 +6,7 @@ import argparse
 import json
 import netrc
 import os
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,13 +131,15 @@ def make_loggers(cfg: DictConfig, run_dir: Path) -> list:
     loggers: list = [CSVLogger(run_dir, name="", version=csv_version(run_dir))]
     mode = wandb_mode(cfg.logger.wandb)
     if mode:
-        id_file = run_dir / "wandb_id.txt"
-        run_id = id_file.read_text().strip() if id_file.is_file() else None
-        logger = WandbLogger(project=cfg.logger.project, name=f"{cfg.name}/{run_dir.name}", save_dir=str(run_dir),
-                             mode=mode, id=run_id, resume="allow", config=to_container(cfg))
-        if _is_rank_zero() and run_id is None:
-            id_file.write_text(logger.version or "")
-        loggers.append(logger)
+        id_file = run_dir / "wandb_id.txt"  # a resumed run continues its W&B run
+        run_id = id_file.read_text().strip() if id_file.is_file() else ""
+        if not run_id:
+            run_id = secrets.token_hex(4)
+            if _is_rank_zero():
+                id_file.write_text(run_id)
+        loggers.append(WandbLogger(project=cfg.logger.project, name=f"{cfg.name}/{run_dir.name}",
+                                   save_dir=str(run_dir), mode=mode, id=run_id, resume="allow",
+                                   config=to_container(cfg)))
     return loggers
 
 
@@ -173,7 +176,13 @@ def run_training(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> TrainRe
                                  filename="best-epoch{epoch:03d}-psnr{val/psnr:.2f}", auto_insert_metric_name=False)
     trainer = L.Trainer(**trainer_kwargs(cfg), default_root_dir=run_dir, logger=make_loggers(cfg, run_dir),
                         callbacks=[checkpoint, *callbacks])
-    trainer.fit(module, datamodule=datamodule, ckpt_path=last)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=last)
+    finally:
+        if any(isinstance(lg, WandbLogger) for lg in trainer.loggers) and trainer.is_global_zero:
+            import wandb
+
+            wandb.finish()  # the next run in this process (a sweep trial) gets a W&B run of its own
 
     metrics = dict(module.best_values) | dict(module.baseline_values)
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else Path(checkpoint.last_model_path)

@@ -103,3 +103,15 @@ def test_ddp_two_processes_on_cpu(tiny, tmp_path):
     psnr = [float(r["val/psnr"]) for r in rows if r.get("val/psnr")]
     assert psnr and all(0 < p < 100 for p in psnr)
     assert "gloo" in proc.stderr + proc.stdout or "distributed_backend=gloo" in proc.stderr
+
+
+def test_each_run_gets_its_own_wandb_run_and_resume_keeps_it(tiny):
+    words = [w for w in tiny if not w.startswith("logger.wandb")] + ["logger.wandb=offline"]
+    first = run_training(load_experiment("pix2pix_4ch", words + ["run=a"], cpu_preset=True))
+    second = run_training(load_experiment("pix2pix_4ch", words + ["run=b"], cpu_preset=True))
+    ids = [(r.run_dir / "wandb_id.txt").read_text() for r in (first, second)]
+    assert all(ids) and ids[0] != ids[1]
+    assert list((second.run_dir / "wandb").glob(f"offline-run-*-{ids[1]}"))
+    resumed = run_training(load_experiment("pix2pix_4ch", words + ["resume=true", "trainer.max_epochs=2"],
+                                           cpu_preset=True))
+    assert (resumed.run_dir / "wandb_id.txt").read_text() == ids[1]
