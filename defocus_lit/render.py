@@ -22,6 +22,7 @@ difference to "fft" about 0.1/255).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ from defocus_lit.errors import UserError
 BLUR_MODELS = ("thin_lens", "blur_map")
 METHODS = ("fft", "direct")
 IDENTITY_RADIUS = 0.5  # px; layers blurred less than this are composited unblurred
+RADIUS_STEP = 1 / 16  # px; layer radii are rounded to this, so disk spectra are shared and cached
 _FINE_BINS = 1024  # nearness histogram resolution used to place the layer cuts
 _EPS = 1e-8
 _SUPERSAMPLE = 16  # per axis, for the anti-aliased rim of the disk kernel
@@ -52,7 +54,7 @@ class RenderSettings:
     blur_model: str = "thin_lens"  # "thin_lens" | "blur_map"
     k: float = 30.0  # px per unit of nearness (inverse depth) outside the in-focus band (thin_lens)
     max_radius: float = 16.0  # px
-    layers: int = 32
+    layers: int = 16
 
     def __post_init__(self) -> None:
         if self.blur_model not in BLUR_MODELS:
@@ -137,17 +139,24 @@ def _window(tile: int, margin: int) -> int:
     return next_fast_len(tile + 2 * margin) if margin > 0 else tile
 
 
-def _conv_fft(x: Tensor, kernel: Tensor, crop: int, size: int) -> Tensor:
+@lru_cache(maxsize=1024)
+def _disk_spectrum(radius: float, side: int, device: str) -> Tensor:
+    """Real spectrum (side,side) of the centred `disk_kernel(radius)` on a side x side grid. Cached: layer radii
+    are quantised (`RADIUS_STEP`), so frames of a dataset share them."""
+    kernel = disk_kernel(radius).to(device)
+    m = kernel.shape[-1] // 2
+    padded = torch.zeros(side, side, device=device)
+    padded[: 2 * m + 1, : 2 * m + 1] = kernel
+    return torch.fft.fft2(torch.roll(padded, (-m, -m), (0, 1))).real
+
+
+def _conv_fft(x: Tensor, radius: float, crop: int, size: int) -> Tensor:
     """Disk blur of windows x (n,2,N,N,2) (channel pairs, see `_padded_pairs`); returns the blurred
     window's pixels [crop, crop + size) in both axes, (n,2,size,size,2), which must lie at least the kernel's
     half width inside the window: circular FFT convolution, whose wrap-around only reaches that outer band.
     Each channel pair is one complex plane (r + ig, b + ia): the centred, symmetric disk has a real
     spectrum, so real and imaginary parts blur independently."""
-    side = x.shape[2]
-    m = kernel.shape[-1] // 2
-    padded = torch.zeros(side, side, dtype=x.dtype, device=x.device)
-    padded[: 2 * m + 1, : 2 * m + 1] = kernel
-    spectrum = torch.fft.fft2(torch.roll(padded, (-m, -m), (0, 1))).real
+    spectrum = _disk_spectrum(radius, x.shape[2], str(x.device)).to(x.dtype)
     blurred = torch.fft.ifft2(torch.fft.fft2(torch.view_as_complex(x)).mul_(spectrum))
     return torch.view_as_real(blurred)[:, :, crop : crop + size, crop : crop + size]
 
@@ -194,7 +203,8 @@ def _plan_layers(near: Tensor, radius: Tensor, layers: int) -> tuple[Tensor, lis
     lookup[occupied] = cell_layer
     layer_counts = torch.zeros(len(used), dtype=torch.float64).index_add_(0, cell_layer, counts[occupied].double())
     layer_sums = torch.zeros(len(used), dtype=torch.float64).index_add_(0, cell_layer, sums[occupied])
-    return lookup[cell].view(near.shape), (layer_sums / layer_counts).tolist()
+    radii = (layer_sums / layer_counts / RADIUS_STEP).round() * RADIUS_STEP
+    return lookup[cell].view(near.shape), radii.tolist()
 
 
 def _block_presence(local_map: Tensor, count: int, canvas: tuple[int, int]) -> Tensor:
@@ -326,7 +336,7 @@ def _composite_level(source: _SharpLayers | _PooledLayers, blocks: Tensor, radii
         iy, ix = torch.nonzero(presence, as_tuple=True)
         premult = source.windows(layer, half, _window(tile, half), tile, iy, ix)
         if half:
-            premult = _conv_fft(premult, disk_kernel(radius), half, tile)
+            premult = _conv_fft(premult, radius, half, tile)
         parts, index = _base_tiles(premult, iy, ix, canvas_x // tile)
         below = acc[index].view(parts.shape)
         torch.addcmul(parts, below, 1 - parts[..., 1:, :, :, 1:], out=below)  # premultiplied "over"
@@ -409,7 +419,7 @@ def _composite_direct(linear: Tensor, layer_map: Tensor, radii: list[float]) -> 
     return acc[:3] / acc[3:].clamp_min(_EPS)
 
 
-def render_defocus(image: Tensor, radius: Tensor, near: Tensor, layers: int = 32, method: str = "fft") -> Tensor:
+def render_defocus(image: Tensor, radius: Tensor, near: Tensor, layers: int = 16, method: str = "fft") -> Tensor:
     """Render lens blur.
 
     image (B,3,H,W) sRGB in [0,1]; radius (B,1,H,W) blur radius in px; near (B,1,H,W) nearness (larger =
@@ -460,7 +470,7 @@ def frame_maps(depth: np.ndarray, kind: str, plane_map: np.ndarray | None, in_fo
     return near, radius[0, 0].numpy()
 
 
-def render_uint8(images: np.ndarray, near: np.ndarray, radius: np.ndarray, layers: int = 32,
+def render_uint8(images: np.ndarray, near: np.ndarray, radius: np.ndarray, layers: int = 16,
                  device: str = "cpu") -> np.ndarray:
     """`render_defocus` on numpy: images (N,H,W,3) uint8 sRGB, near and radius (N,H,W). Returns (N,H,W,3) uint8."""
     image = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float().div(255)

@@ -248,7 +248,7 @@ def test_error_while_writing_leaves_nothing(tmp_path, monkeypatch):
 def test_sigterm_stops_a_build_cleanly(tmp_path):
     out = tmp_path / "d.h5"
     proc = subprocess.Popen([sys.executable, "-m", "defocus_lit.cli", "data", "build", "--source", "synthetic",
-                             "--num", "500", "--size", "96x96", "--out", str(out), *FAST_ARGS],
+                             "--num", "5000", "--size", "96x96", "--out", str(out), *FAST_ARGS],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 90
