@@ -33,7 +33,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     focus = parser.add_mutually_exclusive_group(required=True)
     focus.add_argument("--focus-depth", type=float, metavar="METRES", help="focus at this distance (depth kind only)")
     focus.add_argument("--mask", metavar="M.png", help="in-focus mask, the image's size: black (< 128) = in focus")
-    focus.add_argument("--plane", choices=planes.PLANES, help="focus on the foreground, midground or background")
+    focus.add_argument("--plane", choices=planes.PLANES,
+                       help="focus on the foreground subject (the nearest depth that fills much of the frame's "
+                            "centre), the midground or the background")
     parser.add_argument("--blur-model", choices=BLUR_MODELS, default=_DEFAULTS.blur_model,
                         help="thin_lens (physical, default) or blur_map (the paper's Photoshop recipe)")
     parser.add_argument("--k", type=float, default=_DEFAULTS.k, metavar="PX",
@@ -72,9 +74,22 @@ def _read_depth(args: argparse.Namespace, image: np.ndarray) -> np.ndarray:
     return depth
 
 
-def _focus_from_plane(args: argparse.Namespace, grey: np.ndarray) -> _Focus:
+def _focus_from_plane(args: argparse.Namespace, depth: np.ndarray, grey: np.ndarray) -> _Focus:
+    """"fore" is the foreground subject (`planes.foreground_subject`; the paper's plane when no subject stands out),
+    "mid" and "back" the paper's planes."""
+    if args.plane == "fore":
+        subject = planes.foreground_subject(planes.nearness(depth, args.depth_kind), planes.valid_depth(depth))
+        if subject is not None:
+            return _focus_on_region(subject, grey)
     plane_map = planes.focal_plane(grey, args.plane)
     return _Focus(planes.binary_mask(plane_map) == 0, None, plane_map)
+
+
+def _focus_on_region(in_focus: np.ndarray, grey: np.ndarray) -> _Focus:
+    """Thin lens: the band of the region's depths; blur_map: blur grows with the grey-depth distance from the
+    region's median grey."""
+    plane_map = planes.focal_plane(grey, "mid", mid=float(np.median(grey[in_focus])))
+    return _Focus(in_focus, None, plane_map)
 
 
 def _focus_from_mask(args: argparse.Namespace, image: np.ndarray, depth: np.ndarray, grey: np.ndarray) -> _Focus:
@@ -82,12 +97,9 @@ def _focus_from_mask(args: argparse.Namespace, image: np.ndarray, depth: np.ndar
     if mask.shape != image.shape[:2]:
         raise UserError(f"{args.mask}: mask is {_size(mask)} but the image {args.image} is {_size(image)}")
     in_focus = mask < (128 if mask.dtype == np.uint8 else 32768)
-    selected = in_focus & planes.valid_depth(depth)
-    if not selected.any():
+    if not (in_focus & planes.valid_depth(depth)).any():
         raise UserError(f"{args.mask}: no black (in-focus) pixel with a valid depth")
-    # blur_map: blur grows with the grey-depth distance from the masked region's median grey
-    plane_map = planes.focal_plane(grey, "mid", mid=float(np.median(grey[selected])))
-    return _Focus(in_focus, None, plane_map)
+    return _focus_on_region(in_focus, grey)
 
 
 def _focus_from_distance(args: argparse.Namespace, depth: np.ndarray, grey: np.ndarray) -> _Focus:
@@ -113,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     depth = _read_depth(args, image)
     grey = planes.depth_grey(depth, args.depth_kind)
     if args.plane is not None:
-        focus = _focus_from_plane(args, grey)
+        focus = _focus_from_plane(args, depth, grey)
     elif args.mask is not None:
         focus = _focus_from_mask(args, image, depth, grey)
     else:

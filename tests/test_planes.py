@@ -15,6 +15,7 @@ from defocus_lit.data.planes import (
     fill_invalid,
     focal_plane,
     focus_band,
+    foreground_subject,
     nearness,
     patch_mask,
     random_focus_plane,
@@ -135,6 +136,31 @@ def test_fore_plane_mask_keeps_the_near_part_of_a_hand_made_scene():
     assert np.all(mask[:, :3] == 0) and np.all(mask[:, 3:] == 255)
     back = binary_mask(focal_plane(depth_grey(depth, "depth"), "back"))
     np.testing.assert_array_equal(back, 255 - mask)
+
+
+def portrait_depth() -> tuple[np.ndarray, np.ndarray]:
+    """A portrait's depth (H,W) metres: background at 10 m, a subject at 4 m in the middle, and clutter at 0.7 m
+    along the left border (the nearest thing, as branches in front of a person). Returns (depth, subject)."""
+    depth = np.full((120, 160), 10.0, np.float32)
+    subject = np.zeros(depth.shape, bool)
+    subject[30:, 55:105] = True
+    depth[subject] = 4.0
+    depth[:, :25] = 0.7
+    return depth, subject
+
+
+def test_foreground_subject_is_the_central_person_not_the_nearest_clutter():
+    depth, subject = portrait_depth()
+    found = foreground_subject(nearness(depth, "depth"), valid_depth(depth))
+    np.testing.assert_array_equal(found, subject)
+    paper = binary_mask(focal_plane(depth_grey(depth, "depth"), "fore")) == 0
+    assert paper[:, :25].all() and not paper[subject].any()  # the paper's plane focuses the clutter
+
+
+def test_foreground_subject_none_without_a_dominant_depth():
+    near = np.random.default_rng(0).uniform(0.1, 1.0, (120, 160)).astype(np.float32)  # every depth equally often
+    depth = 1.0 / near
+    assert foreground_subject(nearness(depth, "depth"), valid_depth(depth)) is None
 
 
 def test_focus_band():

@@ -291,6 +291,20 @@ def test_cli_disparity_input(files, capsys, tmp_path):
     assert "--focus-depth" in capsys.readouterr().err
 
 
+def test_cli_fore_plane_keeps_the_subject_sharp_and_blurs_the_clutter_in_front(files, tmp_path):
+    rng = np.random.default_rng(3)
+    image = (rng.random((120, 160, 3)) * 255).astype(np.uint8)
+    depth_mm = np.full((120, 160), 10000, np.uint16)
+    depth_mm[30:, 55:105] = 4000  # the subject
+    depth_mm[:, :25] = 700  # clutter along the left border, nearer than the subject
+    Image.fromarray(image).save(files["image"])
+    Image.fromarray(depth_mm).save(files["depth"])
+    assert cli(files, "--plane", "fore") == 0
+    diff = np.abs(np.asarray(Image.open(files["out"])).astype(int) - image)
+    assert diff[40:, 65:95].mean() < 1  # the subject's inside
+    assert diff[:, :20].mean() > 20 and diff[:20, 120:].mean() > 20  # clutter and background
+
+
 def expect_error(files, capsys, *extra, names: list[str]):
     assert cli(files, *extra) == 2
     captured = capsys.readouterr()

@@ -125,6 +125,46 @@ def random_focus_plane(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return _distance_plane(grey, float(rng.uniform(0.0, 255.0)))
 
 
+# Foreground subject (the `render --plane fore` focus): what a phone's portrait mode focuses on
+_SUBJECT_BINS = 32  # nearness histogram bins over the 1st..99th percentile range
+_SUBJECT_MIN_SHARE = 0.15  # a subject fills at least this share of the centre-weighted frame (3 adjacent bins)
+_SUBJECT_SIGMA = 0.2  # centre weight: Gaussian of this many frame sides
+
+
+def foreground_subject(near: np.ndarray, valid: np.ndarray) -> np.ndarray | None:
+    """bool (H,W): the foreground subject, or None when no depth cluster qualifies.
+
+    The paper's foreground plane is simply the nearest depth, which in a portrait is often clutter in front of the
+    subject (branches, a railing, a table edge at the frame border). A camera focuses on the subject: here the
+    nearest depth cluster that fills a large share (>= 15 %) of the frame, counted with a Gaussian weight centred
+    on the frame. The cluster is the histogram peak's run of bins above a quarter of its height; of its connected
+    regions, those with at least a tenth of the largest one's centre weight are kept.
+    near (H,W): larger = nearer (`nearness`); valid (H,W) bool."""
+    if not valid.any():
+        raise UserError("depth: no valid depth pixel")
+    h, w = near.shape
+    ys, xs = (np.arange(h) + 0.5) / h - 0.5, (np.arange(w) + 0.5) / w - 0.5
+    weight = np.exp(-(ys[:, None] ** 2 + xs[None, :] ** 2) / (2 * _SUBJECT_SIGMA**2)) * valid
+    level = np.minimum((_normalise(near, *_percentile_range(near, valid)) * _SUBJECT_BINS).astype(int),
+                       _SUBJECT_BINS - 1)
+    hist = np.bincount(level.ravel(), weights=weight.ravel(), minlength=_SUBJECT_BINS) / weight.sum()
+    share = np.convolve(hist, np.ones(3), "same")
+    peaks = [i for i in range(_SUBJECT_BINS)
+             if share[i] >= _SUBJECT_MIN_SHARE and share[i] >= share[max(i - 1, 0):i + 2].max()]
+    if not peaks:
+        return None
+    top = max(range(max(peaks[-1] - 1, 0), min(peaks[-1] + 2, _SUBJECT_BINS)), key=lambda i: hist[i])
+    lo = hi = top
+    while lo > 0 and hist[lo - 1] >= hist[top] / 4:
+        lo -= 1
+    while hi < _SUBJECT_BINS - 1 and hist[hi + 1] >= hist[top] / 4:
+        hi += 1
+    labels, count = ndimage.label((level >= lo) & (level <= hi) & valid)
+    region_weight = ndimage.sum(weight, labels, np.arange(1, count + 1))
+    keep = np.concatenate([[False], region_weight >= 0.1 * region_weight.max()])
+    return keep[labels]
+
+
 @dataclass
 class SampleFilter:
     """Rejects samples whose in-focus area (mask == 0) is empty, too small or too large, or whose depth is
