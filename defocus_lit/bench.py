@@ -184,16 +184,20 @@ def bench_train(args: argparse.Namespace) -> dict:
 
 # ----- inference ----------------------------------------------------------------------------------------------
 def bench_predict(args: argparse.Namespace) -> dict:
-    """Arch I at full width (ngf 64, 8 downsamplings), a random photo padded to the network's multiple."""
-    from defocus_lit.models.defocuser import Defocuser
-    from defocus_lit.models.networks import build_generator
-    from defocus_lit.predict import defocus
+    """Arch I at full width (ngf 64, 8 downsamplings; the blur-stack head and keep-focus of base.yaml) on random
+    photos, as `defocus-lit predict` runs it (generator at `--max-side`, blur at full resolution), and with the
+    generator at full resolution (`--max-side 0`, padded to the network's multiple)."""
+    from defocus_lit.config import load_experiment
+    from defocus_lit.models.defocuser import build_defocuser
+    from defocus_lit.predict import MAX_SIDE, defocus
 
-    model = Defocuser(build_generator("pix2pix_4ch", ngf=64, num_downs=8), None, keep_focus=True, multiple=256).eval()
-    result = {}
+    cfg = load_experiment("pix2pix_4ch", ["model.ngf=64", "model.num_downs=8"], cpu_preset=False)
+    model = build_defocuser(cfg).eval()
+    result: dict = {"predict_max_side": MAX_SIDE}
     for w, h in ((600, 400), (1080, 1350)):
         image, mask = torch.rand(1, 3, h, w) * 2 - 1, (torch.rand(1, 1, h, w) > 0.5).float()
-        result[f"predict_{w}x{h}_s"] = _median_seconds(lambda: defocus(model, image, mask), 3)
+        result[f"predict_{w}x{h}_s"] = _median_seconds(lambda: defocus(model, image, mask, MAX_SIDE), 5)
+        result[f"predict_{w}x{h}_full_res_s"] = _median_seconds(lambda: defocus(model, image, mask), 3)
     return result
 
 

@@ -5,10 +5,12 @@ blurred. A checkpoint trained on patch masks (`data.mask_kind=patch`) also takes
 0 / 128 / 255 (sharp / partial blur / full blur); a binary mask works for it too.
 
 Scale: the network learnt blur radii in pixels on training frames of a few hundred pixels (at most
-`render.max_radius` px). A photo whose long side exceeds `--max-side` (default 512) is defocused at that size
-and the result upscaled, so the blur keeps the proportions it has in training; the in-focus region is then
-taken from the full-resolution photo, so the subject keeps every pixel. `--max-side 0` runs at full resolution
-(the blur then has the training size in pixels and looks relatively smaller on a large photo).
+`render.max_radius` px). On a photo whose long side exceeds `--max-side` (default 256) the generator runs on a
+copy downscaled to that size; its per-pixel choice of blur is upsampled, and the blur itself (the blur-stack head,
+radii scaled by the same factor, so the blur keeps the proportions it has in training) and the keep-focus
+composite are computed on the full-resolution photo, so the subject keeps every pixel and the bokeh is not
+upscaled. `--max-side 0` runs the generator at full resolution (slower; the blur then has the training size in
+pixels and looks relatively smaller on a large photo).
 
 The input is padded to the network's multiple (`Defocuser.multiple`) with reflected pixels (edge pixels when the
 photo is smaller than half a multiple) and a "blur" mask, and the output is cropped back.
@@ -33,12 +35,13 @@ from tqdm import tqdm
 from defocus_lit.errors import UserError
 from defocus_lit.imageio import read_gray, read_rgb, write_rgb
 from defocus_lit.models.checkpoint import load_checkpoint
-from defocus_lit.models.defocuser import Defocuser, keep_focus
+from defocus_lit.models.defocuser import Defocuser
 from defocus_lit.visualize import to_uint8
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg")
 DEVICES = ("auto", "cpu", "cuda")
+MAX_SIDE = 256  # px, the generator's working long side: the training crops' scale, and fast
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -48,8 +51,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="grey mask of the photo's size, black = keep sharp (or a folder: paired by file stem)")
     parser.add_argument("--out", required=True, help="output .png/.jpg (or a folder, for folder input)")
     parser.add_argument("--device", choices=DEVICES, default="auto", help="auto = CUDA when present, else CPU")
-    parser.add_argument("--max-side", type=int, default=512, metavar="PX",
-                        help="defocus larger photos at this long side, then upscale (0 = full resolution)")
+    parser.add_argument("--max-side", type=int, default=MAX_SIDE, metavar="PX",
+                        help="run the network on larger photos at this long side; the blur is still applied at "
+                             f"full resolution (default: {MAX_SIDE}; 0 = network at full resolution)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -165,16 +169,37 @@ def pad_to_multiple(image: Tensor, mask: Tensor, multiple: int) -> tuple[Tensor,
 @torch.inference_mode()
 def defocus(model: Defocuser, image: Tensor, mask: Tensor, max_side: int = 0) -> Tensor:
     """image (B,3,H,W) in [-1,1], mask (B,1,H,W) in [0,1] of any H, W, on the model's device
-    -> (B,3,H,W) in [-1,1]. Above `max_side` (long side, 0 = never) the model runs on a downscaled copy."""
+    -> (B,3,H,W) in [-1,1]. Above `max_side` (long side, 0 = never) the generator runs on a downscaled copy; its
+    output is upsampled and the blur-stack head (radii scaled alike) and keep-focus run at full resolution."""
     h, w = image.shape[-2:]
-    if max_side and max(h, w) > max_side:
-        size = (max(1, round(h * max_side / max(h, w))), max(1, round(w * max_side / max(h, w))))
-        small = defocus(model, F.interpolate(image, size=size, mode="area"),
-                        F.interpolate(mask, size=size, mode="nearest"))
-        out = F.interpolate(small, size=(h, w), mode="bicubic", align_corners=False).clamp(-1, 1)
-        return keep_focus(out, image, mask) if model.keep_focus else out
+    scale = max(h, w) / max_side if max_side else 1.0
+    if scale <= 1:
+        return model.finish(image, mask, _generator_output(model, image, mask))
+    size = (max(1, round(h / scale)), max(1, round(w / scale)))
+    raw = _generator_output(model, F.interpolate(image, size=size, mode="area"),
+                            F.interpolate(mask, size=size, mode="nearest"))
+    # blur-stack logits: the [1,2,1] filter first removes the generator's 2-px checkerboard, which upsampling
+    # would magnify into a visible grid; an RGB output is an image (bicubic)
+    if model.head is not None:
+        raw = F.interpolate(_smooth(raw), size=(h, w), mode="bilinear", align_corners=False)
+    else:
+        raw = F.interpolate(raw, size=(h, w), mode="bicubic", align_corners=False).clamp(-1, 1)
+    return model.finish(image, mask, raw, radius_scale=max(h / size[0], w / size[1]))
+
+
+def _smooth(x: Tensor) -> Tensor:
+    """(B,C,H,W) filtered by the separable [1,2,1]/4 kernel (edge pixels replicated): zero response at the
+    Nyquist frequency."""
+    kernel = torch.tensor([1.0, 2.0, 1.0], dtype=x.dtype, device=x.device) / 4
+    kernel = (kernel[:, None] * kernel[None, :]).expand(x.shape[1], 1, 3, 3)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=x.shape[1])
+
+
+def _generator_output(model: Defocuser, image: Tensor, mask: Tensor) -> Tensor:
+    """The final generator output for any size: padded to the network's multiple, cropped back."""
+    h, w = image.shape[-2:]
     padded_image, padded_mask, (top, left) = pad_to_multiple(image, mask, model.multiple)
-    return model(padded_image, padded_mask)[..., top:top + h, left:left + w]
+    return model.raw_stages(padded_image, padded_mask)["output"][..., top:top + h, left:left + w]
 
 
 def defocus_array(model: Defocuser, image: np.ndarray, mask: np.ndarray, device: torch.device,

@@ -8,7 +8,8 @@ import torch
 from PIL import Image, ImageCms
 
 from defocus_lit.cli import main
-from defocus_lit.predict import pad_to_multiple, read_mask
+from defocus_lit.models.defocuser import BlurStack, Defocuser, keep_focus
+from defocus_lit.predict import defocus, pad_to_multiple, read_mask
 
 
 
@@ -165,3 +166,28 @@ def test_large_photo_runs_at_max_side_and_keeps_full_resolution_focus(tiny_check
     assert small.shape == full.shape == rgb.shape
     assert np.array_equal(small[sharp], rgb[sharp])  # the subject keeps every full-resolution pixel
     assert not np.array_equal(small[~sharp], full[~sharp])  # the rest was defocused at the smaller size
+
+
+class OneLevel(torch.nn.Module):
+    """A generator whose blur-stack logits pick level `level` of `levels` everywhere."""
+
+    def __init__(self, level: int, levels: int):
+        super().__init__()
+        self.level, self.levels = level, levels
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        raw = -torch.ones(image.shape[0], self.levels, *image.shape[2:])
+        raw[:, self.level] = 1
+        return raw
+
+
+def test_downscaled_generator_blurs_at_full_resolution_with_scaled_radii():
+    model = Defocuser(OneLevel(2, 3), BlurStack([0.0, 1.0, 2.0]), keep_focus=True, multiple=4).eval()
+    image = torch.rand(1, 3, 60, 90) * 2 - 1
+    mask = torch.ones(1, 1, 60, 90)
+    mask[..., :30] = 0
+    out = defocus(model, image, mask, max_side=30)  # the generator sees 20x30: 3x smaller
+    raw = OneLevel(2, 3)(image, mask)
+    expected = keep_focus(model.head(image, raw, radius_scale=3.0), image, mask)  # a 6 px disk on the photo
+    torch.testing.assert_close(out, expected)
+    assert not torch.allclose(out, keep_focus(model.head(image, raw), image, mask), atol=1e-2)

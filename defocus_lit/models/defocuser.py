@@ -48,8 +48,8 @@ class BlurStack(nn.Module):
     The generator's K channels (tanh, in [-1,1]) become softmax weights over the input blurred in linear light
     with disks of radii `radii` (0 = sharp); the output is their weighted sum. Colours therefore always come
     from the photo (no checkerboard, no colour cast) and the network learns what matters: how much blur each
-    pixel gets given the image and the mask. `radius_scale` multiplies the radii, e.g. to keep the blur's
-    proportions on a photo larger than the training frames.
+    pixel gets given the image and the mask. `radius_scale` multiplies the radii: a photo defocused at k times the
+    resolution the generator saw needs k times the radii for the same look.
     """
 
     sharpness = 6.0  # tanh range [-1,1] -> logits [-6,6]: a weight can reach ~1 on one level
@@ -57,16 +57,15 @@ class BlurStack(nn.Module):
     def __init__(self, radii: Sequence[float]) -> None:
         super().__init__()
         self.radii = [float(r) for r in radii]
-        self.radius_scale = 1.0
 
     @property
     def channels(self) -> int:
         return len(self.radii)
 
-    def forward(self, image: Tensor, raw: Tensor) -> Tensor:
+    def forward(self, image: Tensor, raw: Tensor, radius_scale: float = 1.0) -> Tensor:
         """image (B,3,H,W) in [-1,1]; raw (B,K,H,W) in [-1,1] -> (B,3,H,W) in [-1,1]."""
         linear = srgb_to_linear((image.float() + 1) / 2)
-        kernels = disk_stack([r * self.radius_scale for r in self.radii]).to(linear)
+        kernels = disk_stack([r * radius_scale for r in self.radii]).to(linear)
         stack = stack_blur(linear, kernels)
         weights = torch.softmax(raw.float() * self.sharpness, dim=1).unsqueeze(2)
         out = linear_to_srgb((weights * stack).sum(dim=1).clamp(0, 1)) * 2 - 1
@@ -83,21 +82,28 @@ class Defocuser(nn.Module):
         self.keep_focus = keep_focus
         self.multiple = multiple  # H and W must be multiples of this
 
-    def stages(self, image: Tensor, mask: Tensor) -> dict[str, Tensor]:
-        """Every stage's image (B,3,H,W) in [-1,1], the final one under "output" (two_stage adds "coarse")."""
+    def raw_stages(self, image: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        """Every stage's generator output (B,C,H,W) in [-1,1] before `finish`, the final one under "output"
+        (two_stage adds "coarse")."""
         if hasattr(self.generator, "stages"):
             coarse, output = self.generator.stages(image, mask, self.head)
-            outs = {"coarse": coarse, "output": output}
-        else:
-            raw = self.generator(image, mask)
-            outs = {"output": self.head(image, raw) if self.head is not None else raw}
-        if self.keep_focus:
-            outs = {name: keep_focus(out, image, mask) for name, out in outs.items()}
-        return outs
+            return {"coarse": coarse, "output": output}
+        return {"output": self.generator(image, mask)}
+
+    def finish(self, image: Tensor, mask: Tensor, raw: Tensor, radius_scale: float = 1.0) -> Tensor:
+        """A generator output -> the defocused image (B,3,H,W) in [-1,1]: the head (radii times `radius_scale`),
+        then keep-focus. `raw` may come from a downscaled copy of `image` and be upsampled: the head and the
+        keep-focus composite work at the photo's full resolution."""
+        out = self.head(image, raw, radius_scale) if self.head is not None else raw
+        return keep_focus(out, image, mask) if self.keep_focus else out
+
+    def stages(self, image: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        """Every stage's image (B,3,H,W) in [-1,1], the final one under "output" (two_stage adds "coarse")."""
+        return {name: self.finish(image, mask, raw) for name, raw in self.raw_stages(image, mask).items()}
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
         """image (B,3,H,W) in [-1,1], mask (B,1,H,W) in [0,1] (0 = keep sharp) -> (B,3,H,W) in [-1,1]."""
-        return self.stages(image, mask)["output"]
+        return self.finish(image, mask, self.raw_stages(image, mask)["output"])
 
 
 def build_defocuser(cfg) -> Defocuser:

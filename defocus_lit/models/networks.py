@@ -187,13 +187,11 @@ class TwoStageGenerator(nn.Module):
 
     def stages(self, image: Tensor, mask: Tensor, head: Callable[[Tensor, Tensor], Tensor] | None = None
                ) -> tuple[Tensor, Tensor]:
-        """(coarse, refined) images (B,3,H,W) in [-1,1]. With an output `head` (image, raw) -> image, both stages'
-        raw outputs pass through it, and G2 sees G1's image."""
-        to_image = (lambda raw: head(image, raw)) if head is not None else (lambda raw: raw)
+        """Both stages' outputs (coarse, refined) (B,C,H,W) in [-1,1]: images, or with an output `head`
+        (image, raw) -> image the raw values it turns into images; G2 always sees G1's image."""
         raw = self.g1(image, mask)
-        coarse = to_image(raw)
-        refined = to_image((raw + self.g2(torch.cat([image, coarse], 1), mask)).clamp(-1.0, 1.0))
-        return coarse, refined
+        coarse = head(image, raw) if head is not None else raw
+        return raw, (raw + self.g2(torch.cat([image, coarse], 1), mask)).clamp(-1.0, 1.0)
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
         return self.stages(image, mask)[1]
