@@ -54,7 +54,7 @@ class RenderSettings:
     blur_model: str = "thin_lens"  # "thin_lens" | "blur_map"
     k: float = 30.0  # px per unit of nearness (inverse depth) outside the in-focus band (thin_lens)
     max_radius: float = 16.0  # px
-    layers: int = 16
+    layers: int = 12
 
     def __post_init__(self) -> None:
         if self.blur_model not in BLUR_MODELS:
@@ -283,9 +283,9 @@ class _SharpLayers:
 
 
 class _PooledLayers:
-    """Reduced-resolution layers first..first+count-1: premultiplied and box-averaged by `scale`, in a canvas
-    (count,2,Y,X,2) padded like `_SharpLayers`. Built with one scatter per pixel of a scale x scale block,
-    so no two writes of a scatter meet (deterministic on every device)."""
+    """Reduced-resolution layers first..first+count-1: premultiplied and box-averaged by `scale` (partial blocks
+    at the frame's edge average over scale x scale too, the missing pixels counting as empty), in a canvas
+    (count,2,Y,X,2) padded like `_SharpLayers`."""
 
     def __init__(self, rgb1: Tensor, layer_map: Tensor, first: int, count: int, scale: int,
                  padding: tuple[int, int, int, int]):
@@ -293,17 +293,11 @@ class _PooledLayers:
         h, w = -(-height // scale), -(-width // scale)
         left, right, top, bottom = padding
         self.layers = rgb1.new_zeros(count, 2, top + h + bottom, left + w + right, 2)
-        inside = self.layers[:, :, top : top + h, left : left + w].permute(0, 2, 3, 1, 4)  # (count,h,w,2,2) view
-        rows, cols = torch.meshgrid(torch.arange(h, device=rgb1.device), torch.arange(w, device=rgb1.device),
-                                    indexing="ij")
-        for dy in range(scale):
-            for dx in range(scale):
-                local = layer_map[dy::scale, dx::scale] - first
-                keep = (local >= 0) & (local < count)
-                ys, xs = rows[: local.shape[0], : local.shape[1]][keep], cols[: local.shape[0], : local.shape[1]][keep]
-                values = rgb1[:, dy::scale, dx::scale].permute(1, 2, 0)[keep].view(-1, 2, 2) / scale**2
-                inside.index_put_((local[keep], ys, xs), values, accumulate=True)
-        self.alpha = inside[..., 1, 1]  # (count,h,w) coverage
+        for layer in range(count):
+            premult = F.pad(rgb1 * (layer_map == first + layer), (0, w * scale - width, 0, h * scale - height))
+            pooled = F.avg_pool2d(premult[None], scale)[0]  # (4,h,w)
+            self.layers[layer, :, top : top + h, left : left + w] = pooled.unflatten(0, (2, 2)).movedim(1, -1)
+        self.alpha = self.layers[:, 1, top : top + h, left : left + w, 1]  # (count,h,w) coverage
         self.pad = top
 
     def windows(self, layer: int, half: int, side: int, tile: int, iy: Tensor, ix: Tensor) -> Tensor:
@@ -419,7 +413,8 @@ def _composite_direct(linear: Tensor, layer_map: Tensor, radii: list[float]) -> 
     return acc[:3] / acc[3:].clamp_min(_EPS)
 
 
-def render_defocus(image: Tensor, radius: Tensor, near: Tensor, layers: int = 16, method: str = "fft") -> Tensor:
+def render_defocus(image: Tensor, radius: Tensor, near: Tensor, layers: int = RenderSettings.layers,
+                   method: str = "fft") -> Tensor:
     """Render lens blur.
 
     image (B,3,H,W) sRGB in [0,1]; radius (B,1,H,W) blur radius in px; near (B,1,H,W) nearness (larger =
@@ -470,7 +465,7 @@ def frame_maps(depth: np.ndarray, kind: str, plane_map: np.ndarray | None, in_fo
     return near, radius[0, 0].numpy()
 
 
-def render_uint8(images: np.ndarray, near: np.ndarray, radius: np.ndarray, layers: int = 16,
+def render_uint8(images: np.ndarray, near: np.ndarray, radius: np.ndarray, layers: int = RenderSettings.layers,
                  device: str = "cpu") -> np.ndarray:
     """`render_defocus` on numpy: images (N,H,W,3) uint8 sRGB, near and radius (N,H,W). Returns (N,H,W,3) uint8."""
     image = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float().div(255)

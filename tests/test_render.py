@@ -240,7 +240,7 @@ def test_render_batch_matches_render_frame():
 
 
 def test_settings_validate_and_serialise():
-    assert RenderSettings().to_dict() == {"blur_model": "thin_lens", "k": 30.0, "max_radius": 16.0, "layers": 16}
+    assert RenderSettings().to_dict() == {"blur_model": "thin_lens", "k": 30.0, "max_radius": 16.0, "layers": 12}
     with pytest.raises(UserError, match="render.blur_model"):
         RenderSettings(blur_model="gauss")
     with pytest.raises(UserError, match="render.layers"):
