@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+import zlib
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -81,9 +82,10 @@ class _Job:
 
 @dataclass
 class _FrameResult:
-    """One frame's kept samples (arrays with a leading sample axis, named as the HDF5 datasets; None when every
-    plane was rejected) and the reasons its other planes were rejected. The arrays all samples of the frame
-    share (image, depth) come once, without the sample axis, in `shared`: a third of the bytes a worker sends."""
+    """One frame's kept samples, named as the HDF5 datasets (None when every plane was rejected), and the reasons
+    its other planes were rejected. `samples`: arrays with a leading sample axis; `shared`: arrays all samples of
+    the frame share (the image), sent once; `chunks`: the COMPRESSED datasets, already deflated by the worker, one
+    chunk per sample (the frame's depth is one chunk, repeated, and pickled once)."""
 
     index: int
     kind: str
@@ -91,8 +93,9 @@ class _FrameResult:
     rejected: list[str]
     samples: dict[str, np.ndarray] | None
     shared: dict[str, np.ndarray] | None = None
+    chunks: dict[str, list[bytes]] | None = None
 
-    def all_samples(self) -> dict[str, np.ndarray]:
+    def arrays(self) -> dict[str, np.ndarray]:
         """`samples` with the shared arrays repeated along the sample axis."""
         n = len(self.samples["plane"])
         return {**self.samples, **{name: np.broadcast_to(v, (n, *v.shape)) for name, v in self.shared.items()}}
@@ -191,15 +194,13 @@ def _process(job: _Job, index: int) -> _FrameResult:
     target, mean_radius = _render(image, nearness(depth, frame.kind), valid, plane_maps, masks, job.settings,
                                   job.device)
     p = len(kept)
-    samples = {
-        "target": target, "mask": masks,
-        "patch_mask": np.stack([patch_mask(m) for m in plane_maps]),
-        "depth_weight": np.rint(depth_weight(plane_maps) * 255).astype(np.uint8),
-        "plane": np.array([k[0] for k in kept], np.uint8), "frame": np.full(p, index, np.int32),
-        "mean_radius": mean_radius.astype(np.float32),
-    }
-    shared = {"image": image, "depth": np.minimum(depth, FLOAT16_MAX).astype(np.float16)}
-    return _FrameResult(index, frame.kind, frame.split, rejected, samples, shared)
+    samples = {"target": target, "plane": np.array([k[0] for k in kept], np.uint8),
+               "frame": np.full(p, index, np.int32), "mean_radius": mean_radius.astype(np.float32)}
+    depth_chunk = deflate(np.minimum(depth, FLOAT16_MAX).astype(np.float16))
+    chunks = {"mask": [deflate(m) for m in masks], "patch_mask": [deflate(patch_mask(m)) for m in plane_maps],
+              "depth_weight": [deflate(w) for w in np.rint(depth_weight(plane_maps) * 255).astype(np.uint8)],
+              "depth": [depth_chunk] * p}
+    return _FrameResult(index, frame.kind, frame.split, rejected, samples, {"image": image}, chunks)
 
 
 _WORKER_JOB: _Job | None = None
@@ -280,12 +281,18 @@ def _check_split(split: Sequence[float]) -> tuple[float, float, float]:
 # ---------------------------------------------------------------------------------------------------- writer
 
 
+def deflate(sample: np.ndarray) -> bytes:
+    """One sample as the chunk a COMPRESSED dataset stores (HDF5's gzip filter, level 1, is a zlib stream), so
+    the workers compress and the writer only copies bytes."""
+    return zlib.compress(np.ascontiguousarray(sample).tobytes(), 1)
+
+
 class _Writer:
     """Appends samples to resizable, one-chunk-per-sample datasets, a block at a time."""
 
     def __init__(self, file: h5py.File, size: tuple[int, int], block: int):
         self.file, self.block, self.n = file, block, 0
-        self.pending: dict[str, list[np.ndarray]] = {name: [] for name in LAYOUT if name != "split"}
+        self.pending: dict[str, list] = {name: [] for name in LAYOUT if name != "split"}
         h, w = size
         for name, (dtype, trailing) in LAYOUT.items():
             if name == "split":
@@ -299,10 +306,13 @@ class _Writer:
     def pending_count(self) -> int:
         return sum(len(v) for v in self.pending["plane"])
 
-    def add(self, **arrays: np.ndarray) -> None:
-        """Arrays with a leading sample axis, one per dataset name."""
+    def add(self, arrays: dict[str, np.ndarray], chunks: dict[str, list[bytes]]) -> None:
+        """Arrays with a leading sample axis for the raw datasets, `deflate`d chunks (one per sample) for the
+        COMPRESSED ones."""
         for name, value in arrays.items():
             self.pending[name].append(value)
+        for name, value in chunks.items():
+            self.pending[name].extend(value)
         if self.pending_count() >= self.block:
             self.flush()
 
@@ -313,7 +323,11 @@ class _Writer:
         for name, values in self.pending.items():
             ds = self.file[name]
             ds.resize(self.n + k, axis=0)
-            ds[self.n : self.n + k] = np.concatenate(values)
+            if name in COMPRESSED:
+                for i, chunk in enumerate(values):
+                    ds.id.write_direct_chunk((self.n + i,) + (0,) * (ds.ndim - 1), chunk)
+            else:
+                ds[self.n : self.n + k] = np.concatenate(values)
             values.clear()
         self.n += k
 
@@ -412,7 +426,7 @@ def _write(file: h5py.File, job: _Job, results: Iterator[_FrameResult], split, s
             counts.update(result.rejected)
             if result.samples is not None:
                 frame_splits[result.index] = result.split
-                writer.add(**result.all_samples())
+                writer.add(result.arrays(), result.chunks)
             bar.update(1)
             bar.set_postfix(samples=writer.n + writer.pending_count(), refresh=False)
         writer.flush()
