@@ -19,6 +19,7 @@ from typing import Callable
 
 import torch
 
+ROUNDS = 3  # alternating Lightning / plain runs per experiment; the best of each (machine noise is ~5 %)
 EXPERIMENTS = ("pix2pix_4ch", "uniform_l1", "focus_penalty", "patch_mask", "two_stage")
 
 
@@ -176,7 +177,7 @@ def bench_train(args: argparse.Namespace) -> dict:
         cfg = load_experiment(name, ["logger.wandb=disabled"])
         torch.manual_seed(0)
         runs_l, runs_p = [], []
-        for _ in range(2):
+        for _ in range(ROUNDS):
             runs_p.append(_plain_images_per_s(cfg, batch, args.steps, warmup=2))
             runs_l.append(_lightning_images_per_s(cfg, batch, args.steps, warmup=2))
         lightning[name], plain[name] = max(runs_l), max(runs_p)
