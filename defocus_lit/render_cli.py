@@ -34,8 +34,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     focus.add_argument("--focus-depth", type=float, metavar="METRES", help="focus at this distance (depth kind only)")
     focus.add_argument("--mask", metavar="M.png", help="in-focus mask, the image's size: black (< 128) = in focus")
     focus.add_argument("--plane", choices=planes.PLANES,
-                       help="focus on the foreground subject (the nearest depth that fills much of the frame's "
-                            "centre), the midground or the background")
+                       help="focus on the foreground subject (the nearest depth cluster with a fair share of the "
+                            "frame's centre), the midground or the background")
     parser.add_argument("--blur-model", choices=BLUR_MODELS, default=_DEFAULTS.blur_model,
                         help="thin_lens (physical, default) or blur_map (the paper's Photoshop recipe)")
     parser.add_argument("--k", type=float, default=_DEFAULTS.k, metavar="PX",
@@ -75,12 +75,10 @@ def _read_depth(args: argparse.Namespace, image: np.ndarray) -> np.ndarray:
 
 
 def _focus_from_plane(args: argparse.Namespace, depth: np.ndarray, grey: np.ndarray) -> _Focus:
-    """"fore" is the foreground subject (`planes.foreground_subject`; the paper's plane when no subject stands out),
-    "mid" and "back" the paper's planes."""
+    """"fore" is the foreground subject (`planes.foreground_subject`), "mid" and "back" the paper's planes."""
     if args.plane == "fore":
-        subject = planes.foreground_subject(planes.nearness(depth, args.depth_kind), planes.valid_depth(depth))
-        if subject is not None:
-            return _focus_on_region(subject, grey)
+        return _focus_on_region(planes.foreground_subject(planes.nearness(depth, args.depth_kind),
+                                                          planes.valid_depth(depth)), grey)
     plane_map = planes.focal_plane(grey, args.plane)
     return _Focus(planes.binary_mask(plane_map) == 0, None, plane_map)
 

@@ -157,10 +157,10 @@ def test_foreground_subject_is_the_central_person_not_the_nearest_clutter():
     assert paper[:, :25].all() and not paper[subject].any()  # the paper's plane focuses the clutter
 
 
-def test_foreground_subject_none_without_a_dominant_depth():
+def test_foreground_subject_of_a_scene_without_depth_gaps_is_all_of_it():
     near = np.random.default_rng(0).uniform(0.1, 1.0, (120, 160)).astype(np.float32)  # every depth equally often
     depth = 1.0 / near
-    assert foreground_subject(nearness(depth, "depth"), valid_depth(depth)) is None
+    assert foreground_subject(nearness(depth, "depth"), valid_depth(depth)).all()
 
 
 def test_focus_band():

@@ -127,18 +127,31 @@ def random_focus_plane(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray
 
 # Foreground subject (the `render --plane fore` focus): what a phone's portrait mode focuses on
 _SUBJECT_BINS = 32  # nearness histogram bins over the 1st..99th percentile range
-_SUBJECT_MIN_SHARE = 0.15  # a subject fills at least this share of the centre-weighted frame (3 adjacent bins)
-_SUBJECT_SIGMA = 0.2  # centre weight: Gaussian of this many frame sides
+_SUBJECT_GAP = 0.005  # a bin with less than this share of the centre weight separates two depth clusters
+_SUBJECT_MIN_SHARE = 0.03  # a subject holds at least this share of the centre weight
+_SUBJECT_SIGMA = 0.15  # centre weight: Gaussian of this many frame sides
 
 
-def foreground_subject(near: np.ndarray, valid: np.ndarray) -> np.ndarray | None:
-    """bool (H,W): the foreground subject, or None when no depth cluster qualifies.
+def _clusters(hist: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) bin of each run of bins at or above _SUBJECT_GAP, far to near."""
+    runs: list[tuple[int, int]] = []
+    for i in np.flatnonzero(hist >= _SUBJECT_GAP):
+        if runs and runs[-1][1] == i - 1:
+            runs[-1] = (runs[-1][0], int(i))
+        else:
+            runs.append((int(i), int(i)))
+    return runs
+
+
+def foreground_subject(near: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """bool (H,W): the foreground subject.
 
     The paper's foreground plane is simply the nearest depth, which in a portrait is often clutter in front of the
     subject (branches, a railing, a table edge at the frame border). A camera focuses on the subject: here the
-    nearest depth cluster that fills a large share (>= 15 %) of the frame, counted with a Gaussian weight centred
-    on the frame. The cluster is the histogram peak's run of bins above a quarter of its height; of its connected
-    regions, those with at least a tenth of the largest one's centre weight are kept.
+    nearest depth cluster (a run of the nearness histogram between empty bins) that holds at least 3 % of the
+    frame, counted with a Gaussian weight centred on the frame, so that clutter at the borders counts little; of
+    that cluster, the depths around its peak (bins above a quarter of the peak's height), and of those pixels the
+    connected regions with at least a tenth of the largest one's centre weight.
     near (H,W): larger = nearer (`nearness`); valid (H,W) bool."""
     if not valid.any():
         raise UserError("depth: no valid depth pixel")
@@ -148,16 +161,13 @@ def foreground_subject(near: np.ndarray, valid: np.ndarray) -> np.ndarray | None
     level = np.minimum((_normalise(near, *_percentile_range(near, valid)) * _SUBJECT_BINS).astype(int),
                        _SUBJECT_BINS - 1)
     hist = np.bincount(level.ravel(), weights=weight.ravel(), minlength=_SUBJECT_BINS) / weight.sum()
-    share = np.convolve(hist, np.ones(3), "same")
-    peaks = [i for i in range(_SUBJECT_BINS)
-             if share[i] >= _SUBJECT_MIN_SHARE and share[i] >= share[max(i - 1, 0):i + 2].max()]
-    if not peaks:
-        return None
-    top = max(range(max(peaks[-1] - 1, 0), min(peaks[-1] + 2, _SUBJECT_BINS)), key=lambda i: hist[i])
+    # the shares of the clusters sum to at least 1 - 32 * _SUBJECT_GAP, so one of them always qualifies
+    first, last = [(a, b) for a, b in _clusters(hist) if hist[a : b + 1].sum() >= _SUBJECT_MIN_SHARE][-1]
+    top = first + int(np.argmax(hist[first : last + 1]))  # the cluster's peak and its bins above a quarter of it
     lo = hi = top
-    while lo > 0 and hist[lo - 1] >= hist[top] / 4:
+    while lo > first and hist[lo - 1] >= hist[top] / 4:
         lo -= 1
-    while hi < _SUBJECT_BINS - 1 and hist[hi + 1] >= hist[top] / 4:
+    while hi < last and hist[hi + 1] >= hist[top] / 4:
         hi += 1
     labels, count = ndimage.label((level >= lo) & (level <= hi) & valid)
     region_weight = ndimage.sum(weight, labels, np.arange(1, count + 1))
