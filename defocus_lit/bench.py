@@ -82,8 +82,7 @@ def bench_loader(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "loader.h5"
         build_dataset(open_source("synthetic", num=60, size=(320, 320), seed=2), path, progress=False)
-        dm = DefocusDataModule(str(path), batch_size=16, num_workers=2, crop_size=256)
-        dm._float_on_device = lambda: True  # what a GPU Trainer selects; on a CPU run workers make floats
+        dm = DefocusDataModule(str(path), batch_size=16, num_workers=2, crop_size=256, uint8_batches=True)
         loader = dm.train_dataloader()
         batches = iter(loader)
         next(batches)  # workers started

@@ -199,7 +199,7 @@ def _generator_output(model: Defocuser, image: Tensor, mask: Tensor) -> Tensor:
     """The final generator output for any size: padded to the network's multiple, cropped back."""
     h, w = image.shape[-2:]
     padded_image, padded_mask, (top, left) = pad_to_multiple(image, mask, model.multiple)
-    return model.raw_stages(padded_image, padded_mask)["output"][..., top:top + h, left:left + w]
+    return model.output_raw(padded_image, padded_mask)[..., top:top + h, left:left + w]
 
 
 def defocus_array(model: Defocuser, image: np.ndarray, mask: np.ndarray, device: torch.device,

@@ -217,3 +217,11 @@ def test_uint8_batches_for_the_gpu_convert_to_the_same_floats(built, mask_kind):
         assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want), name
     samples = [plain.datasets["val"][i] for i in range(2)]
     assert all(torch.equal(a, b) for a, b in zip(collate(samples).values(), to_float(collate_uint8(samples)).values()))
+
+
+def test_uint8_batches_option_overrides_the_trainer_choice(built):
+    forced = DefocusDataModule(str(built), batch_size=4, crop_size=32, pad_multiple=SIZE, uint8_batches=True)
+    assert next(iter(forced.train_dataloader()))["image"].dtype == torch.uint8
+    floats = DefocusDataModule(str(built), batch_size=4, crop_size=32, pad_multiple=SIZE, uint8_batches=False)
+    floats.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
+    assert next(iter(floats.train_dataloader()))["image"].dtype == torch.float32

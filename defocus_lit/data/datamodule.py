@@ -243,7 +243,10 @@ class DefocusDataModule(L.LightningDataModule):
     """Train/val/test loaders over one HDF5 dataset; batches as described in `collate`."""
 
     def __init__(self, path: str, batch_size: int = 4, num_workers: int = 0, crop_size: int | None = 256,
-                 mask_kind: str = "binary", pad_multiple: int = 256, seed: int = 0, photometric: bool = True):
+                 mask_kind: str = "binary", pad_multiple: int = 256, seed: int = 0, photometric: bool = True,
+                 uint8_batches: bool | None = None):
+        """`uint8_batches`: loaders yield uint8 batches that `on_after_batch_transfer` makes float on the device (a
+        quarter of the bytes to share, pin and copy); None = when a Trainer trains on an accelerator."""
         super().__init__()
         if mask_kind not in MASK_KINDS:
             raise UserError(f"mask_kind: '{mask_kind}' is not one of {', '.join(MASK_KINDS)}")
@@ -257,6 +260,7 @@ class DefocusDataModule(L.LightningDataModule):
         self.path = Path(path)
         self.batch_size, self.num_workers, self.crop_size = batch_size, num_workers, crop_size
         self.mask_kind, self.pad_multiple, self.seed, self.photometric = mask_kind, pad_multiple, seed, photometric
+        self.uint8_batches = uint8_batches
         self.datasets: dict[str, DefocusDataset] = {}
 
     def setup(self, stage: str | None = None) -> None:
@@ -283,9 +287,9 @@ class DefocusDataModule(L.LightningDataModule):
                           pin_memory=torch.cuda.is_available())
 
     def _float_on_device(self) -> bool:
-        """Under a Trainer on an accelerator, batches travel as uint8 (a quarter of the bytes to share, pin and
-        copy) and `on_after_batch_transfer` makes them float on the device. Anywhere else the loaders yield the
-        float batch of the spec."""
+        """uint8 batches made float on the device (see `uint8_batches`); otherwise the float batch of the spec."""
+        if self.uint8_batches is not None:
+            return self.uint8_batches
         return self.trainer is not None and self.trainer.strategy.root_device.type != "cpu"
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:

@@ -82,14 +82,6 @@ class Defocuser(nn.Module):
         self.keep_focus = keep_focus
         self.multiple = multiple  # H and W must be multiples of this
 
-    def raw_stages(self, image: Tensor, mask: Tensor) -> dict[str, Tensor]:
-        """Every stage's generator output (B,C,H,W) in [-1,1] before `finish`, the final one under "output"
-        (two_stage adds "coarse")."""
-        if hasattr(self.generator, "stages"):
-            coarse, output = self.generator.stages(image, mask, self.head)
-            return {"coarse": coarse, "output": output}
-        return {"output": self.generator(image, mask)}
-
     def finish(self, image: Tensor, mask: Tensor, raw: Tensor, radius_scale: float = 1.0) -> Tensor:
         """A generator output -> the defocused image (B,3,H,W) in [-1,1]: the head (radii times `radius_scale`),
         then keep-focus. `raw` may come from a downscaled copy of `image` and be upsampled: the head and the
@@ -97,13 +89,24 @@ class Defocuser(nn.Module):
         out = self.head(image, raw, radius_scale) if self.head is not None else raw
         return keep_focus(out, image, mask) if self.keep_focus else out
 
+    def _stages(self, image: Tensor, mask: Tensor) -> tuple[Tensor | None, Tensor]:
+        """(two_stage's finished coarse image or None, the final generator output before `finish`)."""
+        if hasattr(self.generator, "stages"):
+            return self.generator.stages(image, mask, lambda raw: self.finish(image, mask, raw))
+        return None, self.generator(image, mask)
+
+    def output_raw(self, image: Tensor, mask: Tensor) -> Tensor:
+        """The final generator output (B,C,H,W) in [-1,1], before `finish`."""
+        return self._stages(image, mask)[1]
+
     def stages(self, image: Tensor, mask: Tensor) -> dict[str, Tensor]:
         """Every stage's image (B,3,H,W) in [-1,1], the final one under "output" (two_stage adds "coarse")."""
-        return {name: self.finish(image, mask, raw) for name, raw in self.raw_stages(image, mask).items()}
+        coarse, raw = self._stages(image, mask)
+        return {"output": self.finish(image, mask, raw)} | ({"coarse": coarse} if coarse is not None else {})
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
         """image (B,3,H,W) in [-1,1], mask (B,1,H,W) in [0,1] (0 = keep sharp) -> (B,3,H,W) in [-1,1]."""
-        return self.finish(image, mask, self.raw_stages(image, mask)["output"])
+        return self.finish(image, mask, self.output_raw(image, mask))
 
 
 def build_defocuser(cfg) -> Defocuser:

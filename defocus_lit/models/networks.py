@@ -185,13 +185,13 @@ class TwoStageGenerator(nn.Module):
         self.g1 = UNetGenerator(3 + mask_channels, ngf, num_downs, norm, dropout, out_channels)
         self.g2 = UNetGenerator(6 + mask_channels, ngf, num_downs, norm, dropout, out_channels)
 
-    def stages(self, image: Tensor, mask: Tensor, head: Callable[[Tensor, Tensor], Tensor] | None = None
+    def stages(self, image: Tensor, mask: Tensor, finish: Callable[[Tensor], Tensor] | None = None
                ) -> tuple[Tensor, Tensor]:
-        """Both stages' outputs (coarse, refined) (B,C,H,W) in [-1,1]: images, or with an output `head`
-        (image, raw) -> image the raw values it turns into images; G2 always sees G1's image."""
+        """(coarse image, refined output) (B,C,H,W) in [-1,1]. `finish` turns a raw output into an image (an output
+        head, keep-focus); G2 sees G1's finished image, and the refined output is returned raw, for `finish` too."""
         raw = self.g1(image, mask)
-        coarse = head(image, raw) if head is not None else raw
-        return raw, (raw + self.g2(torch.cat([image, coarse], 1), mask)).clamp(-1.0, 1.0)
+        coarse = finish(raw) if finish is not None else raw
+        return coarse, (raw + self.g2(torch.cat([image, coarse], 1), mask)).clamp(-1.0, 1.0)
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
         return self.stages(image, mask)[1]
