@@ -21,7 +21,8 @@ import h5py
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, get_worker_info
 
 from defocus_lit.data.hdf5 import SPLITS, open_dataset
 from defocus_lit.data.planes import MASK_KINDS, PLANES
@@ -321,6 +322,10 @@ class DefocusDataModule(L.LightningDataModule):
                 photometric=self.photometric and name == "train",
                 **common,
             )
+        fit_common = {**common, "crop_size": None}
+        self.datasets["fit"] = DefocusDataset(
+            self.path, np.flatnonzero(split == 0), meta, train=False, photometric=False, **fit_common
+        )
 
     def _loader(self, name: str, sampler: Sampler | None, drop_last: bool) -> DataLoader:
         self.setup()
@@ -355,8 +360,28 @@ class DefocusDataModule(L.LightningDataModule):
         n = len(self.datasets["train"])
         return self._loader("train", SeededSampler(n, self.seed), drop_last=n >= self.batch_size)
 
+    def _eval_sampler(self, name: str) -> Sampler | None:
+        """Under a multi-process Trainer, each process scores its own share of the samples, each sample once
+        (Lightning's default DistributedSampler would repeat samples to even the shares out, which biases the
+        metrics); the metric states are sums, so the reduced values equal one process's."""
+        if self.trainer is None or self.trainer.world_size <= 1:
+            return None
+        self.setup()
+        return UnrepeatedDistributedSampler(
+            self.datasets[name], num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
+        )
+
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", None, drop_last=False)
+        return self._loader("val", self._eval_sampler("val"), drop_last=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", None, drop_last=False)
+        return self._loader("test", self._eval_sampler("test"), drop_last=False)
+
+    def fit_dataloader(self, limit: int | None = None) -> DataLoader:
+        """The training split as full frames, without augmentation (the evaluation pipeline), in file order: what a
+        baseline is fitted on (`baselines.GlobalBlur`). `limit`: at most this many samples, spread over the split."""
+        self.setup()
+        dataset = self.datasets["fit"]
+        if limit is not None and len(dataset) > limit:
+            dataset = Subset(dataset, np.linspace(0, len(dataset) - 1, limit).round().astype(int).tolist())
+        return DataLoader(dataset, batch_size=self.batch_size, num_workers=0, collate_fn=collate)
