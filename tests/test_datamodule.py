@@ -257,16 +257,21 @@ def test_uint8_batches_option_overrides_the_trainer_choice(built):
 
 
 def test_each_process_scores_its_own_validation_samples_once(built):
-    """Two processes split the val samples without Lightning's padding repeats; the fit loader is the train split
-    at full frames."""
+    """Two processes split the val samples without Lightning's padding repeats; the shorter share is evened out
+    with a ghost sample that has no valid pixel (so no metric counts it); the fit loader is the train split at full
+    frames."""
     cpu = SimpleNamespace(root_device=torch.device("cpu"))
-    seen = []
+    seen, lengths = [], []
     for rank in range(2):
         dm = DefocusDataModule(str(built), batch_size=1, crop_size=None, pad_multiple=SIZE)
         dm.trainer = SimpleNamespace(world_size=2, global_rank=rank, strategy=cpu)
-        seen += [(int(b["frame"][0]), int(b["plane"][0])) for b in dm.val_dataloader()]
+        batches = list(dm.val_dataloader())
+        lengths.append(len(batches))
+        seen += [(int(b["frame"][0]), int(b["plane"][0])) for b in batches if b["valid"].any()]
+        assert all(not b["has_alt"].any() for b in batches if not b["valid"].any())
     single = DefocusDataModule(str(built), batch_size=1, crop_size=None, pad_multiple=SIZE)
     everything = [(int(b["frame"][0]), int(b["plane"][0])) for b in single.val_dataloader()]
     assert sorted(seen) == sorted(everything) and len(set(everything)) == len(everything)
+    assert lengths[0] == lengths[1] == -(-len(everything) // 2)
     fit = next(iter(single.fit_dataloader(limit=2)))
     assert fit["image"].shape[-2:] == (SIZE, SIZE) and fit["image"].shape[0] <= 2
