@@ -275,3 +275,14 @@ def test_each_process_scores_its_own_validation_samples_once(built):
     assert lengths[0] == lengths[1] == -(-len(everything) // 2)
     fit = next(iter(single.fit_dataloader(limit=2)))
     assert fit["image"].shape[-2:] == (SIZE, SIZE) and fit["image"].shape[0] <= 2
+
+
+def test_fitting_a_baseline_leaves_the_global_rng_alone(built):
+    """Iterating the fit loader must not draw from torch's global RNG: a run that fits global_blur trains with the
+    same dropout and augmentation draws as before it had the baseline."""
+    dm = DefocusDataModule(str(built), batch_size=2, crop_size=None, pad_multiple=SIZE)
+    torch.manual_seed(0)
+    expected = torch.rand(1)
+    torch.manual_seed(0)
+    assert len(list(dm.fit_dataloader(limit=2))) == 1
+    assert torch.equal(torch.rand(1), expected)

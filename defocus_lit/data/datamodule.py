@@ -407,4 +407,6 @@ class DefocusDataModule(L.LightningDataModule):
         dataset = self.datasets["fit"]
         if limit is not None and len(dataset) > limit:
             dataset = Subset(dataset, np.linspace(0, len(dataset) - 1, limit).round().astype(int).tolist())
-        return DataLoader(dataset, batch_size=self.batch_size, num_workers=0, collate_fn=collate)
+        # its own generator: iterating a DataLoader draws a seed, which must not shift the run's global RNG stream
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(dataset, batch_size=self.batch_size, num_workers=0, collate_fn=collate, generator=generator)
