@@ -1,0 +1,176 @@
+"""Cluster jobs under a real one-node Slurm, as `.ci/slurm.sh` starts it (skipped elsewhere).
+
+From a fresh clone: the README's CPU-partition form of experiments/slurm/train.sbatch trains with 2 DDP ranks and
+leaves a checkpoint; a job whose time limit signals it mid-epoch is requeued by Lightning and its second attempt
+resumes its own run from the signal's hpc_ckpt_N.ckpt, the step count continuing, its log holding both attempts.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+CLUSTER_ENV = "DEFOCUS_LIT_SLURM_TMP"  # set by .ci/slurm.sh once its cluster answers
+
+
+def _slurm_running() -> bool:
+    if not os.environ.get(CLUSTER_ENV) or not shutil.which("sinfo"):
+        return False
+    return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=30).returncode == 0
+
+
+pytestmark = pytest.mark.skipif(not _slurm_running(), reason="needs the one-node Slurm cluster that .ci/slurm.sh "
+                                "starts (it installs slurm-wlm and munge with apt-get, then runs this file)")
+
+# The README's CPU-partition form: these flags replace the script's GPU ones.
+CPU_FORM = ["--gres=none", "--ntasks-per-node=2", "--cpus-per-task=1"]
+CPU_WORDS = ["trainer.accelerator=cpu"]
+# A tiny run: 24 synthetic frames of 64x64, a small U-Net; about 12 s an epoch on 2 CPU cores.
+TINY = ["logger.wandb=disabled", "data.synthetic.num=24", "data.synthetic.size=[64,64]", "data.crop_size=64",
+        "render.layers=8", "model.ngf=8", "model.ndf=8", "model.num_downs=5", "data.batch_size=2",
+        "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false"]
+DONE = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
+        "DEADLINE")
+
+
+@pytest.fixture(scope="module")
+def clone() -> Path:
+    """A fresh clone of this repository's HEAD, its .venv a link to the one already built."""
+    path = Path(os.environ[CLUSTER_ENV]) / "clone"
+    shutil.rmtree(path, ignore_errors=True)
+    subprocess.run(["git", "clone", "-q", str(REPO), str(path)], check=True)
+    venv = Path(os.environ.get("VENV", REPO / ".venv")).resolve()
+    (path / ".venv").symlink_to(venv)
+    return path
+
+
+def _memory_flag() -> str:
+    """--mem=8G as in the README, or the whole node where it has less."""
+    node = subprocess.run(["scontrol", "show", "node", "-o"], capture_output=True, text=True, check=True).stdout
+    real = int(re.search(r"RealMemory=(\d+)", node).group(1))
+    return f"--mem={min(8192, real)}M"
+
+
+def _job_env(clone: Path) -> dict[str, str]:
+    """The submitting shell's environment, with the clone's package first on the path (the linked .venv holds an
+    editable install of the repository the clone came from) and no W&B or pytest settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "PYTEST_", "SLURM_JOB"))}
+    env["PYTHONPATH"] = str(clone)
+    return env
+
+
+def sbatch(clone: Path, flags: list[str], words: list[str]) -> str:
+    cmd = ["sbatch", "--parsable", *flags, "experiments/slurm/train.sbatch", "patch_mask", *words]
+    out = subprocess.run(cmd, cwd=clone, env=_job_env(clone), capture_output=True, text=True)
+    assert out.returncode == 0, f"{' '.join(cmd)}: {out.stderr}"
+    job = out.stdout.strip().split(";")[0]
+    print(f"\nsubmitted job {job}: {' '.join(cmd[2:])}")
+    return job
+
+
+def job_info(job: str) -> dict[str, str]:
+    out = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True, check=True).stdout
+    return dict(re.findall(r"(\w+)=(\S*)", out))
+
+
+def wait_for(job: str, done, timeout: float, what: str) -> dict[str, str]:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        info = job_info(job)
+        if done(info):
+            print(f"job {job}: {what} after {time.monotonic() - start:.0f} s ({info['JobState']})")
+            return info
+        if info["JobState"] in DONE:
+            break
+        time.sleep(2)
+    raise AssertionError(f"job {job}: not {what} within {timeout:.0f} s: {info}")
+
+
+def job_log(clone: Path, job: str) -> str:
+    return (clone / f"slurm-defocus_lit-{job}.out").read_text()
+
+
+def train_steps(metrics_csv: Path) -> list[int]:
+    with open(metrics_csv) as f:
+        return [int(row["step"]) for row in csv.DictReader(f) if row.get("train/loss_g_step")]
+
+
+def global_step(ckpt: Path) -> int:
+    return int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
+
+
+def check_clean(log: str) -> None:
+    for bad in ("Traceback", "Exited with exit code", "Connection lost", "Error"):
+        assert bad not in log, f"'{bad}' in the job's log:\n{log}"
+
+
+@pytest.fixture(scope="module")
+def completed_job(clone: Path) -> tuple[str, int]:
+    """The README's CPU form, 2 epochs; its job id and its steps per epoch."""
+    job = sbatch(clone, [*CPU_FORM, _memory_flag()], [*CPU_WORDS, *TINY, "trainer.max_epochs=2"])
+    info = wait_for(job, lambda i: i["JobState"] in DONE, 600, "finished")
+    log = job_log(clone, job)
+    print(log)
+    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", info
+    last = clone / "outputs" / "patch_mask" / f"slurm-{job}" / "checkpoints" / "last.ckpt"
+    assert last.is_file(), f"no {last}"
+    return job, global_step(last) // 2
+
+
+def test_readme_cpu_form_trains_with_two_ranks_from_a_fresh_clone(clone, completed_job):
+    job, steps_per_epoch = completed_job
+    log = job_log(clone, job)
+    assert f"job {job} attempt 1 " in log
+    assert "MEMBER: 1/2" in log and "MEMBER: 2/2" in log, "not 2 DDP ranks"
+    assert log.count("summary: ") == 1, "the summary is printed by rank 0 only"
+    check_clean(log)
+    run = clone / "outputs" / "patch_mask" / f"slurm-{job}"
+    assert list((run / "checkpoints").glob("best-*.ckpt")) and (run / "summary.json").is_file()
+    assert steps_per_epoch > 0
+
+
+def test_signalled_job_is_requeued_and_resumes_its_own_run(clone, completed_job):
+    _, steps_per_epoch = completed_job
+    epochs = 8  # about 100 s of training: the signal, 60 s before the 2-minute limit, comes mid-run
+    job = sbatch(clone, [*CPU_FORM, _memory_flag(), "--time=2", "--signal=SIGUSR1@60"],
+                 [*CPU_WORDS, *TINY, "logger.wandb=offline", f"trainer.max_epochs={epochs}"])
+    wait_for(job, lambda i: int(i.get("Restarts", 0)) >= 1, 300, "requeued")
+    # the second attempt would be signalled again at the same point; give it the time to finish instead
+    subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=15"], check=True)
+    info = wait_for(job, lambda i: i["JobState"] in DONE, 600, "finished")
+    log = job_log(clone, job)
+    print(log)
+    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", info
+
+    # the log holds both attempts: appended, not truncated
+    assert f"job {job} attempt 1 " in log and f"job {job} attempt 2 " in log
+    check_clean(log)
+    assert log.count("summary: ") == 1, "the summary is printed once, by rank 0 of the last attempt"
+    assert len(re.findall(r"^slurm: job \d+ stopped", log, re.M)) == 1, "one line for the requeue"
+
+    run = clone / "outputs" / "patch_mask" / f"slurm-{job}"
+    hpc = run / "hpc_ckpt_1.ckpt"
+    assert hpc.is_file(), f"Lightning saved no checkpoint at the signal in {run}"
+    hpc_step = global_step(hpc)
+    resumed = re.search(r"^slurm: job \d+ attempt 2 resumes (\S+) from (\S+) at global step (\d+)", log, re.M)
+    assert resumed, "the second attempt did not resume"
+    assert Path(resumed.group(1)).resolve() == run.resolve(), "resumed another run"
+    assert Path(resumed.group(2)).name == hpc.name and int(resumed.group(3)) == hpc_step
+    print(f"signalled at global step {hpc_step} ({steps_per_epoch} an epoch: "
+          f"{'mid-epoch' if hpc_step % steps_per_epoch else 'at an epoch end'})")
+
+    first, second = train_steps(run / "csv" / "metrics.csv"), train_steps(run / "csv_resume1" / "metrics.csv")
+    assert first and second
+    assert min(second) >= max(first), f"steps went back: attempt 1 logged up to {max(first)}, attempt 2 from " \
+                                      f"{min(second)}"
+    assert global_step(run / "checkpoints" / "last.ckpt") == epochs * steps_per_epoch
+    assert (run / "summary.json").is_file()
