@@ -23,6 +23,7 @@ from typing import Mapping
 from lightning.pytorch.callbacks import Callback
 
 HPC_CKPT = re.compile(r"hpc_ckpt_(\d+)\.ckpt$")
+_usr1_ignored = False  # set by SlurmAttempt.on_fit_end
 
 
 def job_id(env: Mapping[str, str] = os.environ) -> str | None:
@@ -87,6 +88,13 @@ class SlurmAttempt(Callback):
         self.job = job_id()
         self._trainer = None
 
+    def on_fit_start(self, trainer, pl_module) -> None:  # noqa: ARG002
+        # before Lightning sets its handlers: an earlier fit in this process (a sweep) may have left SIGUSR1 ignored
+        global _usr1_ignored
+        if _usr1_ignored and signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN:
+            signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        _usr1_ignored = False
+
     def on_train_start(self, trainer, pl_module) -> None:  # noqa: ARG002
         # Lightning registers its own SIGTERM handler just before training; this one replaces it for the attempt
         # (Lightning restores the original handlers when fit ends).
@@ -98,6 +106,14 @@ class SlurmAttempt(Callback):
             print(f"slurm: job {self.job} attempt {attempt()} {verb} {self.run_dir} {where}", flush=True)
         self._trainer = trainer
         signal.signal(signal.SIGTERM, self._stopped)
+
+    def on_fit_end(self, trainer, pl_module) -> None:  # noqa: ARG002
+        # Lightning has put the default handlers back; a warning signal now, while the job writes its summary and
+        # W&B closes, would kill it (the default action): there is nothing left to requeue, so it is ignored.
+        global _usr1_ignored
+        if self.job is not None and signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL:
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+            _usr1_ignored = True
 
     def _stopped(self, signum, frame) -> None:  # noqa: ARG002
         if _is_rank_zero():
