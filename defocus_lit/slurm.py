@@ -8,6 +8,8 @@ that, this module
 - names the job's run folder from the job (`slurm-JOBID`, `slurm-ARRAYJOB_TASK` for an array task),
 - picks the checkpoint a requeued attempt resumes from: the newest of its own run's `checkpoints/last.ckpt` and
   `hpc_ckpt_N.ckpt` (none yet: the attempt starts its run afresh),
+- runs Lightning's requeue handler at a batch end on all ranks together rather than inside the signal handler,
+  where under DDP its checkpoint's collective calls deadlock against a rank in a gradient all-reduce,
 - ends an attempt stopped by SIGTERM with one line and exit status 0 instead of the tracebacks of every process.
 """
 
@@ -18,8 +20,9 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback
 
 HPC_CKPT = re.compile(r"hpc_ckpt_(\d+)\.ckpt$")
@@ -75,9 +78,10 @@ def _say(line: str) -> None:
 
 
 class SlurmAttempt(Callback):
-    """One attempt of a Slurm job: says where it resumed, and ends quietly when Slurm stops it.
+    """One attempt of a Slurm job: says where it resumed, requeues at a batch end, ends quietly when Slurm stops it.
 
-    When Slurm stops the attempt (SIGTERM: the job was requeued, after Lightning saved its checkpoint at the signal,
+    The job's warning signal (SIGUSR1) is acted on at the end of the next training batch, on every rank at once, by
+    Lightning's own handler (checkpoint `RUN/hpc_ckpt_N.ckpt`, then `scontrol requeue` on rank 0). When Slurm stops the attempt (SIGTERM: the job was requeued, after Lightning saved its checkpoint at the signal,
     or cancelled), rank 0 prints one line naming the checkpoint the next attempt resumes from and every process
     exits with status 0 at once: no traceback from a DataLoader worker killed by the same signal, from a W&B
     connection or a DDP peer that went away, and no failed-task line from srun.
@@ -87,6 +91,8 @@ class SlurmAttempt(Callback):
         self.run_dir, self.ckpt = run_dir, ckpt
         self.job = job_id()
         self._trainer = None
+        self._requeue: tuple[int, Callable] | None = None  # Lightning's requeue signal and handler
+        self._signalled = self._requeued = False
 
     def on_fit_start(self, trainer, pl_module) -> None:  # noqa: ARG002
         # before Lightning sets its handlers: an earlier fit in this process (a sweep) may have left SIGUSR1 ignored
@@ -106,6 +112,29 @@ class SlurmAttempt(Callback):
             print(f"slurm: job {self.job} attempt {attempt()} {verb} {self.run_dir} {where}", flush=True)
         self._trainer = trainer
         signal.signal(signal.SIGTERM, self._stopped)
+        # Lightning's requeue handler saves a checkpoint, a collective call under DDP: run inside the signal
+        # handler, it meets another rank blocked in a gradient all-reduce and both wait forever. So the signal only
+        # marks the attempt, and every rank runs Lightning's handler together at the end of the same batch.
+        env = getattr(trainer.strategy, "cluster_environment", None)
+        signum = env.requeue_signal if isinstance(env, SLURMEnvironment) and env.requeue_signal else signal.SIGUSR1
+        handler = signal.getsignal(signum)
+        if callable(handler):  # Lightning set it: auto-requeue is on
+            self._requeue = (signum, handler)
+            signal.signal(signum, self._mark)
+
+    def _mark(self, signum, frame) -> None:  # noqa: ARG002
+        self._signalled = True
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ARG002
+        if self._requeue is None or self._requeued:
+            return
+        signalled = self._signalled
+        if trainer.world_size > 1:
+            signalled = trainer.strategy.reduce_boolean_decision(signalled, all=False)
+        if signalled:
+            self._requeued = True
+            signum, handler = self._requeue
+            handler(signum, None)  # saves RUN/hpc_ckpt_N.ckpt; rank 0 runs `scontrol requeue`
 
     def on_fit_end(self, trainer, pl_module) -> None:  # noqa: ARG002
         # Lightning has put the default handlers back; a warning signal now, while the job writes its summary and

@@ -2,6 +2,7 @@
 test (no Slurm needed; tests/test_slurm.py runs the real thing)."""
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -110,7 +111,7 @@ def test_sigterm_ends_an_attempt_with_one_line_and_status_0(tmp_path):
         from defocus_lit.slurm import SlurmAttempt
 
         class Trainer:
-            is_global_zero, global_step = True, 21
+            is_global_zero, global_step, strategy = True, 21, None
 
         attempt = SlurmAttempt(Path({str(tmp_path)!r}), None)
         attempt.on_train_start(Trainer(), None)
@@ -126,6 +127,31 @@ def test_sigterm_ends_an_attempt_with_one_line_and_status_0(tmp_path):
         f"slurm: job 123 stopped at global step 21 (SIGTERM: requeued or cancelled); a requeued attempt resumes "
         f"from {tmp_path / 'hpc_ckpt_1.ckpt'}"]
     assert "Traceback" not in out.stderr
+
+
+def test_the_requeue_signal_is_handled_by_lightning_at_the_next_batch_end(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "123")
+    calls = []
+
+    class Trainer:
+        is_global_zero, global_step, strategy, world_size = True, 5, None, 1
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM)}
+    try:
+        signal.signal(signal.SIGUSR1, lambda signum, frame: calls.append(signum))  # as Lightning sets it
+        attempt = slurm.SlurmAttempt(tmp_path, None)
+        attempt.on_train_start(Trainer(), None)
+        attempt.on_train_batch_end(Trainer(), None, None, None, 0)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert calls == []  # not inside the signal handler: mid-step under DDP that deadlocks
+        attempt.on_train_batch_end(Trainer(), None, None, None, 1)
+        assert calls == [signal.SIGUSR1]
+        attempt.on_train_batch_end(Trainer(), None, None, None, 2)
+        assert calls == [signal.SIGUSR1]  # once
+        attempt.on_fit_end(Trainer(), None)
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
 
 
 def test_only_rank_0_prints_the_summary(tmp_path, monkeypatch, capsys):
