@@ -19,8 +19,8 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback
@@ -81,10 +81,11 @@ class SlurmAttempt(Callback):
     """One attempt of a Slurm job: says where it resumed, requeues at a batch end, ends quietly when Slurm stops it.
 
     The job's warning signal (SIGUSR1) is acted on at the end of the next training batch, on every rank at once, by
-    Lightning's own handler (checkpoint `RUN/hpc_ckpt_N.ckpt`, then `scontrol requeue` on rank 0). When Slurm stops the attempt (SIGTERM: the job was requeued, after Lightning saved its checkpoint at the signal,
-    or cancelled), rank 0 prints one line naming the checkpoint the next attempt resumes from and every process
-    exits with status 0 at once: no traceback from a DataLoader worker killed by the same signal, from a W&B
-    connection or a DDP peer that went away, and no failed-task line from srun.
+    Lightning's own handler (checkpoint `RUN/hpc_ckpt_N.ckpt`, then `scontrol requeue` on rank 0). When Slurm
+    stops the attempt (SIGTERM: the job was requeued, or cancelled), rank 0 prints one line naming the checkpoint
+    the next attempt resumes from and every process exits with status 0 at once: no traceback from a DataLoader
+    worker killed by the same signal, from a W&B connection or a DDP peer that went away, and no failed-task line
+    from srun.
     """
 
     def __init__(self, run_dir: Path, ckpt: Path | None) -> None:

@@ -157,15 +157,15 @@ def test_signalled_job_is_requeued_and_resumes_its_own_run(clone, completed_job)
     assert f"job {job} attempt 1 " in log and f"job {job} attempt 2 " in log
     check_clean(log)
     assert log.count("summary: ") == 1, "the summary is printed once, by rank 0 of the last attempt"
-    assert len(re.findall(r"^slurm: job \d+ stopped", log, re.M)) == 1, "one line for the requeue"
+    assert len(re.findall(r"^slurm: job \d+ stopped", log, re.MULTILINE)) == 1, "one line for the requeue"
 
     run = clone / "outputs" / "patch_mask" / f"slurm-{job}"
     hpc = run / "hpc_ckpt_1.ckpt"
     assert hpc.is_file(), f"Lightning saved no checkpoint at the signal in {run}"
     hpc_step = global_step(hpc)
-    resumed = re.search(r"^slurm: job \d+ attempt 2 resumes (\S+) from (\S+) at global step (\d+)", log, re.M)
+    resumed = re.search(r"^slurm: job \d+ attempt 2 resumes (\S+) from (\S+) at global step (\d+)", log, re.MULTILINE)
     assert resumed, "the second attempt did not resume"
-    assert Path(resumed.group(1)).resolve() == run.resolve(), "resumed another run"
+    assert (clone / resumed.group(1)).resolve() == run.resolve(), "resumed another run"  # paths relative to clone
     assert Path(resumed.group(2)).name == hpc.name and int(resumed.group(3)) == hpc_step
     print(f"signalled at global step {hpc_step} ({steps_per_epoch} an epoch: "
           f"{'mid-epoch' if hpc_step % steps_per_epoch else 'at an epoch end'})")

@@ -124,8 +124,8 @@ def test_sigterm_ends_an_attempt_with_one_line_and_status_0(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [
         f"slurm: job 123 attempt 1 starts {tmp_path} from scratch",
-        f"slurm: job 123 stopped at global step 21 (SIGTERM: requeued or cancelled); a requeued attempt resumes "
-        f"from {tmp_path / 'hpc_ckpt_1.ckpt'}"]
+        (f"slurm: job 123 stopped at global step 21 (SIGTERM: requeued or cancelled); a requeued attempt resumes "
+         f"from {tmp_path / 'hpc_ckpt_1.ckpt'}")]
     assert "Traceback" not in out.stderr
 
 
@@ -167,3 +167,16 @@ def test_only_rank_0_prints_the_summary(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SLURM_PROCID", "0")
     assert train.run(args) == 0
     assert "summary: val/psnr=30" in capsys.readouterr().out
+
+
+def test_dataloader_workers_ignore_the_requeue_signal():
+    """Slurm signals every process of the job; a worker must not run the training process's requeue handler."""
+    from defocus_lit.data.datamodule import seed_worker
+
+    saved = signal.getsignal(signal.SIGUSR1)
+    try:
+        signal.signal(signal.SIGUSR1, lambda signum, frame: None)  # as Lightning sets it before workers fork
+        seed_worker(0)
+        assert signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGUSR1, saved)
