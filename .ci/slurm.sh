@@ -9,7 +9,6 @@
 #   SLURM_CI_CMD='sinfo; bash' .ci/slurm.sh   # run a command of your own against the cluster instead
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REPO=$PWD
 VENV=$(realpath "${VENV:-.venv}")
 
 say() { echo "slurm-ci: $*"; }
@@ -35,12 +34,18 @@ TMP=$(mktemp -d /tmp/defocus-slurm.XXXXXX)
 chmod 700 "$TMP"
 mkdir -p "$TMP"/{munge,state,spool,log,run}
 PIDS=()
+TEST_PID=
 cleanup() {
-    local status=$?
-    for pid in "${PIDS[@]}"; do  # newest first would matter little: each daemon is stopped and waited for
+    local status=$? i pid
+    [ -z "$TEST_PID" ] || kill "$TEST_PID" 2>/dev/null || true
+    if [ -n "${SLURM_CONF:-}" ] && [ "${#PIDS[@]}" -eq 3 ]; then
+        # a job step runs under its own slurmstepd, which outlives slurmd: cancel this cluster's jobs first
+        scancel --full --quiet --user="$(id -un)" 2>/dev/null || true
+        for _ in $(seq 30); do [ -z "$(squeue -h 2>/dev/null)" ] && break; sleep 1; done
+    fi
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do  # slurmd, slurmctld, then munged
+        pid=${PIDS[i]}
         kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
         kill -9 "$pid" 2>/dev/null || true
     done
@@ -124,5 +129,16 @@ export DEFOCUS_LIT_SLURM_TMP=$TMP
 if [ -n "${SLURM_CI_CMD:-}" ]; then  # a command of your own against the cluster instead of the test
     bash -c "$SLURM_CI_CMD"
 else
-    "$VENV/bin/python" -m pytest tests/test_slurm.py -v -rs -p no:cacheprovider "$@"
+    # in the background, so that a TERM to this script stops it (cleanup) at once rather than after the test
+    "$VENV/bin/python" -m pytest tests/test_slurm.py -v -rs -p no:cacheprovider "$@" &
+    TEST_PID=$!
+    status=0
+    wait "$TEST_PID" || status=$?
+    TEST_PID=
+    if [ "$status" -eq 0 ]; then
+        say "PASSED: tests/test_slurm.py under a real Slurm ($(sinfo -V))"
+    else
+        say "FAILED: tests/test_slurm.py (pytest exit status $status)"
+        exit "$status"
+    fi
 fi
