@@ -38,18 +38,21 @@ DONE = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMO
         "DEADLINE")
 
 
-_progress = []  # the terminal reporter, once a test has asked for it
+_terminal = []  # pytest's capture manager and terminal reporter
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _reporter(request):
-    _progress.append(request.config.pluginmanager.get_plugin("terminalreporter"))
+    plugins = request.config.pluginmanager
+    _terminal[:] = [plugins.get_plugin("capturemanager"), plugins.get_plugin("terminalreporter")]
 
 
 def progress(line: str) -> None:
     """A line on the terminal as the test goes (job logs are printed only for a failed test)."""
-    if _progress and _progress[0] is not None:
-        _progress[0].write_line(f"    {line}")
+    capture, reporter = _terminal or (None, None)
+    if capture is not None and reporter is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"    {line}")
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +112,21 @@ def job_log(clone: Path, job: str) -> str:
     return (clone / f"slurm-defocus_lit-{job}.out").read_text()
 
 
-def train_steps(metrics_csv: Path) -> list[int]:
+def metric_rows(metrics_csv: Path, column: str) -> list[dict]:
     with open(metrics_csv) as f:
-        return [int(row["step"]) for row in csv.DictReader(f) if row.get("train/loss_g_step")]
+        return [row for row in csv.DictReader(f) if row.get(column)]
+
+
+def train_steps(metrics_csv: Path) -> list[int]:
+    """The batch counts (Lightning's logged `step`) of the per-batch training rows."""
+    return [int(row["step"]) for row in metric_rows(metrics_csv, "train/loss_g_step")]
+
+
+def last_validation(metrics_csv: Path) -> tuple[int, int]:
+    """(epoch, step) of the last validation row. (`last.ckpt` is no witness: Lightning 2.6 rewrites it only when a
+    best checkpoint is saved.)"""
+    row = metric_rows(metrics_csv, "val/psnr")[-1]
+    return int(row["epoch"]), int(row["step"])
 
 
 def global_step(ckpt: Path) -> int:
@@ -125,19 +140,21 @@ def check_clean(log: str) -> None:
 
 @pytest.fixture(scope="module")
 def completed_job(clone: Path) -> tuple[str, int]:
-    """The README's CPU form, 2 epochs; its job id and its steps per epoch."""
+    """The README's CPU form, 2 epochs; its job id and its batches per epoch (per rank)."""
     job = sbatch(clone, [*CPU_FORM, _memory_flag()], [*CPU_WORDS, *TINY, "trainer.max_epochs=2"])
     info = wait_for(job, lambda i: i["JobState"] in DONE, 600, "finished")
     log = job_log(clone, job)
     print(log)
     assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", info
-    last = clone / "outputs" / "patch_mask" / f"slurm-{job}" / "checkpoints" / "last.ckpt"
-    assert last.is_file(), f"no {last}"
-    return job, global_step(last) // 2
+    run = clone / "outputs" / "patch_mask" / f"slurm-{job}"
+    assert (run / "checkpoints" / "last.ckpt").is_file(), f"no checkpoint in {run}"
+    epoch, step = last_validation(run / "csv" / "metrics.csv")
+    assert epoch == 1
+    return job, (step + 1) // 2
 
 
 def test_readme_cpu_form_trains_with_two_ranks_from_a_fresh_clone(clone, completed_job):
-    job, steps_per_epoch = completed_job
+    job, batches_per_epoch = completed_job
     log = job_log(clone, job)
     assert f"job {job} attempt 1 " in log
     assert "MEMBER: 1/2" in log and "MEMBER: 2/2" in log, "not 2 DDP ranks"
@@ -145,12 +162,12 @@ def test_readme_cpu_form_trains_with_two_ranks_from_a_fresh_clone(clone, complet
     check_clean(log)
     run = clone / "outputs" / "patch_mask" / f"slurm-{job}"
     assert list((run / "checkpoints").glob("best-*.ckpt")) and (run / "summary.json").is_file()
-    assert steps_per_epoch > 0
+    assert batches_per_epoch > 0
     progress(f"job {job}: 2 ranks, checkpoints in {run.relative_to(clone)}, summary once, no traceback")
 
 
 def test_signalled_job_is_requeued_and_resumes_its_own_run(clone, completed_job):
-    _, steps_per_epoch = completed_job
+    _, batches_per_epoch = completed_job
     # about 2 minutes of training (4 s an epoch with 2 ranks on 2 cores): the signal, 60 s before the 2-minute
     # limit, comes mid-run, some 30 s after the start of training
     epochs = 30
@@ -179,14 +196,16 @@ def test_signalled_job_is_requeued_and_resumes_its_own_run(clone, completed_job)
     assert resumed, "the second attempt did not resume"
     assert (clone / resumed.group(1)).resolve() == run.resolve(), "resumed another run"  # paths relative to clone
     assert Path(resumed.group(2)).name == hpc.name and int(resumed.group(3)) == hpc_step
-    progress(f"job {job}: checkpoint at the signal: global step {hpc_step} ({steps_per_epoch} an epoch: "
-             f"{'mid-epoch' if hpc_step % steps_per_epoch else 'at an epoch end'}); attempt 2 resumed there")
+    mid_epoch = (hpc_step // 2) % batches_per_epoch != 0  # a GAN batch is 2 optimizer steps
+    progress(f"job {job}: checkpoint at the signal: global step {hpc_step} "
+             f"({'mid-epoch' if mid_epoch else 'at an epoch end'}); attempt 2 resumed there")
 
     first, second = train_steps(run / "csv" / "metrics.csv"), train_steps(run / "csv_resume1" / "metrics.csv")
     assert first and second
     assert min(second) >= max(first), f"steps went back: attempt 1 logged up to {max(first)}, attempt 2 from " \
                                       f"{min(second)}"
-    assert global_step(run / "checkpoints" / "last.ckpt") == epochs * steps_per_epoch
+    # the run ends where an uninterrupted one would: no epoch lost or repeated
+    assert last_validation(run / "csv_resume1" / "metrics.csv") == (epochs - 1, epochs * batches_per_epoch - 1)
     assert (run / "summary.json").is_file()
-    progress(f"job {job}: both attempts in one log, steps {max(first)} -> {min(second)}, final global step "
-             f"{epochs * steps_per_epoch}, one requeue line, summary once, no traceback")
+    progress(f"job {job}: both attempts in one log, batches {max(first)} -> {min(second)}, ended at epoch "
+             f"{epochs - 1} batch {epochs * batches_per_epoch - 1} as planned, one requeue line, summary once")
