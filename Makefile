@@ -7,7 +7,7 @@ EXP     ?= patch_mask
 SWEEP   ?= lr_lambda
 ARGS    ?=
 
-.PHONY: install test train data sweep bench clean
+.PHONY: install lint test train data sweep bench clean
 
 install: $(VENV)/.installed
 
@@ -16,6 +16,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev,onnx]'
 	touch $@
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test: install
 	$(PY) -m pytest $(ARGS)

@@ -8,48 +8,21 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
-from scipy.fft import next_fast_len
 from torch import Tensor
 
-from defocus_lit.render import disk_kernel, linear_to_srgb, srgb_to_linear
+from defocus_lit.ops.blur import disk_blur
+from defocus_lit.ops.color import linear_to_srgb, srgb_to_linear
+from defocus_lit.ops.masks import in_focus
 
 Baseline = Callable[[dict[str, Tensor]], Tensor]
-_EPS = 1e-8
 
 
 def identity(batch: dict[str, Tensor]) -> Tensor:
     """The input photo: batch["image"] (B,3,H,W) in [-1,1]."""
     return batch["image"]
-
-
-def disk_stack(radii: list[float]) -> Tensor:
-    """(B,K,K) disk kernels of the given radii, each zero-padded (centred) to the largest one's size K."""
-    kernels = [disk_kernel(r) for r in radii]
-    half = max(k.shape[-1] // 2 for k in kernels)
-    return torch.stack([F.pad(k, [half - k.shape[-1] // 2] * 4) for k in kernels])
-
-
-def disk_blur(x: Tensor, radius: Tensor) -> Tensor:
-    """Blur each sample with a disk of its own radius, all in one batched FFT.
-
-    x (B,C,H,W); radius (B,) px (below 0.5 px: no blur, as `disk_kernel`). Borders as in the renderer: zero
-    padding, then division by the blurred coverage, so the disk is renormalised over the pixels inside the frame.
-    Returns (B,C,H,W).
-    """
-    kernels = disk_stack(radius.tolist()).to(x)
-    half = kernels.shape[-1] // 2
-    if half == 0:
-        return x
-    height, width = x.shape[-2:]
-    stacked = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)  # last channel: coverage
-    size = (next_fast_len(height + 2 * half, real=True), next_fast_len(width + 2 * half, real=True))
-    spectrum = torch.fft.rfft2(stacked, s=size) * torch.fft.rfft2(kernels[:, None], s=size)
-    blurred = torch.fft.irfft2(spectrum, s=size)[..., half : half + height, half : half + width]
-    return blurred[:, :-1] / blurred[:, -1:].clamp_min(_EPS)
 
 
 def mask_blur(batch: dict[str, Tensor]) -> Tensor:
@@ -66,3 +39,8 @@ def mask_blur(batch: dict[str, Tensor]) -> Tensor:
 
 
 BASELINES: dict[str, Baseline] = {"identity": identity, "mask_blur": mask_blur}
+
+
+def alt_batch(batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The same frames with the opposite focal plane's mask and target (for the plane sensitivity of a method)."""
+    return {**batch, "mask": batch["alt_mask"], "focus": in_focus(batch["alt_mask"]), "target": batch["alt_target"]}

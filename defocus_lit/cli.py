@@ -1,5 +1,5 @@
-"""The `defocus-lit` command. Each subcommand lives in its own module, imported only when it runs,
-so `defocus-lit data info` does not pay for importing Lightning.
+"""The `defocus-lit` command. Each subcommand lives in its own module under `defocus_lit.commands`, imported only
+when it runs, so `defocus-lit data info` does not pay for importing Lightning.
 
 A subcommand module provides `configure_parser(parser)` and `run(args) -> int | None`.
 """
@@ -14,14 +14,14 @@ from defocus_lit import __version__
 from defocus_lit.errors import UserError
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "data": ("defocus_lit.data.cli", "build an HDF5 training set from RGB-D images, or describe one"),
-    "render": ("defocus_lit.render_cli", "render a defocused photo from an image and its depth"),
-    "train": ("defocus_lit.train", "train an experiment: defocus-lit train EXP [key=value ...]"),
-    "predict": ("defocus_lit.predict", "defocus your own photo (or a folder) with a trained checkpoint"),
-    "evaluate": ("defocus_lit.evaluate", "score a checkpoint or a baseline and write a report"),
-    "export": ("defocus_lit.export", "export a checkpoint's generator to TorchScript or ONNX"),
-    "sweep": ("defocus_lit.sweep", "run a hyperparameter sweep with W&B or offline with Optuna"),
-    "bench": ("defocus_lit.bench", "measure renderer, data, training and inference speed"),
+    "data": ("defocus_lit.commands.data", "build an HDF5 training set from RGB-D images, or describe one"),
+    "render": ("defocus_lit.commands.render", "render a defocused photo from an image and its depth"),
+    "train": ("defocus_lit.commands.train", "train an experiment: defocus-lit train EXP [key=value ...]"),
+    "predict": ("defocus_lit.commands.predict", "defocus your own photo (or a folder) with a trained checkpoint"),
+    "evaluate": ("defocus_lit.commands.evaluate", "score a checkpoint or a baseline and write a report"),
+    "export": ("defocus_lit.commands.export", "export a checkpoint's generator to TorchScript or ONNX"),
+    "sweep": ("defocus_lit.commands.sweep", "run a hyperparameter sweep with W&B or offline with Optuna"),
+    "bench": ("defocus_lit.commands.bench", "measure renderer, data, training and inference speed"),
 }
 
 

@@ -7,15 +7,22 @@ and `loss.terms.*` any registered loss name (checked when the model is built).
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from defocus_lit.data.planes import MASK_KINDS
 from defocus_lit.errors import UserError
+from defocus_lit.losses import GANLoss
+from defocus_lit.models.defocuser import HEADS
+from defocus_lit.models.networks import GENERATORS, NORMS
+from defocus_lit.render import BLUR_MODELS
 
 OPEN_SECTIONS = ("trainer", "loss.terms")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
 def experiments_dir() -> Path:
@@ -77,8 +84,10 @@ def check_keys(cfg: DictConfig, base: DictConfig, source: str) -> None:
         if key.startswith("trainer."):
             name = key.split(".", 2)[1]
             if name not in trainer_args():
-                raise UserError(f"{source}: unknown key '{key}'; trainer.* takes lightning.Trainer arguments: "
-                                f"{', '.join(trainer_args())}")
+                raise UserError(
+                    f"{source}: unknown key '{key}'; trainer.* takes lightning.Trainer arguments: "
+                    f"{', '.join(trainer_args())}"
+                )
         elif key not in known and not key.startswith("loss.terms."):
             raise UserError(f"{source}: unknown key '{key}'; valid keys: {', '.join(sorted(known))}")
 
@@ -146,12 +155,13 @@ def load_experiment(exp: str, overrides: Sequence[str] = (), cpu_preset: bool | 
 
 def _check_values(cfg: DictConfig) -> None:
     choices = {
-        "arch": ("pix2pix_4ch", "dual_encoder", "dual_skip", "two_stage"),
-        "model.norm": ("batch", "instance"),
-        "model.head": ("rgb", "blur_stack"),
-        "loss.gan_mode": ("vanilla", "lsgan", "hinge"),
-        "data.mask_kind": ("binary", "patch"),
-        "logger.wandb": ("auto", "online", "offline", "disabled"),
+        "arch": tuple(GENERATORS),
+        "model.norm": tuple(NORMS),
+        "model.head": HEADS,
+        "loss.gan_mode": GANLoss.MODES,
+        "data.mask_kind": MASK_KINDS,
+        "render.blur_model": BLUR_MODELS,
+        "logger.wandb": WANDB_MODES,
     }
     for key, valid in choices.items():
         value = OmegaConf.select(cfg, key)
@@ -161,13 +171,13 @@ def _check_values(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if not isinstance(value, int) or value < 1:
             raise UserError(f"{key}={value!r} must be a positive integer")
-    if cfg.data.crop_size % (2 ** cfg.model.num_downs):
-        raise UserError(f"data.crop_size={cfg.data.crop_size} must be a multiple of 2**model.num_downs "
-                        f"= {2 ** cfg.model.num_downs}")
+    if cfg.data.crop_size % (2**cfg.model.num_downs):
+        raise UserError(
+            f"data.crop_size={cfg.data.crop_size} must be a multiple of 2**model.num_downs = {2**cfg.model.num_downs}"
+        )
     if cfg.data.path is not None and not Path(str(cfg.data.path)).is_file():
         raise UserError(f"data.path: {cfg.data.path}: no such file")
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-

@@ -132,8 +132,9 @@ class PlaneSensitivity(Metric):
         self.add_state("output_diff", default=torch.tensor(0.0), dist_reduce_fx="sum")
         self.add_state("target_diff", default=torch.tensor(0.0), dist_reduce_fx="sum")
 
-    def update(self, out: Tensor, alt_out: Tensor, target: Tensor, alt_target: Tensor, valid: Tensor,
-               has_alt: Tensor) -> None:
+    def update(
+        self, out: Tensor, alt_out: Tensor, target: Tensor, alt_target: Tensor, valid: Tensor, has_alt: Tensor
+    ) -> None:
         weight = (valid > 0.5).float() * has_alt.view(-1, 1, 1, 1).float()
         self.output_diff += ((out.detach().float() - alt_out.detach().float()).abs() * weight).sum()
         self.target_diff += ((target.float() - alt_target.float()).abs() * weight).sum()
@@ -162,8 +163,7 @@ class MetricSet(nn.Module):
 
     def update_plane(self, output: Tensor, alt_output: Tensor, batch: dict[str, Tensor]) -> None:
         """output / alt_output (B,3,H,W) [-1,1] for batch["mask"] / batch["alt_mask"]."""
-        self.plane.update(output, alt_output, batch["target"], batch["alt_target"], batch["valid"],
-                          batch["has_alt"])
+        self.plane.update(output, alt_output, batch["target"], batch["alt_target"], batch["valid"], batch["has_alt"])
 
     def compute(self) -> dict[str, Tensor]:
         values = dict(self.image.compute(), plane_sensitivity=self.plane.compute())

@@ -64,7 +64,8 @@ def newest_checkpoint(run_dir: Path) -> Path | None:
     return max(found, key=lambda p: (p.stat().st_mtime_ns, _hpc_number(p)))
 
 
-def _is_rank_zero() -> bool:
+def is_rank_zero() -> bool:
+    """Whether this process is rank 0 of its job, from the launcher's variables (before Lightning knows its rank)."""
     return all(os.environ.get(var, "0") == "0" for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
 
 
@@ -146,7 +147,7 @@ class SlurmAttempt(Callback):
             _usr1_ignored = True
 
     def _stopped(self, signum, frame) -> None:  # noqa: ARG002
-        if _is_rank_zero():
+        if is_rank_zero():
             step = self._trainer.global_step if self._trainer is not None else "?"
             newest = newest_checkpoint(self.run_dir)
             then = f"a requeued attempt resumes from {newest}" if newest else "a requeued attempt starts afresh"

@@ -1,8 +1,8 @@
 import torch
 import torch.nn.functional as F
 
-from defocus_lit.baselines import BASELINES, disk_blur, identity, mask_blur
-from defocus_lit.render import disk_kernel
+from defocus_lit.baselines import BASELINES, identity, mask_blur
+from defocus_lit.ops.blur import disk_blur, disk_kernel
 
 H, W = 24, 40
 

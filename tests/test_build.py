@@ -16,9 +16,12 @@ from PIL import Image
 
 from defocus_lit.cli import main
 from defocus_lit.data import build
-from defocus_lit.data.build import assign_splits, build_dataset, fit_frame, read_info
+from defocus_lit.data.build import assign_splits, build_dataset
+from defocus_lit.data.frames import RGBDFrame, RGBDSource
+from defocus_lit.data.hdf5 import read_info
 from defocus_lit.data.planes import SampleFilter
-from defocus_lit.data.sources import RGBDFrame, RGBDSource, open_source
+from defocus_lit.data.samples import fit_frame
+from defocus_lit.data.sources import open_source
 from defocus_lit.errors import UserError
 from defocus_lit.render import RenderSettings
 
@@ -65,8 +68,13 @@ def _leftovers(folder) -> list[str]:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     path = tmp_path_factory.mktemp("build") / "d.h5"
-    summary = build_dataset(open_source("synthetic", num=10, size=(SIZE, SIZE), seed=2), path, settings=FAST,
-                            split=(0.6, 0.2, 0.2), progress=False)
+    summary = build_dataset(
+        open_source("synthetic", num=10, size=(SIZE, SIZE), seed=2),
+        path,
+        settings=FAST,
+        split=(0.6, 0.2, 0.2),
+        progress=False,
+    )
     return path, summary
 
 
@@ -75,11 +83,18 @@ def test_layout_dtypes_and_attributes(built):
     with h5py.File(path) as f:
         n = f["image"].shape[0]
         assert n == summary["num_samples"] > 0
-        for name, dtype, shape in (("image", np.uint8, (n, SIZE, SIZE, 3)), ("target", np.uint8, (n, SIZE, SIZE, 3)),
-                                   ("mask", np.uint8, (n, SIZE, SIZE)), ("patch_mask", np.uint8, (n, SIZE, SIZE)),
-                                   ("depth_weight", np.uint8, (n, SIZE, SIZE)), ("depth", np.float16, (n, SIZE, SIZE)),
-                                   ("plane", np.uint8, (n,)), ("frame", np.int32, (n,)), ("split", np.uint8, (n,)),
-                                   ("mean_radius", np.float32, (n,))):
+        for name, dtype, shape in (
+            ("image", np.uint8, (n, SIZE, SIZE, 3)),
+            ("target", np.uint8, (n, SIZE, SIZE, 3)),
+            ("mask", np.uint8, (n, SIZE, SIZE)),
+            ("patch_mask", np.uint8, (n, SIZE, SIZE)),
+            ("depth_weight", np.uint8, (n, SIZE, SIZE)),
+            ("depth", np.float16, (n, SIZE, SIZE)),
+            ("plane", np.uint8, (n,)),
+            ("frame", np.int32, (n,)),
+            ("split", np.uint8, (n,)),
+            ("mean_radius", np.float32, (n,)),
+        ):
             assert f[name].dtype == dtype and f[name].shape == shape, name
             if len(shape) > 1:
                 assert f[name].chunks == (1, *shape[1:]), name  # one chunk per sample
@@ -143,8 +158,21 @@ def test_filter_counts_by_reason(tmp_path):
 
 def test_cli_fore_only_and_summary_line(tmp_path, capsys):
     out = tmp_path / "fore.h5"
-    rc, stdout, _ = _run(capsys, "build", "--source", "synthetic", "--num", "4", "--size", f"{SIZE}x{SIZE}",
-                         "--planes", "fore", "--out", str(out), *FAST_ARGS)
+    rc, stdout, _ = _run(
+        capsys,
+        "build",
+        "--source",
+        "synthetic",
+        "--num",
+        "4",
+        "--size",
+        f"{SIZE}x{SIZE}",
+        "--planes",
+        "fore",
+        "--out",
+        str(out),
+        *FAST_ARGS,
+    )
     assert rc == 0
     assert len(stdout.strip().splitlines()) == 1 and str(out) in stdout and "train" in stdout
     with h5py.File(out) as f:
@@ -205,16 +233,35 @@ def test_info_bad_files_exit_2(tmp_path, capsys):
 
 def test_frames_of_different_sizes_are_fitted(tmp_path, capsys):
     csv = tmp_path / "m.csv"
-    csv.write_text("image,depth\n" + _write_pair(tmp_path, "a", (40, 60), (40, 60))
-                   + _write_pair(tmp_path, "b", (50, 30), (50, 30)))
-    rc, _, err = _run(capsys, "build", "--source", "manifest", "--path", str(csv), "--size", "32x48",
-                      "--out", str(tmp_path / "d.h5"), "--val-frac", "0", "--test-frac", "0", *FAST_ARGS)
+    csv.write_text(
+        "image,depth\n"
+        + _write_pair(tmp_path, "a", (40, 60), (40, 60))
+        + _write_pair(tmp_path, "b", (50, 30), (50, 30))
+    )
+    rc, _, err = _run(
+        capsys,
+        "build",
+        "--source",
+        "manifest",
+        "--path",
+        str(csv),
+        "--size",
+        "32x48",
+        "--out",
+        str(tmp_path / "d.h5"),
+        "--val-frac",
+        "0",
+        "--test-frac",
+        "0",
+        *FAST_ARGS,
+    )
     assert rc == 0, err
     assert read_info(tmp_path / "d.h5")["size"] == [32, 48]
     image, depth = fit_frame(np.zeros((40, 60, 3), np.uint8), np.ones((40, 60), np.float32), (256, 256))
     assert image.shape == (256, 256, 3) and depth.shape == (256, 256)
-    assert build._output_size(RGBDFrame("a", image[:40, :60], depth[:40, :60], "depth"),
-                              open_source("manifest", str(csv)), None) == (256, 256)
+    assert build._output_size(
+        RGBDFrame("a", image[:40, :60], depth[:40, :60], "depth"), open_source("manifest", str(csv)), None
+    ) == (256, 256)
 
 
 def test_interrupt_inside_the_loop_leaves_nothing(tmp_path, capsys, monkeypatch):
@@ -228,8 +275,21 @@ def test_interrupt_inside_the_loop_leaves_nothing(tmp_path, capsys, monkeypatch)
         return real(job, index)
 
     monkeypatch.setattr(build, "_process", interrupted)
-    rc, _, err = _run(capsys, "build", "--source", "synthetic", "--num", "6", "--size", f"{SIZE}x{SIZE}",
-                      "--out", str(tmp_path / "d.h5"), "--workers", "0", *FAST_ARGS)
+    rc, _, err = _run(
+        capsys,
+        "build",
+        "--source",
+        "synthetic",
+        "--num",
+        "6",
+        "--size",
+        f"{SIZE}x{SIZE}",
+        "--out",
+        str(tmp_path / "d.h5"),
+        "--workers",
+        "0",
+        *FAST_ARGS,
+    )
     assert rc == 130 and "interrupted" in err
     assert _leftovers(tmp_path) == []
 
@@ -240,16 +300,39 @@ def test_error_while_writing_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(build._Writer, "flush", broken)
     with pytest.raises(OSError, match="disk full"):
-        build_dataset(open_source("synthetic", num=2, size=(SIZE, SIZE)), tmp_path / "d.h5", settings=FAST,
-                      progress=False, workers=0)
+        build_dataset(
+            open_source("synthetic", num=2, size=(SIZE, SIZE)),
+            tmp_path / "d.h5",
+            settings=FAST,
+            progress=False,
+            workers=0,
+        )
     assert _leftovers(tmp_path) == []
 
 
 def test_sigterm_stops_a_build_cleanly(tmp_path):
     out = tmp_path / "d.h5"
-    proc = subprocess.Popen([sys.executable, "-m", "defocus_lit.cli", "data", "build", "--source", "synthetic",
-                             "--num", "5000", "--size", "96x96", "--out", str(out), *FAST_ARGS],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "defocus_lit.cli",
+            "data",
+            "build",
+            "--source",
+            "synthetic",
+            "--num",
+            "5000",
+            "--size",
+            "96x96",
+            "--out",
+            str(out),
+            *FAST_ARGS,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 90
         while not any(p.suffix == ".tmp" for p in tmp_path.iterdir()):

@@ -17,9 +17,13 @@ def test_the_five_experiments_of_the_design_ship():
 @pytest.mark.parametrize("name", sorted(PAPER_EXPERIMENTS))
 def test_experiment_loads_with_its_arch_and_mask(name):
     cfg = load_experiment(name, cpu_preset=False)
-    expected = {"pix2pix_4ch": ("pix2pix_4ch", "binary"), "uniform_l1": ("dual_encoder", "binary"),
-                "focus_penalty": ("dual_encoder", "binary"), "patch_mask": ("dual_skip", "patch"),
-                "two_stage": ("two_stage", "binary")}[name]
+    expected = {
+        "pix2pix_4ch": ("pix2pix_4ch", "binary"),
+        "uniform_l1": ("dual_encoder", "binary"),
+        "focus_penalty": ("dual_encoder", "binary"),
+        "patch_mask": ("dual_skip", "patch"),
+        "two_stage": ("two_stage", "binary"),
+    }[name]
     assert (cfg.arch, cfg.data.mask_kind) == expected
     assert cfg.model.ngf == 64 and cfg.model.num_downs == 8  # the full recipe without the preset
 
@@ -37,24 +41,36 @@ def test_cpu_preset_shrinks_the_network_and_can_be_turned_off():
 
 
 def test_overrides_reach_the_config_and_trainer_keys_pass_through():
-    cfg = load_experiment("patch_mask", ["optim.lr=1e-4", "loss.terms.ssim=5", "trainer.limit_train_batches=4",
-                                         "trainer.devices=2", "data.synthetic.size=[64,96]"], cpu_preset=True)
+    cfg = load_experiment(
+        "patch_mask",
+        [
+            "optim.lr=1e-4",
+            "loss.terms.ssim=5",
+            "trainer.limit_train_batches=4",
+            "trainer.devices=2",
+            "data.synthetic.size=[64,96]",
+        ],
+        cpu_preset=True,
+    )
     assert cfg.optim.lr == pytest.approx(1e-4)
     assert cfg.loss.terms.ssim == 5 and cfg.loss.terms.depth_weighted_l1 > 0
     assert cfg.trainer.limit_train_batches == 4 and cfg.trainer.devices == 2
     assert list(cfg.data.synthetic.size) == [64, 96]
 
 
-@pytest.mark.parametrize("word, named", [
-    ("optim.lrr=1", "optim.lrr"),
-    ("foo=1", "foo"),
-    ("trainer.max_epoch=3", "trainer.max_epoch"),
-    ("arch=unet", "arch"),
-    ("data.mask_kind=soft", "data.mask_kind"),
-    ("data.crop_size=100", "data.crop_size"),
-    ("data.path=/nonexistent/d.h5", "/nonexistent/d.h5"),
-    ("optim.lr", "optim.lr"),
-])
+@pytest.mark.parametrize(
+    "word, named",
+    [
+        ("optim.lrr=1", "optim.lrr"),
+        ("foo=1", "foo"),
+        ("trainer.max_epoch=3", "trainer.max_epoch"),
+        ("arch=unet", "arch"),
+        ("data.mask_kind=soft", "data.mask_kind"),
+        ("data.crop_size=100", "data.crop_size"),
+        ("data.path=/nonexistent/d.h5", "/nonexistent/d.h5"),
+        ("optim.lr", "optim.lr"),
+    ],
+)
 def test_bad_overrides_are_errors_naming_the_key(word, named):
     with pytest.raises(UserError, match=named.replace(".", r"\.").replace("/", "/")):
         load_experiment("patch_mask", [word], cpu_preset=True)

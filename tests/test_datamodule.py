@@ -24,8 +24,13 @@ def _write(path, image, target, mask, patch, weight, depth, plane, frame, split)
     """A file in the build layout from explicit arrays (N,H,W[,3])."""
     n = len(image)
     with h5py.File(path, "w") as f:
-        for name, data in (("image", image), ("target", target), ("mask", mask), ("patch_mask", patch),
-                           ("depth_weight", weight)):
+        for name, data in (
+            ("image", image),
+            ("target", target),
+            ("mask", mask),
+            ("patch_mask", patch),
+            ("depth_weight", weight),
+        ):
             f.create_dataset(name, data=np.asarray(data, np.uint8), chunks=(1, *np.shape(data)[1:]))
         f.create_dataset("depth", data=np.asarray(depth, np.float16), chunks=(1, *np.shape(depth)[1:]))
         f["plane"] = np.asarray(plane, np.uint8)
@@ -43,13 +48,26 @@ def _coded_file(path, n=6):
     is a checkerboard of 8-px squares, the patch mask its 128 version, depth weight (row + col) and depth 0
     (unmeasured) in every 7th column. Samples 0-3 train, 4 val (fore), 5 val (back) of frame 4."""
     rows, cols = np.mgrid[:SIZE, :SIZE]
-    image = np.stack([np.broadcast_to(np.stack([4 * cols, 4 * rows, np.full_like(rows, 40 * i)], -1), (SIZE, SIZE, 3))
-                      for i in range(n)]).astype(np.uint8)
+    image = np.stack(
+        [
+            np.broadcast_to(np.stack([4 * cols, 4 * rows, np.full_like(rows, 40 * i)], -1), (SIZE, SIZE, 3))
+            for i in range(n)
+        ]
+    ).astype(np.uint8)
     checker = np.where((rows // 8 + cols // 8) % 2 == 1, 255, 0)
     depth = np.where(cols % 7 == 0, 0.0, 1.0 + rows / SIZE)
-    _write(path, image, image, np.stack([checker] * n), np.stack([checker // 2 + (checker > 0)] * n),
-           np.stack([rows + cols] * n), np.stack([depth] * n), plane=[0, 1, 2, 0, 0, 2], frame=[0, 1, 2, 3, 4, 4],
-           split=[0, 0, 0, 0, 1, 1])
+    _write(
+        path,
+        image,
+        image,
+        np.stack([checker] * n),
+        np.stack([checker // 2 + (checker > 0)] * n),
+        np.stack([rows + cols] * n),
+        np.stack([depth] * n),
+        plane=[0, 1, 2, 0, 0, 2],
+        frame=[0, 1, 2, 3, 4, 4],
+        split=[0, 0, 0, 0, 1, 1],
+    )
     return path
 
 
@@ -61,8 +79,13 @@ def _u8(x: torch.Tensor) -> np.ndarray:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     path = tmp_path_factory.mktemp("dm") / "d.h5"
-    build_dataset(open_source("synthetic", num=10, size=(SIZE, SIZE), seed=1), path,
-                  settings=RenderSettings(layers=4, max_radius=4.0), split=(0.6, 0.2, 0.2), progress=False)
+    build_dataset(
+        open_source("synthetic", num=10, size=(SIZE, SIZE), seed=1),
+        path,
+        settings=RenderSettings(layers=4, max_radius=4.0),
+        split=(0.6, 0.2, 0.2),
+        progress=False,
+    )
     return path
 
 
@@ -124,7 +147,9 @@ def test_photometric_identical_on_image_and_target(coded):
         assert np.array_equal(image, _u8(batch["target"]))
         col, row = np.mgrid[:SIZE, :SIZE][::-1]
         raw = np.stack([4 * col, 4 * row], -1)
-        changed += sum(not (np.array_equal(im[..., :2], raw) or np.array_equal(im[..., :2], raw[:, ::-1])) for im in image)
+        changed += sum(
+            not (np.array_equal(im[..., :2], raw) or np.array_equal(im[..., :2], raw[:, ::-1])) for im in image
+        )
     assert changed > 0
 
 
@@ -140,8 +165,10 @@ def test_val_full_frame_padded(coded):
     assert (batch["alt_mask"][..., SIZE:, :] == 1).all()
     assert (batch["valid"][..., SIZE:, :] == 0).all() and (batch["valid"][..., :, SIZE:] == 0).all()
     assert (batch["focus"][..., SIZE:, :] == 0).all()
-    assert np.array_equal(batch["valid"][:, 0, :SIZE, :SIZE].numpy(),
-                          np.broadcast_to(np.arange(SIZE) % 7 != 0, (2, SIZE, SIZE)).astype(np.float32))
+    assert np.array_equal(
+        batch["valid"][:, 0, :SIZE, :SIZE].numpy(),
+        np.broadcast_to(np.arange(SIZE) % 7 != 0, (2, SIZE, SIZE)).astype(np.float32),
+    )
 
 
 def test_alt_pair_is_the_opposite_plane_of_the_same_frame(built):
@@ -153,8 +180,9 @@ def test_alt_pair_is_the_opposite_plane_of_the_same_frame(built):
         loader = dm.val_dataloader() if name == "val" else dm.test_dataloader()
         batch = next(iter(loader))
         assert len(batch["plane"]) == (split == code).sum()
-        for p, fr, has, alt_t, alt_m in zip(batch["plane"], batch["frame"], batch["has_alt"], _u8(batch["alt_target"]),
-                                            batch["alt_mask"][:, 0]):
+        for p, fr, has, alt_t, alt_m in zip(
+            batch["plane"], batch["frame"], batch["has_alt"], _u8(batch["alt_target"]), batch["alt_mask"][:, 0]
+        ):
             want = {0: 2, 2: 0}.get(int(p))
             match = np.flatnonzero((frame == int(fr)) & (plane == want)) if want is not None else []
             assert bool(has) == (len(match) == 1)
@@ -175,8 +203,9 @@ def test_seeded_and_independent_of_workers(built):
     assert not all(torch.equal(x["image"], y["image"]) for x, y in zip(a, c))
     d = epoch(3, 2)
     assert len(d) == len(a)
-    assert sorted((int(f), int(p)) for x in a for f, p in zip(x["frame"], x["plane"])) == \
-        sorted((int(f), int(p)) for x in d for f, p in zip(x["frame"], x["plane"]))
+    assert sorted((int(f), int(p)) for x in a for f, p in zip(x["frame"], x["plane"])) == sorted(
+        (int(f), int(p)) for x in d for f, p in zip(x["frame"], x["plane"])
+    )
     assert all(torch.equal(x["image"], y["image"]) for x, y in zip(a, d))  # per-sample seeds: same batches too
 
 

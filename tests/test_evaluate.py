@@ -13,7 +13,6 @@ METHODS = {"model", "identity", "mask_blur"}
 METRICS = {"psnr", "ssim", "psnr_focus", "psnr_defocus", "plane_sensitivity"}
 
 
-
 @pytest.fixture
 def dataset(tiny_checkpoint) -> Path:
     return next((tiny_checkpoint.parent / "data").glob("*.h5"))
@@ -64,16 +63,31 @@ def test_dataset_report_scores_model_and_baselines(tiny_checkpoint, dataset, tmp
 def test_baseline_alone_with_limit_replaces_an_earlier_report(dataset, tmp_path):
     out = tmp_path / "report"
     for baseline in ("identity", "mask_blur"):
-        assert main(["evaluate", "--baseline", baseline, "--data", str(dataset), "--out", str(out),
-                     "--limit", "1"]) == 0
+        assert (
+            main(["evaluate", "--baseline", baseline, "--data", str(dataset), "--out", str(out), "--limit", "1"]) == 0
+        )
         report = load_report(out)
         assert set(report["mean"]) == {baseline} and len(report["samples"]) == 1
 
 
 def test_manifest_renders_targets_and_resizes_large_frames(tiny_checkpoint, tmp_path):
     out = tmp_path / "report"
-    assert main(["evaluate", "--ckpt", str(tiny_checkpoint), "--manifest", str(manifest(tmp_path)),
-                 "--out", str(out), "--max-side", "40"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--ckpt",
+                str(tiny_checkpoint),
+                "--manifest",
+                str(manifest(tmp_path)),
+                "--out",
+                str(out),
+                "--max-side",
+                "40",
+            ]
+        )
+        == 0
+    )
     report = load_report(out)
     assert set(report["mean"]) == METHODS
     assert {s["name"] for s in report["samples"]} == {"scene0", "scene1"}
@@ -84,8 +98,24 @@ def test_manifest_renders_targets_and_resizes_large_frames(tiny_checkpoint, tmp_
 
 def test_baseline_on_manifest_takes_renderer_flags(tmp_path):
     out = tmp_path / "report"
-    assert main(["evaluate", "--baseline", "mask_blur", "--manifest", str(manifest(tmp_path, frames=1)),
-                 "--out", str(out), "--k", "10", "--max-radius", "4"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--baseline",
+                "mask_blur",
+                "--manifest",
+                str(manifest(tmp_path, frames=1)),
+                "--out",
+                str(out),
+                "--k",
+                "10",
+                "--max-radius",
+                "4",
+            ]
+        )
+        == 0
+    )
     report = load_report(out)
     assert report["settings"]["renderer"]["k"] == 10 and report["settings"]["renderer"]["max_radius"] == 4
 
@@ -134,7 +164,9 @@ def test_manifest_whose_planes_are_all_filtered(tmp_path, capsys):
     Image.fromarray(np.zeros((24, 24, 3), np.uint8)).save(tmp_path / "flat_rgb.png")
     (tmp_path / "manifest.csv").write_text("image,depth\nflat_rgb.png,flat_depth.png\n")
     out = tmp_path / "report"
-    assert main(["evaluate", "--baseline", "identity", "--manifest", str(tmp_path / "manifest.csv"),
-                 "--out", str(out)]) == 2
+    assert (
+        main(["evaluate", "--baseline", "identity", "--manifest", str(tmp_path / "manifest.csv"), "--out", str(out)])
+        == 2
+    )
     _assert_one_line_error(capsys, "manifest.csv")
     assert not out.exists() and not list(tmp_path.glob(".report*"))

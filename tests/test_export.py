@@ -8,11 +8,10 @@ import pytest
 import torch
 
 from defocus_lit.cli import main
-from defocus_lit.export import example_inputs
+from defocus_lit.commands.export import example_inputs
 from defocus_lit.models.checkpoint import load_checkpoint
 
 TOLERANCE = 1e-4
-
 
 
 def reference(ckpt: Path, shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -43,7 +42,12 @@ def test_onnx_is_valid_and_matches_with_dynamic_size(tiny_checkpoint, tmp_path):
     onnx.checker.check_model(str(out))
     metadata = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert json.loads(metadata["defocus_lit.json"]) | {"defocus_lit": None} == {
-        "multiple": 8, "mask_kind": "binary", "arch": "pix2pix_4ch", "keep_focus": True, "defocus_lit": None}
+        "multiple": 8,
+        "mask_kind": "binary",
+        "arch": "pix2pix_4ch",
+        "keep_focus": True,
+        "defocus_lit": None,
+    }
     ort = pytest.importorskip("onnxruntime")
     image, mask, expected = reference(tiny_checkpoint, (3, 5, 1))
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
@@ -63,7 +67,6 @@ def test_truncated_checkpoint_writes_nothing(tiny_checkpoint, tmp_path, capsys):
 
 def test_onnx_without_the_extra_says_how_to_install(tiny_checkpoint, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` now raises ImportError
-    assert main(["export", "--ckpt", str(tiny_checkpoint), "--format", "onnx",
-                 "--out", str(tmp_path / "m.onnx")]) == 2
+    assert main(["export", "--ckpt", str(tiny_checkpoint), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 2
     assert "pip install defocus_lit[onnx]" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()

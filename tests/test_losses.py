@@ -57,8 +57,12 @@ def test_ssim_closed_form_on_constant_region_and_valid_mask():
 
 def test_terms_are_differentiable():
     pred = torch.rand(1, 3, 16, 16, requires_grad=True)
-    batch = {"target": torch.rand(1, 3, 16, 16), "focus": torch.ones(1, 1, 16, 16),
-             "depth_weight": torch.rand(1, 1, 16, 16), "valid": torch.ones(1, 1, 16, 16)}
+    batch = {
+        "target": torch.rand(1, 3, 16, 16),
+        "focus": torch.ones(1, 1, 16, 16),
+        "depth_weight": torch.rand(1, 1, 16, 16),
+        "valid": torch.ones(1, 1, 16, 16),
+    }
     for name in ("l1", "focus_l1", "depth_weighted_l1", "ssim"):
         pred.grad = None
         get_loss(name)(pred, batch).backward()

@@ -206,8 +206,9 @@ def test_metric_set_prefix_and_reset():
     ms.update(unit_error(batch["target"], 0.1), batch)
     ms.update_plane(target, alt_target, batch)
     res = ms.compute()
-    assert set(res) == {f"baseline/identity/val/{n}"
-                        for n in ("psnr", "ssim", "psnr_focus", "psnr_defocus", "plane_sensitivity")}
+    assert set(res) == {
+        f"baseline/identity/val/{n}" for n in ("psnr", "ssim", "psnr_focus", "psnr_defocus", "plane_sensitivity")
+    }
     assert res["baseline/identity/val/psnr"].item() == pytest.approx(20.0, abs=1e-3)
     assert res["baseline/identity/val/plane_sensitivity"].item() == pytest.approx(1.0)
     ms.reset()

@@ -35,8 +35,7 @@ def test_valid_depth():
 
 
 def test_fill_invalid_takes_the_nearest_valid_value():
-    depth = np.array([[1.0, 0.0, 0.0, 0.0, 4.0],
-                      [1.0, 0.0, np.nan, 0.0, 4.0]], np.float32)
+    depth = np.array([[1.0, 0.0, 0.0, 0.0, 4.0], [1.0, 0.0, np.nan, 0.0, 4.0]], np.float32)
     filled = fill_invalid(depth)
     assert filled.dtype == np.float32
     np.testing.assert_array_equal(filled, [[1, 1, 1, 4, 4], [1, 1, 1, 4, 4]])  # the middle tie goes to one side
@@ -194,13 +193,16 @@ def mask_with_focus(fraction: float, size: int = 100) -> np.ndarray:
     return mask
 
 
-@pytest.mark.parametrize("focus, invalid, reason", [
-    (0.30, 0.0, None),
-    (0.0, 0.0, "no_focus"),
-    (0.01, 0.0, "focus_too_small"),
-    (0.70, 0.0, "mostly_in_focus"),
-    (0.30, 0.6, "invalid_depth"),
-])
+@pytest.mark.parametrize(
+    "focus, invalid, reason",
+    [
+        (0.30, 0.0, None),
+        (0.0, 0.0, "no_focus"),
+        (0.01, 0.0, "focus_too_small"),
+        (0.70, 0.0, "mostly_in_focus"),
+        (0.30, 0.6, "invalid_depth"),
+    ],
+)
 def test_sample_filter_reasons(focus, invalid, reason):
     valid = np.ones((100, 100), bool)
     valid.reshape(-1)[: int(invalid * valid.size)] = False

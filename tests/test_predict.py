@@ -8,10 +8,10 @@ import torch
 from PIL import Image, ImageCms
 
 from defocus_lit.cli import main
-from defocus_lit.models.defocuser import BlurStack, Defocuser, keep_focus
-from defocus_lit.predict import defocus, pad_to_multiple, read_mask
-
-
+from defocus_lit.io import read_mask
+from defocus_lit.models.defocuser import BlurStack, Defocuser
+from defocus_lit.models.inference import defocus, pad_to_multiple
+from defocus_lit.ops.masks import keep_focus
 
 
 def photo(path: Path, height: int, width: int, icc: bytes | None = None) -> np.ndarray:
@@ -37,8 +37,24 @@ def test_odd_size_photo_keeps_size_profile_and_sharp_pixels(tiny_checkpoint, tmp
     rgb = photo(tmp_path / "in.png", 37, 50, icc)
     sharp = left_sharp_mask(tmp_path / "mask.png", 37, 50)
     out = tmp_path / "out.png"
-    assert main(["predict", "--ckpt", str(tiny_checkpoint), "--image", str(tmp_path / "in.png"),
-                 "--mask", str(tmp_path / "mask.png"), "--out", str(out), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--ckpt",
+                str(tiny_checkpoint),
+                "--image",
+                str(tmp_path / "in.png"),
+                "--mask",
+                str(tmp_path / "mask.png"),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert str(out) in capsys.readouterr().out
     result = read(out)
     assert result.shape == rgb.shape
@@ -52,8 +68,22 @@ def test_tiny_photo_and_jpeg_output(tiny_checkpoint, tmp_path):
     photo(tmp_path / "in.png", 3, 5)
     left_sharp_mask(tmp_path / "mask.png", 3, 5)
     out = tmp_path / "out.jpg"
-    assert main(["predict", "--ckpt", str(tiny_checkpoint), "--image", str(tmp_path / "in.png"),
-                 "--mask", str(tmp_path / "mask.png"), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--ckpt",
+                str(tiny_checkpoint),
+                "--image",
+                str(tmp_path / "in.png"),
+                "--mask",
+                str(tmp_path / "mask.png"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     with Image.open(out) as img:
         assert img.format == "JPEG" and img.size == (5, 3)
 
@@ -63,8 +93,12 @@ def test_folder_mode_pairs_by_stem(tiny_checkpoint, tmp_path):
     images.mkdir(), masks.mkdir()
     photo(images / "a.png", 16, 24), photo(images / "b.jpg", 20, 12)
     left_sharp_mask(masks / "a.png", 16, 24), left_sharp_mask(masks / "b.png", 20, 12)
-    assert main(["predict", "--ckpt", str(tiny_checkpoint), "--image", str(images), "--mask", str(masks),
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            ["predict", "--ckpt", str(tiny_checkpoint), "--image", str(images), "--mask", str(masks), "--out", str(out)]
+        )
+        == 0
+    )
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.jpg"]
     assert read(out / "b.jpg").shape == (20, 12, 3)
 
@@ -74,22 +108,37 @@ def test_folder_mode_lists_unpaired_files_and_writes_nothing(tiny_checkpoint, tm
     images.mkdir(), masks.mkdir()
     photo(images / "a.png", 16, 16), photo(images / "lonely.png", 16, 16)
     left_sharp_mask(masks / "a.png", 16, 16), left_sharp_mask(masks / "stray.png", 16, 16)
-    assert main(["predict", "--ckpt", str(tiny_checkpoint), "--image", str(images), "--mask", str(masks),
-                 "--out", str(out)]) == 2
+    assert (
+        main(
+            ["predict", "--ckpt", str(tiny_checkpoint), "--image", str(images), "--mask", str(masks), "--out", str(out)]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "lonely.png" in err and "stray.png" in err and "a.png" not in err
     assert not out.exists()
 
 
-def test_folder_mode_failure_leaves_no_partial_output(tiny_checkpoint, tmp_path, capsys):
+def test_folder_mode_writes_the_good_images_and_names_each_bad_one(tiny_checkpoint, tmp_path, capsys):
     images, masks, out = tmp_path / "images", tmp_path / "masks", tmp_path / "out"
     images.mkdir(), masks.mkdir()
-    photo(images / "a.png", 16, 16), photo(images / "b.png", 16, 16)
-    left_sharp_mask(masks / "a.png", 16, 16), left_sharp_mask(masks / "b.png", 16, 8)  # b: wrong size
-    assert main(["predict", "--ckpt", str(tiny_checkpoint), "--image", str(images), "--mask", str(masks),
-                 "--out", str(out)]) == 2
-    assert "b.png" in capsys.readouterr().err
-    assert not out.exists() and not list(tmp_path.glob(".out*"))
+    photo(images / "a.png", 16, 16), photo(images / "b.png", 16, 16), photo(images / "d.png", 16, 16)
+    (images / "c.png").write_bytes(b"not a png at all")  # corrupt
+    for name in ("a", "c", "d"):
+        left_sharp_mask(masks / f"{name}.png", 16, 16)
+    left_sharp_mask(masks / "b.png", 16, 8)  # b: wrong size
+    assert (
+        main(
+            ["predict", "--ckpt", str(tiny_checkpoint), "--image", str(images), "--mask", str(masks), "--out", str(out)]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    error_lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert any("b.png" in line for line in error_lines) and any("c.png" in line for line in error_lines)
+    assert "2 of 4 images" in error_lines[-1]
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "d.png"]  # the good ones, complete
+    assert Image.open(out / "a.png").size == (16, 16) and not list(tmp_path.rglob("*.tmp"))
 
 
 def test_read_mask_binary_and_patch(tmp_path):
@@ -103,7 +152,7 @@ def test_pad_to_multiple_centres_the_photo():
     image, mask = torch.rand(1, 3, 10, 17), torch.zeros(1, 1, 10, 17)
     padded, padded_mask, (top, left) = pad_to_multiple(image, mask, 8)
     assert padded.shape[-2:] == (16, 24) and (top, left) == (3, 3)
-    assert torch.equal(padded[..., top:top + 10, left:left + 17], image)
+    assert torch.equal(padded[..., top : top + 10, left : left + 17], image)
     assert padded_mask.sum() == 16 * 24 - 10 * 17  # padding is "blur" (1), the photo keeps its mask
 
 
@@ -127,8 +176,22 @@ def test_bad_checkpoints(tiny_checkpoint, tmp_path, capsys):
     left_sharp_mask(tmp_path / "mask.png", 16, 16)
     for ckpt in _bad_checkpoints(tiny_checkpoint, tmp_path):
         out = tmp_path / "out.png"
-        assert main(["predict", "--ckpt", str(ckpt), "--image", str(tmp_path / "in.png"),
-                     "--mask", str(tmp_path / "mask.png"), "--out", str(out)]) == 2
+        assert (
+            main(
+                [
+                    "predict",
+                    "--ckpt",
+                    str(ckpt),
+                    "--image",
+                    str(tmp_path / "in.png"),
+                    "--mask",
+                    str(tmp_path / "mask.png"),
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 2
+        )
         _assert_one_line_error(capsys, ckpt.name)
         assert not out.exists()
 
@@ -147,8 +210,10 @@ def test_bad_image_or_mask(case, tiny_checkpoint, tmp_path, capsys):
     else:
         image.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
         named = "in.png"
-    assert main(["predict", "--ckpt", str(tiny_checkpoint), "--image", str(image), "--mask", str(mask),
-                 "--out", str(out)]) == 2
+    assert (
+        main(["predict", "--ckpt", str(tiny_checkpoint), "--image", str(image), "--mask", str(mask), "--out", str(out)])
+        == 2
+    )
     _assert_one_line_error(capsys, named)
     assert not out.exists() and not list(tmp_path.glob(".out*"))
 
@@ -159,9 +224,24 @@ def test_large_photo_runs_at_max_side_and_keeps_full_resolution_focus(tiny_check
     outs = {}
     for max_side in (40, 0):
         outs[max_side] = tmp_path / f"out{max_side}.png"
-        assert main(["predict", "--ckpt", str(tiny_checkpoint), "--image", str(tmp_path / "big.png"),
-                     "--mask", str(tmp_path / "mask.png"), "--out", str(outs[max_side]),
-                     "--max-side", str(max_side)]) == 0
+        assert (
+            main(
+                [
+                    "predict",
+                    "--ckpt",
+                    str(tiny_checkpoint),
+                    "--image",
+                    str(tmp_path / "big.png"),
+                    "--mask",
+                    str(tmp_path / "mask.png"),
+                    "--out",
+                    str(outs[max_side]),
+                    "--max-side",
+                    str(max_side),
+                ]
+            )
+            == 0
+        )
     small, full = read(outs[40]), read(outs[0])
     assert small.shape == full.shape == rgb.shape
     assert np.array_equal(small[sharp], rgb[sharp])  # the subject keeps every full-resolution pixel

@@ -7,18 +7,9 @@ from PIL import Image
 
 from defocus_lit.cli import main
 from defocus_lit.errors import UserError
-from defocus_lit.render import (
-    RenderSettings,
-    blur_radius_blur_map,
-    blur_radius_thin_lens,
-    disk_kernel,
-    frame_maps,
-    linear_to_srgb,
-    render_batch,
-    render_defocus,
-    render_frame,
-    srgb_to_linear,
-)
+from defocus_lit.ops.blur import disk_kernel
+from defocus_lit.ops.color import linear_to_srgb, srgb_to_linear
+from defocus_lit.render import RenderSettings, blur_radius_blur_map, blur_radius_thin_lens, render_defocus
 
 H, W = 48, 96
 
@@ -198,47 +189,6 @@ def test_rejects_bad_shapes_and_method():
 # ----------------------------------------------------------------------------------------------- numpy API
 
 
-def numpy_scene():
-    rng = np.random.default_rng(0)
-    image = (rng.random((H, W, 3)) * 255).astype(np.uint8)
-    depth = np.where(np.arange(W) < W // 2, 1.0, 4.0)[None, :].repeat(H, 0).astype(np.float32)
-    depth[:4, :4] = 0  # missing measurements are filled
-    return image, depth
-
-
-def test_render_frame_thin_lens_keeps_the_masked_region_sharp():
-    image, depth = numpy_scene()
-    in_focus = depth == 1.0
-    out = render_frame(image, depth, "depth", None, in_focus, RenderSettings())
-    assert out.shape == image.shape and out.dtype == np.uint8
-    sharp = in_focus & (np.arange(W) < W // 2 - 1)[None, :]
-    assert np.abs(out[sharp].astype(int) - image[sharp]).max() <= 1
-    assert np.abs(out[:, W // 2 + 20 :].astype(int) - image[:, W // 2 + 20 :]).mean() > 10
-
-
-def test_render_frame_blur_map_uses_the_plane_map():
-    image, depth = numpy_scene()
-    plane = np.where(np.arange(W) < W // 2, 0.0, 255.0)[None, :].repeat(H, 0).astype(np.float32)
-    settings = RenderSettings(blur_model="blur_map", max_radius=8.0)
-    _, radius = frame_maps(depth, "depth", plane, None, settings)
-    assert radius.min() == 0 and radius.max() == pytest.approx(8.0)
-    out = render_frame(image, depth, "depth", plane, None, settings)
-    assert np.abs(out[:, : W // 2 - 1].astype(int) - image[:, : W // 2 - 1]).max() <= 1
-    assert np.abs(out[:, W // 2 + 12 :].astype(int) - image[:, W // 2 + 12 :]).mean() > 10
-    with pytest.raises(ValueError):
-        render_frame(image, depth, "depth", None, None, settings)
-
-
-def test_render_batch_matches_render_frame():
-    image, depth = numpy_scene()
-    images, depths = np.stack([image, image[::-1]]), np.stack([depth, depth[:, ::-1]])
-    in_focus = depths == 1.0
-    batch = render_batch(images, depths, "depth", None, in_focus, RenderSettings())
-    for i in range(2):
-        single = render_frame(images[i], depths[i], "depth", None, in_focus[i], RenderSettings())
-        assert np.abs(batch[i].astype(int) - single).max() <= 1
-
-
 def test_settings_validate_and_serialise():
     assert RenderSettings().to_dict() == {"blur_model": "thin_lens", "k": 30.0, "max_radius": 16.0, "layers": 12}
     with pytest.raises(UserError, match="render.blur_model"):
@@ -265,13 +215,21 @@ def files(tmp_path):
 
 
 def cli(files, *extra):
-    return main(["render", "--image", str(files["image"]), "--depth", str(files["depth"]),
-                 "--out", str(files["out"]), *extra])
+    return main(
+        ["render", "--image", str(files["image"]), "--depth", str(files["depth"]), "--out", str(files["out"]), *extra]
+    )
 
 
-@pytest.mark.parametrize("focus", [["--plane", "fore"], ["--mask", "MASK"], ["--focus-depth", "1.0"],
-                                   ["--plane", "back", "--blur-model", "blur_map"],
-                                   ["--mask", "MASK", "--blur-model", "blur_map", "--max-radius", "6"]])
+@pytest.mark.parametrize(
+    "focus",
+    [
+        ["--plane", "fore"],
+        ["--mask", "MASK"],
+        ["--focus-depth", "1.0"],
+        ["--plane", "back", "--blur-model", "blur_map"],
+        ["--mask", "MASK", "--blur-model", "blur_map", "--max-radius", "6"],
+    ],
+)
 def test_cli_writes_the_render(files, capsys, focus):
     focus = [str(files["mask"]) if f == "MASK" else f for f in focus]
     assert cli(files, *focus) == 0

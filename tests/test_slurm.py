@@ -24,18 +24,40 @@ CLUSTER_ENV = "DEFOCUS_LIT_SLURM_TMP"  # set by .ci/slurm.sh once its cluster an
 
 # Only .ci/slurm.sh runs these tests (never a cluster of yours that `sinfo` happens to answer for); once it has set
 # CLUSTER_ENV, a cluster that does not answer is a failure, not a skip.
-pytestmark = pytest.mark.skipif(not os.environ.get(CLUSTER_ENV), reason="needs the one-node Slurm cluster that "
-                                ".ci/slurm.sh starts (it installs slurm-wlm and munge with apt-get, then runs this file)")
+pytestmark = pytest.mark.skipif(
+    not os.environ.get(CLUSTER_ENV),
+    reason="needs the one-node Slurm cluster that "
+    ".ci/slurm.sh starts (it installs slurm-wlm and munge with apt-get, then runs this file)",
+)
 
 # The README's CPU-partition form: these flags replace the script's GPU ones.
 CPU_FORM = ["--gres=none", "--ntasks-per-node=2", "--cpus-per-task=1"]
 CPU_WORDS = ["trainer.accelerator=cpu"]
 # A tiny run: 24 synthetic frames of 64x64, a small U-Net; about 12 s an epoch on 2 CPU cores.
-TINY = ["logger.wandb=disabled", "data.synthetic.num=24", "data.synthetic.size=[64,64]", "data.crop_size=64",
-        "render.layers=8", "model.ngf=8", "model.ndf=8", "model.num_downs=5", "data.batch_size=2",
-        "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false"]
-DONE = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
-        "DEADLINE")
+TINY = [
+    "logger.wandb=disabled",
+    "data.synthetic.num=24",
+    "data.synthetic.size=[64,64]",
+    "data.crop_size=64",
+    "render.layers=8",
+    "model.ngf=8",
+    "model.ndf=8",
+    "model.num_downs=5",
+    "data.batch_size=2",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+]
+DONE = (
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+)
 
 
 _terminal = []  # pytest's capture manager and terminal reporter
@@ -171,8 +193,11 @@ def test_signalled_job_is_requeued_and_resumes_its_own_run(clone, completed_job)
     # about 2 minutes of training (4 s an epoch with 2 ranks on 2 cores): the signal, 60 s before the 2-minute
     # limit, comes mid-run, some 30 s after the start of training
     epochs = 30
-    job = sbatch(clone, [*CPU_FORM, _memory_flag(), "--time=2", "--signal=SIGUSR1@60"],
-                 [*CPU_WORDS, *TINY, "logger.wandb=offline", f"trainer.max_epochs={epochs}"])
+    job = sbatch(
+        clone,
+        [*CPU_FORM, _memory_flag(), "--time=2", "--signal=SIGUSR1@60"],
+        [*CPU_WORDS, *TINY, "logger.wandb=offline", f"trainer.max_epochs={epochs}"],
+    )
     wait_for(job, lambda i: int(i.get("Restarts", 0)) >= 1, 300, "requeued")
     # the second attempt would be signalled again at the same point; give it the time to finish instead
     subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=15"], check=True)
@@ -197,15 +222,20 @@ def test_signalled_job_is_requeued_and_resumes_its_own_run(clone, completed_job)
     assert (clone / resumed.group(1)).resolve() == run.resolve(), "resumed another run"  # paths relative to clone
     assert Path(resumed.group(2)).name == hpc.name and int(resumed.group(3)) == hpc_step
     mid_epoch = (hpc_step // 2) % batches_per_epoch != 0  # a GAN batch is 2 optimizer steps
-    progress(f"job {job}: checkpoint at the signal: global step {hpc_step} "
-             f"({'mid-epoch' if mid_epoch else 'at an epoch end'}); attempt 2 resumed there")
+    progress(
+        f"job {job}: checkpoint at the signal: global step {hpc_step} "
+        f"({'mid-epoch' if mid_epoch else 'at an epoch end'}); attempt 2 resumed there"
+    )
 
     first, second = train_steps(run / "csv" / "metrics.csv"), train_steps(run / "csv_resume1" / "metrics.csv")
     assert first and second
-    assert min(second) >= max(first), f"steps went back: attempt 1 logged up to {max(first)}, attempt 2 from " \
-                                      f"{min(second)}"
+    assert min(second) >= max(first), (
+        f"steps went back: attempt 1 logged up to {max(first)}, attempt 2 from {min(second)}"
+    )
     # the run ends where an uninterrupted one would: no epoch lost or repeated
     assert last_validation(run / "csv_resume1" / "metrics.csv") == (epochs - 1, epochs * batches_per_epoch - 1)
     assert (run / "summary.json").is_file()
-    progress(f"job {job}: both attempts in one log, batches {max(first)} -> {min(second)}, ended at epoch "
-             f"{epochs - 1} batch {epochs * batches_per_epoch - 1} as planned, one requeue line, summary once")
+    progress(
+        f"job {job}: both attempts in one log, batches {max(first)} -> {min(second)}, ended at epoch "
+        f"{epochs - 1} batch {epochs * batches_per_epoch - 1} as planned, one requeue line, summary once"
+    )

@@ -12,7 +12,7 @@ import pytest
 
 from defocus_lit import slurm
 from defocus_lit.config import load_experiment
-from defocus_lit.train import run_folder
+from defocus_lit.training import run_folder
 
 SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT")
 
@@ -124,8 +124,11 @@ def test_sigterm_ends_an_attempt_with_one_line_and_status_0(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [
         f"slurm: job 123 attempt 1 starts {tmp_path} from scratch",
-        (f"slurm: job 123 stopped at global step 21 (SIGTERM: requeued or cancelled); a requeued attempt resumes "
-         f"from {tmp_path / 'hpc_ckpt_1.ckpt'}")]
+        (
+            f"slurm: job 123 stopped at global step 21 (SIGTERM: requeued or cancelled); a requeued attempt resumes "
+            f"from {tmp_path / 'hpc_ckpt_1.ckpt'}"
+        ),
+    ]
     assert "Traceback" not in out.stderr
 
 
@@ -155,10 +158,12 @@ def test_the_requeue_signal_is_handled_by_lightning_at_the_next_batch_end(tmp_pa
 
 
 def test_only_rank_0_prints_the_summary(tmp_path, monkeypatch, capsys):
-    from defocus_lit import train
+    from defocus_lit.commands import train
+    from defocus_lit.training import TrainResult
 
-    result = train.TrainResult(tmp_path, tmp_path / "best.ckpt", tmp_path / "last.ckpt", tmp_path / "m.csv",
-                               {"val/psnr": 30.0})
+    result = TrainResult(
+        tmp_path, tmp_path / "best.ckpt", tmp_path / "last.ckpt", tmp_path / "m.csv", {"val/psnr": 30.0}
+    )
     monkeypatch.setattr(train, "run_training", lambda cfg: result)
     args = type("Args", (), {"experiment": "patch_mask", "overrides": [f"output_dir={tmp_path}"]})
     monkeypatch.setenv("SLURM_PROCID", "1")

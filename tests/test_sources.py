@@ -14,10 +14,10 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from defocus_lit.data.sources import NYU_CROP, RGBDFrame, open_source
+from defocus_lit.data.frames import RGBDFrame
+from defocus_lit.data.sources import NYU_CROP, open_source
 from defocus_lit.data.synthetic import Canvas, SyntheticSource, synthetic_scene
 from defocus_lit.errors import UserError
-
 
 # ------------------------------------------------------------------------------------------------ helpers
 
@@ -115,8 +115,9 @@ def test_nyu_source_reads_after_pickling_and_in_a_worker(small_mat):
 @pytest.mark.parametrize("missing", ["images", "depths"])
 def test_nyu_mat_without_a_key(tmp_path, missing):
     images, depths = frames_rgbd(1, 8, 8)
-    path = write_mat(tmp_path / "partial.mat", None if missing == "images" else images,
-                     None if missing == "depths" else depths)
+    path = write_mat(
+        tmp_path / "partial.mat", None if missing == "images" else images, None if missing == "depths" else depths
+    )
     with pytest.raises(UserError, match=f"partial.mat.*'{missing}'"):
         open_source("nyu-mat", str(path))
 
@@ -183,12 +184,16 @@ def manifest_dir(tmp_path):
 
 def test_manifest_kinds_and_scales(manifest_dir):
     root, image, millimetres = manifest_dir
-    csv = write_csv(root / "list.csv", "image,depth,kind,scale,source,licence", [
-        "room_rgb.png,room_depth.png,,,Kinect,MIT",
-        "room_rgb.png,room_depth.png,depth,0.0002,Kinect,MIT",
-        "sub/photo.png,sub/photo_disp.png,disparity,,DPT,MIT",
-        "street_rgb.jpg,street_disparity.jpg,disparity,,MPIB,Apache-2.0",
-    ])
+    csv = write_csv(
+        root / "list.csv",
+        "image,depth,kind,scale,source,licence",
+        [
+            "room_rgb.png,room_depth.png,,,Kinect,MIT",
+            "room_rgb.png,room_depth.png,depth,0.0002,Kinect,MIT",
+            "sub/photo.png,sub/photo_disp.png,disparity,,DPT,MIT",
+            "street_rgb.jpg,street_disparity.jpg,disparity,,MPIB,Apache-2.0",
+        ],
+    )
     src = open_source("manifest", str(csv))
     assert src.kind_name == "manifest" and len(src) == 4
     metres = src[0]
@@ -226,8 +231,9 @@ def test_manifest_validation_before_reading(manifest_dir):
     no_image = write_csv(root / "noimage.csv", "rgb,depth", ["room_rgb.png,room_depth.png"])
     with pytest.raises(UserError, match="noimage.csv.*image"):
         open_source("manifest", str(no_image))
-    missing = write_csv(root / "missing.csv", "image,depth",
-                        ["room_rgb.png,room_depth.png", "room_rgb.png,gone_depth.png"])
+    missing = write_csv(
+        root / "missing.csv", "image,depth", ["room_rgb.png,room_depth.png", "room_rgb.png,gone_depth.png"]
+    )
     with pytest.raises(UserError, match="gone_depth.png"):
         open_source("manifest", str(missing))
     bad_kind = write_csv(root / "kind.csv", "image,depth,kind", ["room_rgb.png,room_depth.png,normals"])
@@ -244,8 +250,11 @@ def test_manifest_per_frame_checks(manifest_dir):
     root, _, _ = manifest_dir
     write_png(root / "small_depth.png", np.full((3, 4), 1000, np.uint16))
     write_png(root / "blank_depth.png", np.zeros((6, 8), np.uint16))
-    csv = write_csv(root / "frames.csv", "image,depth",
-                    ["room_rgb.png,room_depth.png", "room_rgb.png,small_depth.png", "room_rgb.png,blank_depth.png"])
+    csv = write_csv(
+        root / "frames.csv",
+        "image,depth",
+        ["room_rgb.png,room_depth.png", "room_rgb.png,small_depth.png", "room_rgb.png,blank_depth.png"],
+    )
     src = open_source("manifest", str(csv))
     src[0]
     with pytest.raises(UserError, match="small_depth.png.*4x3.*room_rgb.png.*8x6"):

@@ -12,9 +12,16 @@ import torch
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
 from defocus_lit.cli import main
+from defocus_lit.commands.sweep import (
+    WORKER_ATTR,
+    PruningCallback,
+    agent_words,
+    trial_config,
+    validate_sweep,
+    worker_id,
+)
 from defocus_lit.config import config_keys, experiment_names, experiments_dir, load_experiment
 from defocus_lit.errors import UserError
-from defocus_lit.sweep import WORKER_ATTR, PruningCallback, agent_words, trial_config, validate_sweep, worker_id
 
 SWEEPS = sorted((experiments_dir() / "sweeps").glob("*.yaml"))
 
@@ -59,7 +66,12 @@ def test_the_two_sweeps_of_the_issue_ship():
     arch = validate_sweep(experiments_dir() / "sweeps" / "arch.yaml")
     assert arch["method"] == "grid" and arch["command"][-2:] == ["train", "${args_no_hyphens}"]
     assert set(arch["parameters"]["experiment"]["values"]) == {
-        "pix2pix_4ch", "uniform_l1", "focus_penalty", "patch_mask", "two_stage"}
+        "pix2pix_4ch",
+        "uniform_l1",
+        "focus_penalty",
+        "patch_mask",
+        "two_stage",
+    }
 
 
 def test_agent_words_parse_into_the_config():
@@ -75,16 +87,19 @@ def test_agent_words_parse_into_the_config():
         assert cfg.name == exp and cfg.optim.lr == pytest.approx(0.0003)
 
 
-@pytest.mark.parametrize("change, named", [
-    (("optim.lr: {values: [0.0001, 0.0002]}", "optim.lrr: {values: [0.0001]}"), "optim.lrr"),
-    (("distribution: log_uniform_values", "distribution: normal"), "normal"),
-    (("method: random", "method: hyperband"), "method"),
-    (("method: random", "method: grid"), "loss.terms.l1"),
-    (("min: 10.0", "min: 1e1"), "loss.terms.l1"),
-    (("patch_mask,", "pix2pix_5ch,"), "pix2pix_5ch"),
-    (("optim.lr: {values: [0.0001, 0.0002]}", "data.crop_size: {values: [64, 100]}"), "data.crop_size"),
-    (("val/psnr", "psnr"), "metric"),
-])
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (("optim.lr: {values: [0.0001, 0.0002]}", "optim.lrr: {values: [0.0001]}"), "optim.lrr"),
+        (("distribution: log_uniform_values", "distribution: normal"), "normal"),
+        (("method: random", "method: hyperband"), "method"),
+        (("method: random", "method: grid"), "loss.terms.l1"),
+        (("min: 10.0", "min: 1e1"), "loss.terms.l1"),
+        (("patch_mask,", "pix2pix_5ch,"), "pix2pix_5ch"),
+        (("optim.lr: {values: [0.0001, 0.0002]}", "data.crop_size: {values: [64, 100]}"), "data.crop_size"),
+        (("val/psnr", "psnr"), "metric"),
+    ],
+)
 def test_a_bad_sweep_file_is_an_error_naming_file_and_key(tmp_path, change, named):
     path = tmp_path / "bad.yaml"
     path.write_text(TINY_SWEEP.replace(*change))
@@ -162,7 +177,7 @@ def test_a_stopped_study_continues_and_reruns_an_orphaned_trial(tmp_path, tiny):
 def test_wandb_backend_registers_the_file_with_fixed_words_in_its_command(monkeypatch, tmp_path):
     import wandb
 
-    import defocus_lit.sweep as sweep_module
+    import defocus_lit.commands.sweep as sweep_module
 
     calls = {}
 
@@ -179,6 +194,12 @@ def test_wandb_backend_registers_the_file_with_fixed_words_in_its_command(monkey
     arch = experiments_dir() / "sweeps" / "arch.yaml"
     assert main(["sweep", str(arch), "--study-dir", str(tmp_path), "trainer.max_epochs=1"]) == 0
     config, project = calls["sweep"]
-    assert config["command"] == ["${env}", "defocus-lit", "train", "trainer.max_epochs=1",
-                                 f"output_dir={tmp_path}", "${args_no_hyphens}"]
+    assert config["command"] == [
+        "${env}",
+        "defocus-lit",
+        "train",
+        "trainer.max_epochs=1",
+        f"output_dir={tmp_path}",
+        "${args_no_hyphens}",
+    ]
     assert project == "defocus_lit" and config["method"] == "grid" and calls["agent"] == ("sweep-id", 5)

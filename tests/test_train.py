@@ -11,8 +11,8 @@ import torch
 from defocus_lit.cli import main
 from defocus_lit.config import load_experiment
 from defocus_lit.models.checkpoint import load_checkpoint
-from defocus_lit.models.gan import build_module, pix2pix_lambda
-from defocus_lit.train import run_training
+from defocus_lit.models.module import build_module, pix2pix_lambda
+from defocus_lit.training import run_training
 
 EXPERIMENTS = ["pix2pix_4ch", "uniform_l1", "focus_penalty", "patch_mask", "two_stage"]
 
@@ -26,13 +26,23 @@ def read_metrics(run_dir: Path) -> list[dict]:
 def test_each_experiment_trains_and_logs_metrics(exp, tiny):
     result = run_training(load_experiment(exp, tiny, cpu_preset=True))
     assert result.best_ckpt.is_file() and result.last_ckpt.is_file()
-    for key in ("val/psnr", "val/ssim", "val/psnr_focus", "val/psnr_defocus", "val/plane_sensitivity",
-                "baseline/identity/val/psnr", "baseline/mask_blur/val/psnr"):
+    for key in (
+        "val/psnr",
+        "val/ssim",
+        "val/psnr_focus",
+        "val/psnr_defocus",
+        "val/plane_sensitivity",
+        "baseline/identity/val/psnr",
+        "baseline/mask_blur/val/psnr",
+    ):
         assert key in result.metrics, key
     columns = set().union(*read_metrics(result.run_dir))
     assert {"train/loss_g_epoch", "train/loss_d_epoch", "train/gan_g_epoch", "val/psnr"} <= columns
-    assert any(name.startswith("train/") and name.split("/")[1].split("_epoch")[0] in load_experiment(
-        exp, tiny, cpu_preset=True).loss.terms for name in columns)
+    assert any(
+        name.startswith("train/")
+        and name.split("/")[1].split("_epoch")[0] in load_experiment(exp, tiny, cpu_preset=True).loss.terms
+        for name in columns
+    )
     assert list((result.run_dir / "images").glob("val_epoch*.png"))
     generator, cfg = load_checkpoint(result.best_ckpt)
     out = generator(torch.zeros(1, 3, 64, 64), torch.ones(1, 1, 64, 64))
@@ -40,13 +50,15 @@ def test_each_experiment_trains_and_logs_metrics(exp, tiny):
 
 
 def test_one_step_moves_generator_and_discriminator(tiny):
-    cfg = load_experiment("two_stage", tiny + ["trainer.limit_train_batches=1", "trainer.limit_val_batches=0"],
-                          cpu_preset=True)
+    cfg = load_experiment(
+        "two_stage", tiny + ["trainer.limit_train_batches=1", "trainer.limit_val_batches=0"], cpu_preset=True
+    )
     module = build_module(cfg)
     before = {k: v.clone() for k, v in module.state_dict().items() if v.is_floating_point()}
-    from defocus_lit.train import dataset_path, trainer_kwargs
     import lightning as L
+
     from defocus_lit.data.datamodule import DefocusDataModule
+    from defocus_lit.training import dataset_path, trainer_kwargs
 
     dm = DefocusDataModule(str(dataset_path(cfg)), batch_size=2, crop_size=32, pad_multiple=8)
     L.Trainer(**trainer_kwargs(cfg), logger=False, enable_checkpointing=False).fit(module, datamodule=dm)
@@ -61,16 +73,22 @@ def test_cli_prints_where_things_went_and_the_summary(tiny, capsys):
     out = capsys.readouterr().out
     assert "checkpoints:" in out and "metrics.csv" in out and "images" in out
     summary = next(line for line in out.splitlines() if line.startswith("summary:"))
-    for key in ("val/psnr=", "val/ssim=", "val/psnr_focus=", "baseline/identity/val/psnr=",
-                "baseline/mask_blur/val/psnr="):
+    for key in (
+        "val/psnr=",
+        "val/ssim=",
+        "val/psnr_focus=",
+        "baseline/identity/val/psnr=",
+        "baseline/mask_blur/val/psnr=",
+    ):
         assert key in summary
 
 
 def test_resume_continues_epoch_step_and_optimizer(tiny):
     first = run_training(load_experiment("pix2pix_4ch", tiny + ["run=r1"], cpu_preset=True))
     state1 = torch.load(first.last_ckpt, weights_only=False)
-    second = run_training(load_experiment("pix2pix_4ch", tiny + ["resume=true", "trainer.max_epochs=2"],
-                                          cpu_preset=True))
+    second = run_training(
+        load_experiment("pix2pix_4ch", tiny + ["resume=true", "trainer.max_epochs=2"], cpu_preset=True)
+    )
     assert second.run_dir == first.run_dir
     state2 = torch.load(second.last_ckpt, weights_only=False)
     assert state2["epoch"] > state1["epoch"]
@@ -95,8 +113,18 @@ def test_pix2pix_schedule_is_constant_then_linear_to_zero():
 
 
 def test_ddp_two_processes_on_cpu(tiny, tmp_path):
-    cmd = [sys.executable, "-m", "defocus_lit.cli", "train", "pix2pix_4ch", *tiny, "run=ddp",
-           "trainer.accelerator=cpu", "trainer.devices=2", "model.norm=instance"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "defocus_lit.cli",
+        "train",
+        "pix2pix_4ch",
+        *tiny,
+        "run=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "model.norm=instance",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = read_metrics(tmp_path / "outputs" / "pix2pix_4ch" / "ddp")
@@ -112,6 +140,7 @@ def test_each_run_gets_its_own_wandb_run_and_resume_keeps_it(tiny):
     ids = [(r.run_dir / "wandb_id.txt").read_text() for r in (first, second)]
     assert all(ids) and ids[0] != ids[1]
     assert list((second.run_dir / "wandb").glob(f"offline-run-*-{ids[1]}"))
-    resumed = run_training(load_experiment("pix2pix_4ch", words + ["resume=true", "trainer.max_epochs=2"],
-                                           cpu_preset=True))
+    resumed = run_training(
+        load_experiment("pix2pix_4ch", words + ["resume=true", "trainer.max_epochs=2"], cpu_preset=True)
+    )
     assert (resumed.run_dir / "wandb_id.txt").read_text() == ids[1]

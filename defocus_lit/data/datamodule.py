@@ -14,8 +14,8 @@ import math
 import os
 import random
 import signal
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import albumentations as A
 import h5py
@@ -24,18 +24,25 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
-from defocus_lit.data.build import SPLITS, open_dataset
-from defocus_lit.data.planes import PLANES
+from defocus_lit.data.hdf5 import SPLITS, open_dataset
+from defocus_lit.data.planes import MASK_KINDS, PLANES
 from defocus_lit.errors import UserError
 
-MASK_KINDS = ("binary", "patch")
 READ = ("image", "target", "mask", "patch_mask", "depth_weight", "depth")  # the HDF5 datasets a sample reads
 # How the single-channel maps of a sample are padded (as blurred, not in focus, not valid); colour is reflected.
 PAD_FILL = {"mask": 255, "patch": 255, "alt_mask": 255, "weight": 0, "valid": 0}
 COLOUR, UNIT = (1 / 127.5, -1.0), (1 / 255, 0.0)
 # uint8 batch map -> (scale, offset) to its float value
-FLOAT_SCALE = {"image": COLOUR, "target": COLOUR, "alt_target": COLOUR, "mask": UNIT, "alt_mask": UNIT,
-               "depth_weight": UNIT, "focus": (1.0, 0.0), "valid": (1.0, 0.0)}
+FLOAT_SCALE = {
+    "image": COLOUR,
+    "target": COLOUR,
+    "alt_target": COLOUR,
+    "mask": UNIT,
+    "alt_mask": UNIT,
+    "depth_weight": UNIT,
+    "focus": (1.0, 0.0),
+    "valid": (1.0, 0.0),
+}
 
 
 def seed_worker(worker_id: int) -> None:  # noqa: ARG001
@@ -74,8 +81,10 @@ class SeededSampler(Sampler):
 
 def _photometric() -> list[A.BasicTransform]:
     """Mild colour jitter; brightness by max (not by the image mean) so image and target get identical changes."""
-    return [A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, brightness_by_max=True, p=0.5),
-            A.HueSaturationValue(hue_shift_limit=5, sat_shift_limit=10, val_shift_limit=0, p=0.3)]
+    return [
+        A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.1, brightness_by_max=True, p=0.5),
+        A.HueSaturationValue(hue_shift_limit=5, sat_shift_limit=10, val_shift_limit=0, p=0.3),
+    ]
 
 
 def _pad(maps: dict[str, np.ndarray], height: int, width: int) -> dict[str, np.ndarray]:
@@ -102,16 +111,33 @@ class DefocusDataset(Dataset):
     Picklable: the h5py handle is opened lazily in the process that reads.
     """
 
-    def __init__(self, path: str | os.PathLike, indices: np.ndarray, meta: dict[str, np.ndarray], *, train: bool,
-                 crop_size: int | None, mask_kind: str, pad_multiple: int, photometric: bool):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        indices: np.ndarray,
+        meta: dict[str, np.ndarray],
+        *,
+        train: bool,
+        crop_size: int | None,
+        mask_kind: str,
+        pad_multiple: int,
+        photometric: bool,
+    ):
         self.path = str(path)
         self.indices = np.asarray(indices, dtype=np.int64)
         self.plane, self.frame, self.mean_radius = meta["plane"], meta["frame"], meta["mean_radius"]
         self.train, self.crop_size, self.mask_kind, self.pad_multiple = train, crop_size, mask_kind, pad_multiple
         self.alt = None if train else self._alt_indices()
         transforms = [A.HorizontalFlip(p=0.5), *(_photometric() if photometric else [])]
-        self.transform = A.Compose(transforms, strict=True, additional_targets={
-            "target": "image", "patch": "mask", "weight": "mask", "valid": "mask"}) if train else None
+        self.transform = (
+            A.Compose(
+                transforms,
+                strict=True,
+                additional_targets={"target": "image", "patch": "mask", "weight": "mask", "valid": "mask"},
+            )
+            if train
+            else None
+        )
         self._file: h5py.File | None = None
         self._pid: int | None = None
         self._ds: dict[str, h5py.Dataset] | None = None
@@ -121,8 +147,10 @@ class DefocusDataset(Dataset):
         fore, back = PLANES.index("fore"), PLANES.index("back")
         lookup = {(int(self.frame[i]), int(self.plane[i])): int(i) for i in self.indices}
         opposite = {fore: back, back: fore}
-        return np.array([lookup.get((int(self.frame[i]), opposite.get(int(self.plane[i]), -1)), -1)
-                         for i in self.indices], dtype=np.int64)
+        return np.array(
+            [lookup.get((int(self.frame[i]), opposite.get(int(self.plane[i]), -1)), -1) for i in self.indices],
+            dtype=np.int64,
+        )
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_file": None, "_pid": None, "_ds": None}
@@ -140,9 +168,13 @@ class DefocusDataset(Dataset):
 
     def _read(self, index: int, rows: slice, cols: slice) -> dict[str, np.ndarray]:
         ds = self._datasets()
-        maps = {"image": ds["image"][index, rows, cols], "target": ds["target"][index, rows, cols],
-                "mask": ds["mask"][index, rows, cols], "weight": ds["depth_weight"][index, rows, cols],
-                "valid": (ds["depth"][index, rows, cols] != 0).view(np.uint8)}
+        maps = {
+            "image": ds["image"][index, rows, cols],
+            "target": ds["target"][index, rows, cols],
+            "mask": ds["mask"][index, rows, cols],
+            "weight": ds["depth_weight"][index, rows, cols],
+            "valid": (ds["depth"][index, rows, cols] != 0).view(np.uint8),
+        }
         if self.mask_kind == "patch":
             maps["patch"] = ds["patch_mask"][index, rows, cols]
         return maps
@@ -151,8 +183,9 @@ class DefocusDataset(Dataset):
         position, seed = item if isinstance(item, tuple) else (item, 0)
         index = int(self.indices[position])
         sample = self._train_maps(index, seed) if self.train else self._eval_maps(position, index)
-        sample.update(plane=int(self.plane[index]), frame=int(self.frame[index]),
-                      mean_radius=float(self.mean_radius[index]))
+        sample.update(
+            plane=int(self.plane[index]), frame=int(self.frame[index]), mean_radius=float(self.mean_radius[index])
+        )
         return sample
 
     def _train_maps(self, index: int, seed: int) -> dict:
@@ -246,9 +279,18 @@ def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
 class DefocusDataModule(L.LightningDataModule):
     """Train/val/test loaders over one HDF5 dataset; batches as described in `collate`."""
 
-    def __init__(self, path: str, batch_size: int = 4, num_workers: int = 0, crop_size: int | None = 256,
-                 mask_kind: str = "binary", pad_multiple: int = 256, seed: int = 0, photometric: bool = True,
-                 uint8_batches: bool | None = None):
+    def __init__(
+        self,
+        path: str,
+        batch_size: int = 4,
+        num_workers: int = 0,
+        crop_size: int | None = 256,
+        mask_kind: str = "binary",
+        pad_multiple: int = 256,
+        seed: int = 0,
+        photometric: bool = True,
+        uint8_batches: bool | None = None,
+    ):
         """`uint8_batches`: loaders yield uint8 batches that `on_after_batch_transfer` makes float on the device (a
         quarter of the bytes to share, pin and copy); None = when a Trainer trains on an accelerator."""
         super().__init__()
@@ -275,8 +317,14 @@ class DefocusDataModule(L.LightningDataModule):
             meta = {"plane": f["plane"][:], "frame": f["frame"][:], "mean_radius": f["mean_radius"][:]}
         common = {"crop_size": self.crop_size, "mask_kind": self.mask_kind, "pad_multiple": self.pad_multiple}
         for code, name in enumerate(SPLITS):
-            self.datasets[name] = DefocusDataset(self.path, np.flatnonzero(split == code), meta, train=name == "train",
-                                                 photometric=self.photometric and name == "train", **common)
+            self.datasets[name] = DefocusDataset(
+                self.path,
+                np.flatnonzero(split == code),
+                meta,
+                train=name == "train",
+                photometric=self.photometric and name == "train",
+                **common,
+            )
 
     def _loader(self, name: str, sampler: Sampler | None, drop_last: bool) -> DataLoader:
         self.setup()
@@ -284,11 +332,18 @@ class DefocusDataModule(L.LightningDataModule):
         if len(dataset) == 0 and name == "train":
             raise UserError(f"{self.path}: the dataset has no {name} samples")
         workers = self.num_workers
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=workers,
-                          collate_fn=collate_uint8 if self._float_on_device() else collate,
-                          worker_init_fn=seed_worker, drop_last=drop_last,
-                          generator=torch.Generator().manual_seed(self.seed), persistent_workers=workers > 0,
-                          pin_memory=torch.cuda.is_available())
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            collate_fn=collate_uint8 if self._float_on_device() else collate,
+            worker_init_fn=seed_worker,
+            drop_last=drop_last,
+            generator=torch.Generator().manual_seed(self.seed),
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
 
     def _float_on_device(self) -> bool:
         """uint8 batches made float on the device (see `uint8_batches`); otherwise the float batch of the spec."""

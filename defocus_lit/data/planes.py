@@ -15,6 +15,7 @@ from scipy import ndimage
 from defocus_lit.errors import UserError
 
 PLANES = ("fore", "mid", "back")
+MASK_KINDS = ("binary", "patch")  # what a network is given: `binary_mask` or `patch_mask`
 REJECT_REASONS = ("no_focus", "focus_too_small", "mostly_in_focus", "invalid_depth")
 _PERCENTILES = (1.0, 99.0)
 
@@ -158,8 +159,9 @@ def foreground_subject(near: np.ndarray, valid: np.ndarray) -> np.ndarray:
     h, w = near.shape
     ys, xs = (np.arange(h) + 0.5) / h - 0.5, (np.arange(w) + 0.5) / w - 0.5
     weight = np.exp(-(ys[:, None] ** 2 + xs[None, :] ** 2) / (2 * _SUBJECT_SIGMA**2)) * valid
-    level = np.minimum((_normalise(near, *_percentile_range(near, valid)) * _SUBJECT_BINS).astype(int),
-                       _SUBJECT_BINS - 1)
+    level = np.minimum(
+        (_normalise(near, *_percentile_range(near, valid)) * _SUBJECT_BINS).astype(int), _SUBJECT_BINS - 1
+    )
     hist = np.bincount(level.ravel(), weights=weight.ravel(), minlength=_SUBJECT_BINS) / weight.sum()
     # the shares of the clusters sum to at least 1 - 32 * _SUBJECT_GAP, so one of them always qualifies
     first, last = [(a, b) for a, b in _clusters(hist) if hist[a : b + 1].sum() >= _SUBJECT_MIN_SHARE][-1]

@@ -7,10 +7,8 @@ pixel) run when a frame is read. Every bad input raises `UserError` naming the f
 
 from __future__ import annotations
 
-import abc
 import csv
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,59 +16,14 @@ import h5py
 import numpy as np
 import scipy.io
 
+from defocus_lit.data.frames import KINDS, RGBDFrame, RGBDSource, check_frame
+from defocus_lit.data.synthetic import SyntheticSource
 from defocus_lit.errors import UserError
-from defocus_lit.imageio import read_gray, read_rgb
+from defocus_lit.io import read_gray, read_rgb
 
 SOURCES = ("synthetic", "nyu-mat", "manifest")
-KINDS = ("depth", "disparity")
 NYU_CROP = (45, 471, 41, 601)
 DEFAULT_DEPTH_SCALE = 0.001
-
-
-@dataclass
-class RGBDFrame:
-    name: str
-    image: np.ndarray  # (H,W,3) uint8 sRGB
-    depth: np.ndarray  # (H,W) float32; metres (kind "depth") or relative disparity; 0/non-finite = no measurement
-    kind: str  # "depth" | "disparity"
-    split: str | None = None  # "train" | "test" when the source knows it
-
-
-class RGBDSource(Sequence[RGBDFrame], abc.ABC):
-    """A lazy sequence of frames: `src[i]` reads frame i (negative indices count from the end)."""
-
-    kind_name: str
-
-    @abc.abstractmethod
-    def __len__(self) -> int: ...
-
-    @abc.abstractmethod
-    def _read(self, index: int) -> RGBDFrame: ...
-
-    @abc.abstractmethod
-    def attrs(self) -> dict:
-        """JSON-able description recorded in the HDF5 attributes."""
-
-    def __getitem__(self, index: int) -> RGBDFrame:  # type: ignore[override]
-        if not isinstance(index, (int, np.integer)):
-            raise TypeError(f"frame index must be an integer, not {type(index).__name__}")
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"frame {index} out of range for a source of {n} frames")
-        return self._read(int(index) % n)
-
-
-def check_frame(frame: RGBDFrame, image_file: str, depth_file: str) -> RGBDFrame:
-    """The per-frame checks: image (H,W,3), depth (H,W) of the same size, at least one valid depth pixel."""
-    if frame.image.ndim != 3 or frame.image.shape[2] != 3:
-        raise UserError(f"{image_file}: image must be (H,W,3), got shape {frame.image.shape}")
-    if frame.depth.shape != frame.image.shape[:2]:
-        dh, dw = frame.depth.shape[:2]
-        ih, iw = frame.image.shape[:2]
-        raise UserError(f"{depth_file}: depth is {dw}x{dh} but the image {image_file} is {iw}x{ih}")
-    if not np.any(np.isfinite(frame.depth) & (frame.depth > 0)):
-        raise UserError(f"{depth_file}: no valid depth pixel (all zero or non-finite)")
-    return frame
 
 
 # ---------------------------------------------------------------------------------------------- nyu-mat
@@ -86,8 +39,14 @@ class NyuMatSource(RGBDSource):
 
     kind_name = "nyu-mat"
 
-    def __init__(self, path: str | os.PathLike, *, splits: str | os.PathLike | None = None,
-                 crop: tuple[int, int, int, int] = NYU_CROP, num: int | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        splits: str | os.PathLike | None = None,
+        crop: tuple[int, int, int, int] = NYU_CROP,
+        num: int | None = None,
+    ):
         self.path = Path(path)
         self.crop = tuple(int(c) for c in crop)
         self.splits_path = None if splits is None else Path(splits)
@@ -113,8 +72,9 @@ class NyuMatSource(RGBDSource):
         if len(images) != 4 or images[1] != 3:
             raise UserError(f"{self.path}: 'images' must be (N,3,W,H) as h5py reads MATLAB v7.3, got {images}")
         if len(depths) != 3 or depths != (images[0], images[2], images[3]):
-            raise UserError(f"{self.path}: 'depths' must be (N,W,H) = {(images[0], *images[2:])} to match "
-                            f"'images', got {depths}")
+            raise UserError(
+                f"{self.path}: 'depths' must be (N,W,H) = {(images[0], *images[2:])} to match 'images', got {depths}"
+            )
         if images[0] == 0:
             raise UserError(f"{self.path}: 'images' has no frames")
         return images[0], images[3], images[2]
@@ -122,8 +82,9 @@ class NyuMatSource(RGBDSource):
     def _validate_crop(self, height: int, width: int) -> None:
         r0, r1, c0, c1 = self.crop
         if not (0 <= r0 < r1 <= height and 0 <= c0 < c1 <= width):
-            raise UserError(f"crop: {self.crop} (rows r0:r1, cols c0:c1) does not fit the {width}x{height} frames "
-                            f"of {self.path}")
+            raise UserError(
+                f"crop: {self.crop} (rows r0:r1, cols c0:c1) does not fit the {width}x{height} frames of {self.path}"
+            )
 
     def _read_splits(self, total: int) -> np.ndarray:
         """Per-frame split names from splits.mat (1-based `trainNdxs`/`testNdxs`); None where neither."""
@@ -164,16 +125,25 @@ class NyuMatSource(RGBDSource):
         f = self._handle()
         image = f["images"][index, :, c0:c1, r0:r1].transpose(2, 1, 0)
         depth = f["depths"][index, c0:c1, r0:r1].T
-        frame = RGBDFrame(name=f"nyu_{index:05d}", image=np.ascontiguousarray(image, dtype=np.uint8),
-                          depth=np.ascontiguousarray(depth, dtype=np.float32), kind="depth",
-                          split=None if self._splits is None else self._splits[index])
+        frame = RGBDFrame(
+            name=f"nyu_{index:05d}",
+            image=np.ascontiguousarray(image, dtype=np.uint8),
+            depth=np.ascontiguousarray(depth, dtype=np.float32),
+            kind="depth",
+            split=None if self._splits is None else self._splits[index],
+        )
         where = f"{self.path}[{index}]"
         return check_frame(frame, where, where)
 
     def attrs(self) -> dict:
         splits = None if self.splits_path is None else str(self.splits_path.resolve())
-        return {"source": self.kind_name, "path": str(self.path.resolve()), "num": self.num,
-                "crop": list(self.crop), "splits": splits}
+        return {
+            "source": self.kind_name,
+            "path": str(self.path.resolve()),
+            "num": self.num,
+            "crop": list(self.crop),
+            "splits": splits,
+        }
 
 
 # --------------------------------------------------------------------------------------------- manifest
@@ -211,8 +181,10 @@ class ManifestSource(RGBDSource):
                 columns = [c.strip() for c in reader.fieldnames or []]
                 missing = [c for c in ("image", "depth") if c not in columns]
                 if missing:
-                    raise UserError(f"{self.path}: missing column(s) {', '.join(missing)} "
-                                    f"(need image,depth[,kind,scale]; found {', '.join(columns) or 'no header'})")
+                    raise UserError(
+                        f"{self.path}: missing column(s) {', '.join(missing)} "
+                        f"(need image,depth[,kind,scale]; found {', '.join(columns) or 'no header'})"
+                    )
                 reader.fieldnames = columns
                 rows = [self._row(raw, line) for line, raw in enumerate(reader, start=2)]
         except (UnicodeDecodeError, csv.Error) as err:
@@ -256,8 +228,12 @@ class ManifestSource(RGBDSource):
         return check_frame(frame, str(row.image), str(row.depth))
 
     def attrs(self) -> dict:
-        return {"source": self.kind_name, "path": str(self.path.resolve()), "num": len(self),
-                "kinds": sorted({row.kind for row in self.rows})}
+        return {
+            "source": self.kind_name,
+            "path": str(self.path.resolve()),
+            "num": len(self),
+            "kinds": sorted({row.kind for row in self.rows}),
+        }
 
 
 def _frame_name(image: Path) -> str:
@@ -272,9 +248,16 @@ def _frame_name(image: Path) -> str:
 # ------------------------------------------------------------------------------------------------- open
 
 
-def open_source(source: str, path: str | None = None, *, num: int | None = None,
-                size: tuple[int, int] | None = None, seed: int = 0, splits: str | None = None,
-                crop: tuple[int, int, int, int] | None = None) -> RGBDSource:
+def open_source(
+    source: str,
+    path: str | None = None,
+    *,
+    num: int | None = None,
+    size: tuple[int, int] | None = None,
+    seed: int = 0,
+    splits: str | None = None,
+    crop: tuple[int, int, int, int] | None = None,
+) -> RGBDSource:
     """Open a source by name: "synthetic" (num frames of size (H,W), frame i from seed+i), "nyu-mat" (the
     labelled .mat, optional splits.mat, crop rows r0:r1 cols c0:c1) or "manifest" (a CSV).
     `num` keeps the first N frames of a file source; `size` applies to "synthetic" only."""
@@ -287,8 +270,6 @@ def open_source(source: str, path: str | None = None, *, num: int | None = None,
     if crop is not None and source != "nyu-mat":
         raise UserError(f"crop: only the nyu-mat source is cropped, not {source}")
     if source == "synthetic":
-        from defocus_lit.data.synthetic import SyntheticSource
-
         return SyntheticSource(100 if num is None else num, size=(256, 256) if size is None else size, seed=seed)
     if path is None:
         raise UserError(f"path: the {source} source needs a path")

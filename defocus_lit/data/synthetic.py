@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from defocus_lit.data.sources import RGBDFrame, RGBDSource
+from defocus_lit.data.frames import RGBDFrame, RGBDSource
 from defocus_lit.errors import UserError
 
 MAX_DEPTH = 10.0
@@ -143,8 +143,7 @@ class Canvas:
         self.rgb = np.zeros((3, height, width), np.float32)
         self.depth = np.full((height, width), np.inf, np.float32)
 
-    def paint(self, rows: slice, cols: slice, alpha: np.ndarray, depth: np.ndarray | float,
-              rgb: np.ndarray) -> None:
+    def paint(self, rows: slice, cols: slice, alpha: np.ndarray, depth: np.ndarray | float, rgb: np.ndarray) -> None:
         """Composite a sprite onto the window [rows, cols]: alpha (h,w) coverage 0..1, depth (h,w) metres (or
         one value), rgb (3,h,w) (or (3,1,1)). Colour blends by coverage where the sprite is nearer; depth takes
         the sprite's where its coverage is at least one half."""
@@ -241,8 +240,14 @@ def _hsv(h: float, s: float, v: float) -> np.ndarray:
     return np.array(rgb, np.float32)
 
 
-def _material(draws: _Draws, tiles: tuple[int, ...], scale: tuple[float, float], hue: float | None = None,
-              sat: tuple[float, float] = (0.05, 0.8), val: tuple[float, float] = (0.25, 0.9)) -> _Material:
+def _material(
+    draws: _Draws,
+    tiles: tuple[int, ...],
+    scale: tuple[float, float],
+    hue: float | None = None,
+    sat: tuple[float, float] = (0.05, 0.8),
+    val: tuple[float, float] = (0.25, 0.9),
+) -> _Material:
     """A texture tile with two related colours (a dark and a light variant of one hue)."""
     tile = draws.pick(tiles)
     h = draws.uniform() if hue is None else hue + draws.uniform(-0.04, 0.04)
@@ -255,8 +260,13 @@ def _material(draws: _Draws, tiles: tuple[int, ...], scale: tuple[float, float],
 def _camera(draws: _Draws, height: int, width: int) -> _Camera:
     light = np.array([draws.uniform(-0.8, 0.8), draws.uniform(-1.0, -0.3), draws.uniform(-1.0, -0.3)])
     lx, ly, lz = (light / np.linalg.norm(light)).tolist()
-    return _Camera(f=draws.uniform(0.75, 1.15) * width, cx=width * draws.uniform(0.45, 0.55),
-                   cy=height * draws.uniform(0.28, 0.5), height=draws.uniform(1.1, 1.7), light=(lx, ly, lz))
+    return _Camera(
+        f=draws.uniform(0.75, 1.15) * width,
+        cx=width * draws.uniform(0.45, 0.55),
+        cy=height * draws.uniform(0.28, 0.5),
+        height=draws.uniform(1.1, 1.7),
+        light=(lx, ly, lz),
+    )
 
 
 def _skyline(rng: np.random.Generator, stepped: bool) -> np.ndarray:
@@ -276,27 +286,38 @@ def _turned(yaw: float) -> tuple[tuple[float, float, float], tuple[float, float,
 
 def _outdoor_planes(draws: _Draws, rng: np.random.Generator, cam: _Camera) -> list[_Plane]:
     kind = draws.pick(("grass", "earth", "paving"))
-    ground = {"grass": lambda: _material(draws, (NOISE[1], GRAIN), (2, 5), 0.27, (0.4, 0.7), (0.35, 0.6)),
-              "earth": lambda: _material(draws, (NOISE[0], NOISE[1]), (2, 5), 0.09, (0.2, 0.45), (0.45, 0.8)),
-              "paving": lambda: _material(draws, (CELLS, BRICKS), (1.5, 4), None, (0.0, 0.1), (0.4, 0.75))}[kind]()
+    ground = {
+        "grass": lambda: _material(draws, (NOISE[1], GRAIN), (2, 5), 0.27, (0.4, 0.7), (0.35, 0.6)),
+        "earth": lambda: _material(draws, (NOISE[0], NOISE[1]), (2, 5), 0.09, (0.2, 0.45), (0.45, 0.8)),
+        "paving": lambda: _material(draws, (CELLS, BRICKS), (1.5, 4), None, (0.0, 0.1), (0.4, 0.75)),
+    }[kind]()
     stepped = draws.chance(0.4)
-    backdrop = (_material(draws, (BRICKS, CELLS, CHECKER), (1.5, 5), None, (0.05, 0.4), (0.4, 0.8)) if stepped
-                else _material(draws, (NOISE[0], NOISE[1]), (2, 5), 0.3, (0.3, 0.7), (0.2, 0.5)))
+    backdrop = (
+        _material(draws, (BRICKS, CELLS, CHECKER), (1.5, 5), None, (0.05, 0.4), (0.4, 0.8))
+        if stepped
+        else _material(draws, (NOISE[0], NOISE[1]), (2, 5), 0.3, (0.3, 0.7), (0.2, 0.5))
+    )
     normal, along = _turned(draws.uniform(-0.3, 0.3))
-    return [_Plane((0, 1, 0), cam.height, (1, 0, 0), (0, 0, 1), ground, draws.uniform(0.9, 1.0)),
-            _Plane(normal, draws.uniform(6.5, 9.5), along, (0, 1, 0), backdrop, draws.uniform(0.7, 0.9),
-                   _skyline(rng, stepped))]
+    return [
+        _Plane((0, 1, 0), cam.height, (1, 0, 0), (0, 0, 1), ground, draws.uniform(0.9, 1.0)),
+        _Plane(
+            normal, draws.uniform(6.5, 9.5), along, (0, 1, 0), backdrop, draws.uniform(0.7, 0.9), _skyline(rng, stepped)
+        ),
+    ]
 
 
 def _indoor_planes(draws: _Draws, cam: _Camera) -> list[_Plane]:
     floor_tile = draws.pick((PLANKS, CHECKER, BRICKS, NOISE[0], NOISE[1], CELLS, GRAIN))
     wood = floor_tile in (PLANKS, GRAIN)
     floor = _material(draws, (floor_tile,), (1.5, 5), 0.08 if wood else None, (0.3, 0.7) if wood else (0.0, 0.5))
-    wall = _material(draws, (NOISE[2], NOISE[3], STRIPES, BRICKS, MARBLE, DOTS), (1, 3), None, (0.05, 0.5),
-                     (0.55, 0.95))
+    wall = _material(
+        draws, (NOISE[2], NOISE[3], STRIPES, BRICKS, MARBLE, DOTS), (1, 3), None, (0.05, 0.5), (0.55, 0.95)
+    )
     normal, along = _turned(draws.uniform(-0.35, 0.35))
-    planes = [_Plane((0, 1, 0), cam.height, (1, 0, 0), (0, 0, 1), floor, draws.uniform(0.85, 1.0)),
-              _Plane(normal, draws.uniform(4.0, 9.0), along, (0, 1, 0), wall, draws.uniform(0.8, 0.95))]
+    planes = [
+        _Plane((0, 1, 0), cam.height, (1, 0, 0), (0, 0, 1), floor, draws.uniform(0.85, 1.0)),
+        _Plane(normal, draws.uniform(4.0, 9.0), along, (0, 1, 0), wall, draws.uniform(0.8, 0.95)),
+    ]
     for side in (-1.0, 1.0):
         distance, shade = draws.uniform(1.3, 3.5), draws.uniform(0.6, 0.85)
         if draws.chance(0.6):
@@ -350,8 +371,12 @@ def _paint_planes(canvas: Canvas, cam: _Camera, planes: list[_Plane]) -> None:
         cosine = facing / np.sqrt(px * px + py * py + 1.0)
         mat = plane.material
         texels = mat.scale * cam.f / 4.0
-        t = sample_texture(mat.tile, u * texels + mat.offset[0], v * texels + mat.offset[1],
-                           (mat.scale / 4.0) * d / np.maximum(cosine, 0.05))
+        t = sample_texture(
+            mat.tile,
+            u * texels + mat.offset[0],
+            v * texels + mat.offset[1],
+            (mat.scale / 4.0) * d / np.maximum(cosine, 0.05),
+        )
         # large, soft illumination changes (2 m features) so walls and floors are not flat
         light = plane.shade * (0.85 + 0.3 * sample_texture(NOISE[3], u * 16 + mat.offset[1], v * 16, 1.0))
         dark, bright = mat.colours
@@ -382,8 +407,9 @@ def _paint_sky(canvas: Canvas, cam: _Camera, draws: _Draws) -> np.ndarray:
 
 def _object_material(draws: _Draws, foliage: bool = False) -> _Material:
     if foliage:
-        return _material(draws, (NOISE[0], NOISE[1], GRAIN), (2.5, 6), draws.pick((0.08, 0.25, 0.3)), (0.4, 0.8),
-                         (0.25, 0.7))
+        return _material(
+            draws, (NOISE[0], NOISE[1], GRAIN), (2.5, 6), draws.pick((0.08, 0.25, 0.3)), (0.4, 0.8), (0.25, 0.7)
+        )
     return _material(draws, OBJECT_TEXTURES, (2.5, 6), None, (0.0, 0.85), (0.2, 0.95))
 
 
@@ -398,11 +424,19 @@ def _grounded(draws: _Draws, cam: _Camera, far: float, outdoor: bool) -> _Shape:
     width = draws.log_uniform(0.2, 1.3)
     height = width if kind == "sphere" else width * draws.log_uniform(0.4, 3.0)
     half_room = 6.0 if outdoor else 3.5
-    return _Shape(kind, x=draws.uniform(-half_room, half_room), y=cam.height - height / 2, z=z, width=width,
-                  height=height, material=_object_material(draws, foliage=kind == "blob" and draws.chance(0.5)),
-                  slope=draws.uniform(-0.8, 0.8) if kind == "box" else 0.0,
-                  gloss=draws.uniform(0.5, 1.0) if draws.chance(0.35) else 0.0, grounded=True,
-                  harmonics=_blob_outline(draws))
+    return _Shape(
+        kind,
+        x=draws.uniform(-half_room, half_room),
+        y=cam.height - height / 2,
+        z=z,
+        width=width,
+        height=height,
+        material=_object_material(draws, foliage=kind == "blob" and draws.chance(0.5)),
+        slope=draws.uniform(-0.8, 0.8) if kind == "box" else 0.0,
+        gloss=draws.uniform(0.5, 1.0) if draws.chance(0.35) else 0.0,
+        grounded=True,
+        harmonics=_blob_outline(draws),
+    )
 
 
 def _floating(draws: _Draws, near: bool) -> _Shape:
@@ -413,9 +447,18 @@ def _floating(draws: _Draws, near: bool) -> _Shape:
     width = draws.uniform(0.15, 0.5) if near else draws.log_uniform(0.1, 0.8)
     # placed in normalised image coordinates so it lands in (or just outside) the frame
     x, y = draws.uniform(-0.6, 0.6) * z, draws.uniform(-0.6, 0.6) * z
-    return _Shape(kind, x=x, y=y, z=z, width=width, height=width * draws.uniform(0.6, 1.6),
-                  material=_object_material(draws, foliage=near), angle=draws.uniform(0, math.pi),
-                  gloss=draws.uniform(0.6, 1.0) if kind == "sphere" else 0.0, harmonics=_blob_outline(draws))
+    return _Shape(
+        kind,
+        x=x,
+        y=y,
+        z=z,
+        width=width,
+        height=width * draws.uniform(0.6, 1.6),
+        material=_object_material(draws, foliage=near),
+        angle=draws.uniform(0, math.pi),
+        gloss=draws.uniform(0.6, 1.0) if kind == "sphere" else 0.0,
+        harmonics=_blob_outline(draws),
+    )
 
 
 def _picture(draws: _Draws, wall: _Plane) -> _Shape:
@@ -423,8 +466,16 @@ def _picture(draws: _Draws, wall: _Plane) -> _Shape:
     x, y = draws.uniform(-2.5, 2.5), draws.uniform(-1.2, 0.2)
     nx, _, nz = wall.normal
     width = draws.uniform(0.3, 1.2)
-    return _Shape("box", x=x, y=y, z=(wall.c - nx * x) / nz - 0.03, width=width,
-                  height=width * draws.uniform(0.5, 1.5), material=_object_material(draws), slope=-nx / nz)
+    return _Shape(
+        "box",
+        x=x,
+        y=y,
+        z=(wall.c - nx * x) / nz - 0.03,
+        width=width,
+        height=width * draws.uniform(0.5, 1.5),
+        material=_object_material(draws),
+        slope=-nx / nz,
+    )
 
 
 def _light(draws: _Draws) -> _Shape:
@@ -433,16 +484,26 @@ def _light(draws: _Draws) -> _Shape:
     size = draws.uniform(0.03, 0.12)
     warm = _hsv(draws.uniform(0.05, 0.15), draws.uniform(0.0, 0.35), 1.0)
     glow = _Material(NOISE[3], 1.0, (warm, warm), (0.0, 0.0))
-    return _Shape("light", x=draws.uniform(-0.55, 0.55) * z, y=draws.uniform(-0.55, 0.3) * z, z=z,
-                  width=size, height=size, material=glow)
+    return _Shape(
+        "light",
+        x=draws.uniform(-0.55, 0.55) * z,
+        y=draws.uniform(-0.55, 0.3) * z,
+        z=z,
+        width=size,
+        height=size,
+        material=glow,
+    )
 
 
-def _shapes(rng: np.random.Generator, draws: _Draws, cam: _Camera, planes: list[_Plane],
-            outdoor: bool) -> list[_Shape]:
+def _shapes(rng: np.random.Generator, draws: _Draws, cam: _Camera, planes: list[_Plane], outdoor: bool) -> list[_Shape]:
     """All objects, sorted far to near."""
     back = planes[1]
-    counts = (int(draws.uniform(10, 31)), int(draws.uniform(0, 10)),
-              int(draws.uniform(1, 5)) if draws.chance(0.5) else 0, 0 if outdoor else int(draws.uniform(0, 4)))
+    counts = (
+        int(draws.uniform(10, 31)),
+        int(draws.uniform(0, 10)),
+        int(draws.uniform(1, 5)) if draws.chance(0.5) else 0,
+        0 if outdoor else int(draws.uniform(0, 4)),
+    )
     shapes = [_grounded(_Draws(rng), cam, back.c * 0.95, outdoor) for _ in range(counts[0])]
     shapes += [_floating(_Draws(rng), near=False) for _ in range(counts[1])]
     shapes += [_floating(_Draws(rng), near=True) for _ in range(counts[2])]
@@ -450,8 +511,9 @@ def _shapes(rng: np.random.Generator, draws: _Draws, cam: _Camera, planes: list[
     return sorted(shapes, key=lambda s: -s.z)
 
 
-def _window(cam: _Camera, shape: _Shape, size: tuple[int, int]
-            ) -> tuple[slice, slice, float, float, float, float] | None:
+def _window(
+    cam: _Camera, shape: _Shape, size: tuple[int, int]
+) -> tuple[slice, slice, float, float, float, float] | None:
     """Projected bounding box (clipped to the frame), centre and half size in pixels; None when off-frame.
     Rotated shapes, blobs (wavy outline) and lights (glow) get a box 1.5 times their half size."""
     uc, vc = cam.cx + cam.f * shape.x / shape.z, cam.cy + cam.f * shape.y / shape.z
@@ -483,8 +545,9 @@ def _outline(shape: _Shape, x: np.ndarray, y: np.ndarray, half_w: float, half_h:
     return (rho - 1) * min(half_w, half_h)
 
 
-def _relief(cam: _Camera, shape: _Shape, x: np.ndarray, y: np.ndarray
-            ) -> tuple[np.ndarray | float, np.ndarray | float, np.ndarray | None]:
+def _relief(
+    cam: _Camera, shape: _Shape, x: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray | float, np.ndarray | float, np.ndarray | None]:
     """Depth offset from z (metres, negative = nearer), Lambert shading and a Blinn-Phong specular term (None
     when matte) of the shape's visible surface; x, y are its normalised, rotated coordinates."""
     cos, sin = math.cos(shape.angle), math.sin(shape.angle)
@@ -519,8 +582,9 @@ def _relief(cam: _Camera, shape: _Shape, x: np.ndarray, y: np.ndarray
 def _paint_shadow(canvas: Canvas, cam: _Camera, shape: _Shape) -> None:
     """Soft contact shadow on the floor under a grounded shape, drawn before the shape itself."""
     spread = shape.width * 1.3
-    footprint = _Shape("sphere", shape.x, cam.height, shape.z, spread, spread * 0.6 * cam.height / shape.z,
-                       shape.material)
+    footprint = _Shape(
+        "sphere", shape.x, cam.height, shape.z, spread, spread * 0.6 * cam.height / shape.z, shape.material
+    )
     box = _window(cam, footprint, canvas.depth.shape)
     if box is None:
         return

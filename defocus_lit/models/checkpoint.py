@@ -20,8 +20,10 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise UserError(f"{path}: not a readable PyTorch checkpoint: truncated or another kind of file "
-                        f"({str(err).splitlines()[0][:100]})") from None
+        raise UserError(
+            f"{path}: not a readable PyTorch checkpoint: truncated or another kind of file "
+            f"({str(err).splitlines()[0][:100]})"
+        ) from None
     if not isinstance(checkpoint, dict) or "cfg" not in checkpoint.get("hyper_parameters", {}):
         raise UserError(f"{path}: not a defocus_lit checkpoint (no hyper_parameters.cfg)")
     return checkpoint
@@ -30,11 +32,12 @@ def read_checkpoint(path: str | Path) -> dict:
 def load_checkpoint(path: str | Path) -> tuple[Defocuser, DictConfig]:
     """The generator of a `defocus-lit train` checkpoint in eval mode, and the run's config."""
     checkpoint = read_checkpoint(path)
-    cfg = OmegaConf.merge(OmegaConf.create({"model": {"head": "rgb", "stack_levels": 6}}),
-                          checkpoint["hyper_parameters"]["cfg"])  # checkpoints from before the head option
+    cfg = OmegaConf.merge(
+        OmegaConf.create({"model": {"head": "rgb", "stack_levels": 6}}), checkpoint["hyper_parameters"]["cfg"]
+    )  # checkpoints from before the head option
     model = build_defocuser(cfg)
     prefix = "defocuser."
-    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

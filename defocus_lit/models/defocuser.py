@@ -5,36 +5,17 @@ The LightningModules train one of these; `predict`, `evaluate` and `export` load
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-import torch.nn.functional as F
+from defocus_lit.models.networks import build_generator
+from defocus_lit.ops.blur import disk_stack, fft_blur
+from defocus_lit.ops.color import linear_to_srgb, srgb_to_linear
+from defocus_lit.ops.masks import keep_focus
 
-from defocus_lit.baselines import disk_stack
-from defocus_lit.render import linear_to_srgb, srgb_to_linear
-
-FOCUS_THRESHOLD = 0.25  # mask values below this are "keep sharp" (binary 0, patch 0)
 HEADS = ("rgb", "blur_stack")
-
-
-def keep_focus(output: Tensor, image: Tensor, mask: Tensor) -> Tensor:
-    """Sharp input where `mask` (B,1,H,W) says in focus, `output` elsewhere. (B,3,H,W) in [-1,1]."""
-    focus = (mask < FOCUS_THRESHOLD).to(output.dtype)
-    return focus * image + (1 - focus) * output
-
-
-def stack_blur(x: Tensor, kernels: Tensor) -> Tensor:
-    """x (B,C,H,W) blurred with each of `kernels` (K,k,k) (odd k) by one FFT: (B,K,C,H,W). Zero padding, then
-    division by the blurred coverage, as the renderer. Shapes flow from the input, so a traced or exported
-    model takes any size."""
-    half = kernels.shape[-1] // 2
-    padded = F.pad(torch.cat([x, torch.ones_like(x[:, :1])], 1), [half, half, half, half])
-    size = padded.shape[-2:]
-    spectrum = torch.fft.rfft2(padded[:, None]) * torch.fft.rfft2(kernels[None, :, None], s=size)
-    blurred = torch.fft.irfft2(spectrum, s=size)[..., 2 * half:2 * half + x.shape[-2], 2 * half:2 * half + x.shape[-1]]
-    return blurred[:, :, :-1] / blurred[:, :, -1:].clamp_min(1e-8)
 
 
 def stack_radii(max_radius: float, levels: int) -> list[float]:
@@ -66,7 +47,7 @@ class BlurStack(nn.Module):
         """image (B,3,H,W) in [-1,1]; raw (B,K,H,W) in [-1,1] -> (B,3,H,W) in [-1,1]."""
         linear = srgb_to_linear((image.float() + 1) / 2)
         kernels = disk_stack([r * radius_scale for r in self.radii]).to(linear)
-        stack = stack_blur(linear, kernels)
+        stack = fft_blur(linear, kernels)
         weights = torch.softmax(raw.float() * self.sharpness, dim=1).unsqueeze(2)
         out = linear_to_srgb((weights * stack).sum(dim=1).clamp(0, 1)) * 2 - 1
         return out.to(image.dtype)
@@ -111,11 +92,18 @@ class Defocuser(nn.Module):
 
 def build_defocuser(cfg) -> Defocuser:
     """The Defocuser a config describes (cfg.arch, cfg.model.*, cfg.render.max_radius, cfg.keep_focus)."""
-    from defocus_lit.models.networks import build_generator
-
     m = cfg["model"]
-    head = BlurStack(stack_radii(float(cfg["render"]["max_radius"]), m["stack_levels"])) \
-        if m["head"] == "blur_stack" else None
-    generator = build_generator(cfg["arch"], ngf=m["ngf"], num_downs=m["num_downs"], norm=m["norm"],
-                                dropout=m["dropout"], out_channels=head.channels if head else 3)
+    head = (
+        BlurStack(stack_radii(float(cfg["render"]["max_radius"]), m["stack_levels"]))
+        if m["head"] == "blur_stack"
+        else None
+    )
+    generator = build_generator(
+        cfg["arch"],
+        ngf=m["ngf"],
+        num_downs=m["num_downs"],
+        norm=m["norm"],
+        dropout=m["dropout"],
+        out_channels=head.channels if head else 3,
+    )
     return Defocuser(generator, head, bool(cfg["keep_focus"]), 2 ** m["num_downs"])

@@ -46,8 +46,9 @@ def init_weights(net: nn.Module, std: float = 0.02) -> nn.Module:
     return net
 
 
-def down_block(in_ch: int, out_ch: int, norm: str, *, outermost: bool = False,
-               innermost: bool = False) -> nn.Sequential:
+def down_block(
+    in_ch: int, out_ch: int, norm: str, *, outermost: bool = False, innermost: bool = False
+) -> nn.Sequential:
     """Encoder step, halves H and W: [LeakyReLU 0.2] -> Conv 4x4/2 -> [norm] (no activation first, no norm last)."""
     layers: list[nn.Module] = [] if outermost else [nn.LeakyReLU(0.2, True)]
     layers.append(nn.Conv2d(in_ch, out_ch, 4, stride=2, padding=1, bias=norm == "instance"))
@@ -112,8 +113,16 @@ class Decoder(nn.Module):
     ``skip_factor`` / ``bottleneck_factor``: how many encoders' features each skip / the bottleneck concatenates.
     """
 
-    def __init__(self, widths: list[int], norm: str, dropout: bool, *, out_ch: int = 3,
-                 skip_factor: int = 1, bottleneck_factor: int = 1):
+    def __init__(
+        self,
+        widths: list[int],
+        norm: str,
+        dropout: bool,
+        *,
+        out_ch: int = 3,
+        skip_factor: int = 1,
+        bottleneck_factor: int = 1,
+    ):
         super().__init__()
         n = len(widths)
         blocks = [up_block(widths[-1] * bottleneck_factor, widths[-2], norm)]
@@ -134,8 +143,15 @@ class Decoder(nn.Module):
 class UNetGenerator(nn.Module):
     """Arch I (``pix2pix_4ch``): the reference U-Net on cat(image, mask); also both stages of arch IV."""
 
-    def __init__(self, in_channels: int = 4, ngf: int = 64, num_downs: int = 8, norm: str = "batch",
-                 dropout: bool = True, out_channels: int = 3):
+    def __init__(
+        self,
+        in_channels: int = 4,
+        ngf: int = 64,
+        num_downs: int = 8,
+        norm: str = "batch",
+        dropout: bool = True,
+        out_channels: int = 3,
+    ):
         super().__init__()
         self.num_downs = num_downs
         widths = _widths(ngf, num_downs)
@@ -156,16 +172,25 @@ class DualEncoderGenerator(nn.Module):
     cat(image features, mask features) at every scale (III, ``mask_skips=True``).
     """
 
-    def __init__(self, mask_channels: int = 1, ngf: int = 64, num_downs: int = 8, norm: str = "batch",
-                 dropout: bool = True, mask_skips: bool = False, out_channels: int = 3):
+    def __init__(
+        self,
+        mask_channels: int = 1,
+        ngf: int = 64,
+        num_downs: int = 8,
+        norm: str = "batch",
+        dropout: bool = True,
+        mask_skips: bool = False,
+        out_channels: int = 3,
+    ):
         super().__init__()
         self.num_downs = num_downs
         self.mask_skips = mask_skips
         widths = _widths(ngf, num_downs)
         self.image_encoder = Encoder(3, widths, norm)
         self.mask_encoder = Encoder(mask_channels, widths, norm)
-        self.decoder = Decoder(widths, norm, dropout, out_ch=out_channels, skip_factor=2 if mask_skips else 1,
-                               bottleneck_factor=2)
+        self.decoder = Decoder(
+            widths, norm, dropout, out_ch=out_channels, skip_factor=2 if mask_skips else 1, bottleneck_factor=2
+        )
         init_weights(self)
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
@@ -179,14 +204,22 @@ class TwoStageGenerator(nn.Module):
     """Arch IV (``two_stage``), after Ma et al. 2017: G1 makes a coarse defocus from image + mask; G2, a U-Net on
     cat(image, coarse image) + mask, predicts a residual that is added to G1's output and clamped to [-1,1]."""
 
-    def __init__(self, mask_channels: int = 1, ngf: int = 64, num_downs: int = 8, norm: str = "batch",
-                 dropout: bool = True, out_channels: int = 3):
+    def __init__(
+        self,
+        mask_channels: int = 1,
+        ngf: int = 64,
+        num_downs: int = 8,
+        norm: str = "batch",
+        dropout: bool = True,
+        out_channels: int = 3,
+    ):
         super().__init__()
         self.g1 = UNetGenerator(3 + mask_channels, ngf, num_downs, norm, dropout, out_channels)
         self.g2 = UNetGenerator(6 + mask_channels, ngf, num_downs, norm, dropout, out_channels)
 
-    def stages(self, image: Tensor, mask: Tensor, finish: Callable[[Tensor], Tensor] | None = None
-               ) -> tuple[Tensor, Tensor]:
+    def stages(
+        self, image: Tensor, mask: Tensor, finish: Callable[[Tensor], Tensor] | None = None
+    ) -> tuple[Tensor, Tensor]:
         """(coarse image, refined output) (B,C,H,W) in [-1,1]. `finish` turns a raw output into an image (an output
         head, keep-focus); G2 sees G1's finished image, and the refined output is returned raw, for `finish` too."""
         raw = self.g1(image, mask)
@@ -205,14 +238,23 @@ GENERATORS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_generator(arch: str, *, mask_channels: int = 1, ngf: int = 64, num_downs: int = 8,
-                    norm: str = "batch", dropout: bool = True, out_channels: int = 3) -> nn.Module:
+def build_generator(
+    arch: str,
+    *,
+    mask_channels: int = 1,
+    ngf: int = 64,
+    num_downs: int = 8,
+    norm: str = "batch",
+    dropout: bool = True,
+    out_channels: int = 3,
+) -> nn.Module:
     """One of the paper's generators, initialised N(0, 0.02); forward(image, mask) -> (B,out_channels,H,W) in
     [-1,1] (an image with the default 3 channels)."""
     if arch not in GENERATORS:
         raise UserError(f"arch: unknown architecture {arch!r}; valid: {', '.join(GENERATORS)}")
-    return GENERATORS[arch](mask_channels=mask_channels, ngf=ngf, num_downs=num_downs, norm=norm, dropout=dropout,
-                            out_channels=out_channels)
+    return GENERATORS[arch](
+        mask_channels=mask_channels, ngf=ngf, num_downs=num_downs, norm=norm, dropout=dropout, out_channels=out_channels
+    )
 
 
 class PatchDiscriminator(nn.Module):
@@ -241,7 +283,8 @@ class PatchDiscriminator(nn.Module):
         return self.model(x)
 
 
-def build_discriminator(in_channels: int = 7, ndf: int = 64, n_layers: int = 3,
-                        norm: str = "batch") -> PatchDiscriminator:
+def build_discriminator(
+    in_channels: int = 7, ndf: int = 64, n_layers: int = 3, norm: str = "batch"
+) -> PatchDiscriminator:
     """The conditional PatchGAN on cat(image (3), mask (M), output (3)): in_channels = 6 + M."""
     return PatchDiscriminator(in_channels, ndf, n_layers, norm)

@@ -26,13 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import shutil
-import tempfile
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -40,34 +37,19 @@ from omegaconf import DictConfig
 from torch import Tensor
 from tqdm import tqdm
 
-from defocus_lit.baselines import BASELINES
+from defocus_lit.baselines import BASELINES, alt_batch
 from defocus_lit.config import to_container
-from defocus_lit.data.build import fit_frame, read_info
-from defocus_lit.data.planes import (
-    PLANES,
-    SampleFilter,
-    binary_mask,
-    depth_grey,
-    focal_plane,
-    focus_band,
-    nearness,
-    patch_mask,
-    valid_depth,
-)
+from defocus_lit.data.datamodule import DefocusDataModule
+from defocus_lit.data.hdf5 import read_info
+from defocus_lit.data.planes import PLANES, SampleFilter, patch_mask, valid_depth
+from defocus_lit.data.samples import clean_depth, frame_samples, shrink
 from defocus_lit.data.sources import open_source
 from defocus_lit.errors import UserError
-from defocus_lit.imageio import write_rgb
+from defocus_lit.io import atomic_path, write_rgb
 from defocus_lit.metrics import IMAGE_METRICS, MetricSet, PlaneSensitivity, per_sample_metrics
 from defocus_lit.models.checkpoint import Defocuser, load_checkpoint
-from defocus_lit.models.gan import alt_batch
-from defocus_lit.predict import DEVICES, defocus, select_device
-from defocus_lit.render import (
-    BLUR_MODELS,
-    RenderSettings,
-    blur_radius_blur_map,
-    blur_radius_thin_lens,
-    render_frame,
-)
+from defocus_lit.models.inference import DEVICES, defocus, select_device
+from defocus_lit.render import BLUR_MODELS, RenderSettings
 from defocus_lit.visualize import panel_row
 
 METRICS = (*IMAGE_METRICS, "plane_sensitivity")
@@ -83,16 +65,23 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--data", help="HDF5 dataset from `defocus-lit data build` (test split, else val)")
     source.add_argument("--manifest", help="CSV image,depth[,kind,scale]: targets rendered on the fly")
     parser.add_argument("--out", required=True, help="report folder (replaced if it holds an earlier report)")
-    parser.add_argument("--baseline", choices=tuple(BASELINES),
-                        help="score only this baseline (with --ckpt: the model and this baseline)")
+    parser.add_argument(
+        "--baseline",
+        choices=tuple(BASELINES),
+        help="score only this baseline (with --ckpt: the model and this baseline)",
+    )
     parser.add_argument("--limit", type=int, help="score only the first N samples")
     parser.add_argument("--device", choices=DEVICES, default="auto", help="auto = CUDA when present, else CPU")
     render = parser.add_argument_group("renderer overrides (--manifest only)")
     render.add_argument("--blur-model", choices=BLUR_MODELS)
     render.add_argument("--k", type=float, help="thin-lens blur in px per unit of inverse depth")
     render.add_argument("--max-radius", type=float, help="largest blur radius in px")
-    render.add_argument("--max-side", type=int, default=MAX_SIDE,
-                        help=f"resize frames whose long side is larger to this many px (default {MAX_SIDE})")
+    render.add_argument(
+        "--max-side",
+        type=int,
+        default=MAX_SIDE,
+        help=f"resize frames whose long side is larger to this many px (default {MAX_SIDE})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,8 +94,9 @@ def run(args: argparse.Namespace) -> int:
     overrides = {key: getattr(args, key) for key in ("blur_model", "k", "max_radius") if getattr(args, key) is not None}
     if args.data and overrides:
         flags = ", ".join("--" + key.replace("_", "-") for key in overrides)
-        raise UserError(f"{flags}: renderer settings apply to --manifest only (the targets in {args.data} are "
-                        "already rendered)")
+        raise UserError(
+            f"{flags}: renderer settings apply to --manifest only (the targets in {args.data} are already rendered)"
+        )
     if args.ckpt is None and args.baseline is None:
         raise UserError("--ckpt: give a checkpoint, or --baseline identity|mask_blur to score a baseline alone")
     device = select_device(args.device)
@@ -121,19 +111,22 @@ def run(args: argparse.Namespace) -> int:
     else:
         settings = manifest_settings(cfg, overrides)
         samples, total, details = manifest_samples(Path(args.manifest), settings, mask_kind, args.max_side, device)
-    info = {"checkpoint": args.ckpt, "arch": cfg.arch if cfg is not None else None, "data": args.data,
-            "manifest": args.manifest, "mask_kind": mask_kind, "device": device.type, **details}
+    info = {
+        "checkpoint": args.ckpt,
+        "arch": cfg.arch if cfg is not None else None,
+        "data": args.data,
+        "manifest": args.manifest,
+        "mask_kind": mask_kind,
+        "device": device.type,
+        **details,
+    }
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        report = evaluate(methods, samples, staging, device, limit=args.limit, total=total,
-                          source=args.data or args.manifest)
+    with atomic_path(out, folder=True) as staging:
+        report = evaluate(
+            methods, samples, staging, device, limit=args.limit, total=total, source=args.data or args.manifest
+        )
         report["settings"] = info
         write_report(report, staging)
-        replace_dir(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     print(mean_table(report["mean"]))
     print(f"wrote {out / 'report.json'}, {out / 'report.md'} and {len(report['samples'])} sample images")
     return 0
@@ -159,21 +152,29 @@ class Sample:
     size: tuple[int, int]  # (H,W) of the frame without padding
 
 
-def dataset_samples(path: Path, mask_kind: str, model: Defocuser | None, device: torch.device,
-                    cfg: DictConfig | None) -> tuple[Iterator[Sample], int, dict]:
+def dataset_samples(
+    path: Path, mask_kind: str, model: Defocuser | None, device: torch.device, cfg: DictConfig | None
+) -> tuple[Iterator[Sample], int, dict]:
     """The test split (val when there is no test sample) of a built dataset at full frame, batch size 1;
     with the number of samples and {"split", "renderer"} (the settings recorded in the file)."""
-    from defocus_lit.data.datamodule import DefocusDataModule
-
     info = read_info(path)
     split = "test" if info["splits"]["test"]["samples"] else "val"
     if not info["splits"][split]["samples"]:
         raise UserError(f"{path}: no test or val samples to evaluate")
     if cfg is not None and info["renderer"] and dict(info["renderer"]) != to_container(cfg.render):
-        print(f"note: {path} was rendered with {info['renderer']}, the checkpoint was trained on "
-              f"{to_container(cfg.render)}")
-    datamodule = DefocusDataModule(str(path), batch_size=1, num_workers=0, crop_size=None, mask_kind=mask_kind,
-                                   pad_multiple=model.multiple if model is not None else 1, photometric=False)
+        print(
+            f"note: {path} was rendered with {info['renderer']}, the checkpoint was trained on "
+            f"{to_container(cfg.render)}"
+        )
+    datamodule = DefocusDataModule(
+        str(path),
+        batch_size=1,
+        num_workers=0,
+        crop_size=None,
+        mask_kind=mask_kind,
+        pad_multiple=model.multiple if model is not None else 1,
+        photometric=False,
+    )
     loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
     size = tuple(info["size"])
 
@@ -191,37 +192,15 @@ def manifest_settings(cfg: DictConfig | None, overrides: dict) -> dict:
     return RenderSettings(**{**base, **overrides}).to_dict()
 
 
-def shrink(image: np.ndarray, depth: np.ndarray, max_side: int) -> tuple[np.ndarray, np.ndarray]:
-    """Resize a frame so its long side is at most `max_side` px, keeping the aspect. Returns writable arrays."""
-    h, w = depth.shape
-    scale = max_side / max(h, w)
-    if scale < 1:
-        image, depth = fit_frame(image, depth, (max(1, round(h * scale)), max(1, round(w * scale))))
-    return np.array(image), np.array(depth)
-
-
-def mean_radius(depth: np.ndarray, kind: str, plane_map: np.ndarray, in_focus: np.ndarray,
-                settings: RenderSettings) -> float:
-    """The target's mean blur radius in px over the pixels outside `in_focus`, as `data build` records it
-    (batch["mean_radius"], which the mask_blur baseline uses)."""
-    if settings.blur_model == "blur_map":
-        radius = blur_radius_blur_map(torch.from_numpy(plane_map)[None, None], settings.max_radius)
-    else:
-        near = nearness(depth, kind)
-        band = torch.tensor([focus_band(near, in_focus, valid_depth(depth))], dtype=torch.float32)
-        radius = blur_radius_thin_lens(torch.from_numpy(near)[None, None], band, settings.k, settings.max_radius)
-    blurred = ~in_focus
-    return float(radius[0, 0].numpy()[blurred].mean()) if blurred.any() else 0.0
-
-
 def _to_tensor(array: np.ndarray, device: torch.device) -> Tensor:
     """(H,W,3) or (H,W) uint8 -> (1,C,H,W) float 0..255 on the device."""
     t = torch.from_numpy(np.ascontiguousarray(array)).to(device).float()
     return t.permute(2, 0, 1)[None] if t.ndim == 3 else t[None, None]
 
 
-def manifest_samples(path: Path, settings: dict, mask_kind: str, max_side: int,
-                     device: torch.device) -> tuple[Iterator[Sample], int, dict]:
+def manifest_samples(
+    path: Path, settings: dict, mask_kind: str, max_side: int, device: torch.device
+) -> tuple[Iterator[Sample], int, dict]:
     """Samples rendered from a manifest's frames: every focal plane the sample filter keeps (as `data build`),
     each paired with its frame's opposite plane for plane sensitivity. Also an upper bound of their number and
     {"renderer", "max_side", "filtered"}, where "filtered" counts the planes left out by reason as they are met."""
@@ -230,41 +209,47 @@ def manifest_samples(path: Path, settings: dict, mask_kind: str, max_side: int,
     sample_filter = SampleFilter()
     filtered: Counter = Counter()
 
-    def frame_samples(index: int) -> list[Sample]:
+    def samples_of_frame(index: int) -> list[Sample]:
         frame = source[index]
         image, depth = shrink(frame.image, frame.depth, max_side)
-        depth = np.where(valid_depth(depth), depth, 0).astype(np.float32)
-        valid = valid_depth(depth)
-        grey = depth_grey(depth, frame.kind)
-        maps = {plane: focal_plane(grey, plane) for plane in PLANES}
-        masks = {plane: binary_mask(maps[plane]) for plane in PLANES}
-        reasons = {p: sample_filter.reject_reason(masks[p], valid) for p in PLANES}
-        filtered.update(reason for reason in reasons.values() if reason)
-        kept = [p for p in PLANES if reasons[p] is None]
+        depth = clean_depth(depth)
+        kept, rejected = frame_samples(
+            np.ascontiguousarray(image), depth, frame.kind, PLANES, render_settings, sample_filter, str(device)
+        )
+        filtered.update(rejected)
+        if kept is None:
+            return []
         planes = {}
-        for plane in kept:
-            in_focus = masks[plane] == 0
-            target = render_frame(image, depth, frame.kind, maps[plane], in_focus, render_settings, str(device))
-            mask = patch_mask(maps[plane]) if mask_kind == "patch" else masks[plane]
-            radius = mean_radius(depth, frame.kind, maps[plane], in_focus, render_settings)
-            planes[plane] = {"target": _to_tensor(target, device) / 127.5 - 1,
-                             "mask": (_to_tensor(mask, device) / 255 * 2).round() / 2,
-                             "focus": _to_tensor(in_focus, device),
-                             "mean_radius": torch.tensor([radius], device=device)}
-        common = {"image": _to_tensor(image, device) / 127.5 - 1, "valid": _to_tensor(valid, device),
-                  "frame": torch.tensor([index], device=device)}
+        for i, code in enumerate(kept.plane):
+            mask = patch_mask(kept.plane_map[i]) if mask_kind == "patch" else kept.mask[i]
+            planes[PLANES[code]] = {
+                "target": _to_tensor(kept.target[i], device) / 127.5 - 1,
+                "mask": (_to_tensor(mask, device) / 255 * 2).round() / 2,
+                "focus": _to_tensor(kept.mask[i] == 0, device),
+                "mean_radius": torch.tensor([float(kept.mean_radius[i])], device=device),
+            }
+        common = {
+            "image": _to_tensor(image, device) / 127.5 - 1,
+            "valid": _to_tensor(valid_depth(depth), device),
+            "frame": torch.tensor([index], device=device),
+        }
         samples = []
         for plane, maps_of_plane in planes.items():
             alt = planes.get(OPPOSITE.get(plane, ""))
-            batch = {**common, **maps_of_plane, "plane": torch.tensor([PLANES.index(plane)], device=device),
-                     "alt_mask": (alt or maps_of_plane)["mask"], "alt_target": (alt or maps_of_plane)["target"],
-                     "has_alt": torch.tensor([alt is not None], device=device)}
+            batch = {
+                **common,
+                **maps_of_plane,
+                "plane": torch.tensor([PLANES.index(plane)], device=device),
+                "alt_mask": (alt or maps_of_plane)["mask"],
+                "alt_target": (alt or maps_of_plane)["target"],
+                "has_alt": torch.tensor([alt is not None], device=device),
+            }
             samples.append(Sample(frame.name, plane, batch, depth.shape))
         return samples
 
     def samples() -> Iterator[Sample]:
         for index in range(len(source)):
-            yield from frame_samples(index)
+            yield from samples_of_frame(index)
 
     details = {"split": None, "renderer": settings, "max_side": max_side, "filtered": filtered}
     return samples(), len(source) * len(PLANES), details
@@ -303,19 +288,33 @@ def sample_panel(sample: Sample, output: Tensor) -> np.ndarray:
     b = {k: sample.batch[k][0, :, :h, :w] for k in ("image", "mask", "target")}
     out = output[0, :, :h, :w]
     error = ((out - b["target"]).abs() / 2 * ERROR_GAIN).clamp(0, 1).mean(0, keepdim=True) * 2 - 1
-    return panel_row({"input": b["image"], "mask": b["mask"] * 2 - 1, "output": out, "target": b["target"],
-                      f"abs error x{ERROR_GAIN:g}": error})
+    return panel_row(
+        {
+            "input": b["image"],
+            "mask": b["mask"] * 2 - 1,
+            "output": out,
+            "target": b["target"],
+            f"abs error x{ERROR_GAIN:g}": error,
+        }
+    )
 
 
 @torch.inference_mode()
-def evaluate(methods: dict[str, Method], samples: Iterator[Sample], out_dir: Path, device: torch.device, *,
-             limit: int | None = None, total: int | None = None, source: str = "") -> dict:
+def evaluate(
+    methods: dict[str, Method],
+    samples: Iterator[Sample],
+    out_dir: Path,
+    device: torch.device,
+    *,
+    limit: int | None = None,
+    total: int | None = None,
+    source: str = "",
+) -> dict:
     """Score every sample with every method, write one panel PNG per sample into `out_dir`; the report dict.
     `source` names the data in the error raised when there is no sample."""
     metric_sets = {name: MetricSet().to(device) for name in methods}
     rows = []
-    bar = tqdm(samples, total=min(total, limit) if total and limit else total or limit, desc="evaluate",
-               unit="sample")
+    bar = tqdm(samples, total=min(total, limit) if total and limit else total or limit, desc="evaluate", unit="sample")
     for index, sample in enumerate(bar):
         if limit is not None and index >= limit:
             break
@@ -348,13 +347,18 @@ def mean_table(mean: dict[str, dict]) -> str:
 
 
 def sample_table(rows: list[dict], methods: list[str]) -> str:
-    lines = ["| sample | plane | method | " + " | ".join(METRICS) + " | image |",
-             "| --- | --- | --- |" + " ---: |" * len(METRICS) + " --- |"]
+    lines = [
+        "| sample | plane | method | " + " | ".join(METRICS) + " | image |",
+        "| --- | --- | --- |" + " ---: |" * len(METRICS) + " --- |",
+    ]
     for row in rows:
         for i, name in enumerate(methods):
             image = f"[{row['image']}]({row['image']})" if i == 0 else ""
-            lines.append(f"| {row['name']} | {row['plane']} | {name} | "
-                         + " | ".join(_cell(row[name][k], k) for k in METRICS) + f" | {image} |")
+            lines.append(
+                f"| {row['name']} | {row['plane']} | {name} | "
+                + " | ".join(_cell(row[name][k], k) for k in METRICS)
+                + f" | {image} |"
+            )
     return "\n".join(lines)
 
 
@@ -365,16 +369,27 @@ def write_report(report: dict, folder: Path) -> None:
         source = f"{s['data']} ({s['split']} split)"
     else:
         filtered = ", ".join(f"{k} {v}" for k, v in s["filtered"].items()) or "none"
-        source = (f"{s['manifest']} (frames resized to a long side <= {s['max_side']} px; planes filtered out: "
-                  f"{filtered})")
+        source = (
+            f"{s['manifest']} (frames resized to a long side <= {s['max_side']} px; planes filtered out: {filtered})"
+        )
     renderer = ", ".join(f"{k}={v}" for k, v in (s["renderer"] or {}).items())
-    text = [f"# Evaluation on {source}", "",
-            f"- checkpoint: {s['checkpoint'] or 'none (baseline only)'}" + (f" ({s['arch']})" if s["arch"] else ""),
-            f"- samples: {len(report['samples'])}; mask: {s['mask_kind']}; renderer: {renderer}",
-            "- metrics over pixels with measured depth; PSNR in dB; plane sensitivity: fore/back pairs "
-            "(1 = follows the mask as the targets do, 0 = ignores it)", "",
-            "## Mean", "", mean_table(report["mean"]), "",
-            "## Samples", "", sample_table(report["samples"], list(report["mean"])), ""]
+    text = [
+        f"# Evaluation on {source}",
+        "",
+        f"- checkpoint: {s['checkpoint'] or 'none (baseline only)'}" + (f" ({s['arch']})" if s["arch"] else ""),
+        f"- samples: {len(report['samples'])}; mask: {s['mask_kind']}; renderer: {renderer}",
+        "- metrics over pixels with measured depth; PSNR in dB; plane sensitivity: fore/back pairs "
+        "(1 = follows the mask as the targets do, 0 = ignores it)",
+        "",
+        "## Mean",
+        "",
+        mean_table(report["mean"]),
+        "",
+        "## Samples",
+        "",
+        sample_table(report["samples"], list(report["mean"])),
+        "",
+    ]
     (folder / "report.md").write_text("\n".join(text))
 
 
@@ -387,14 +402,3 @@ def check_out_dir(out: Path) -> None:
         raise UserError(f"{out}: exists and is not a folder")
     if any(out.iterdir()) and not (out / "report.json").is_file():
         raise UserError(f"{out}: folder is not empty and holds no earlier report; choose another --out")
-
-
-def replace_dir(staging: Path, out: Path) -> None:
-    """Rename the finished `staging` folder to `out`, replacing an earlier one."""
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.replace(out, old / out.name)
-    os.replace(staging, out)
-    shutil.rmtree(old, ignore_errors=True)

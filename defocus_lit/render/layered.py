@@ -21,7 +21,6 @@ difference to "fft" about 0.1/255).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -30,16 +29,14 @@ import torch.nn.functional as F
 from scipy.fft import next_fast_len
 from torch import Tensor
 
-from defocus_lit.data import planes
-from defocus_lit.errors import UserError
+from defocus_lit.ops.blur import IDENTITY_RADIUS, disk_kernel, half_width
+from defocus_lit.ops.color import linear_to_srgb, srgb_to_linear
 
-BLUR_MODELS = ("thin_lens", "blur_map")
 METHODS = ("fft", "direct")
-IDENTITY_RADIUS = 0.5  # px; layers blurred less than this are composited unblurred
+DEFAULT_LAYERS = 12
 RADIUS_STEP = 1 / 16  # px; layer radii are rounded to this, so disk spectra are shared and cached
 _FINE_BINS = 1024  # nearness histogram resolution used to place the layer cuts
 _EPS = 1e-8
-_SUPERSAMPLE = 16  # per axis, for the anti-aliased rim of the disk kernel
 _TILES = (16, 32, 64, 128)  # px, output tile sides to choose from per layer; multiples of _BLOCK
 _LOWRES_FROM = (8.0, 24.0, 48.0)  # px: "fft" blurs disks of these radii at 1/2, 1/4, 1/8 resolution
 _BASE = 16  # px, side of the accumulator tiles; divides every tile side
@@ -47,90 +44,7 @@ _STRIP = 64  # rows per F.conv2d call of method "direct"
 _BLOCK = 16  # px, grid on which layer presence near a tile is counted
 
 
-@dataclass
-class RenderSettings:
-    """Renderer settings; `to_dict()` is recorded in HDF5 attributes and checkpoints."""
-
-    blur_model: str = "thin_lens"  # "thin_lens" | "blur_map"
-    k: float = 30.0  # px per unit of nearness (inverse depth) outside the in-focus band (thin_lens)
-    max_radius: float = 16.0  # px
-    layers: int = 12
-
-    def __post_init__(self) -> None:
-        if self.blur_model not in BLUR_MODELS:
-            raise UserError(f"render.blur_model: unknown model '{self.blur_model}'; valid: {', '.join(BLUR_MODELS)}")
-        if not self.k >= 0:
-            raise UserError(f"render.k: must be >= 0, got {self.k}")
-        if not self.max_radius >= 0:
-            raise UserError(f"render.max_radius: must be >= 0, got {self.max_radius}")
-        if int(self.layers) != self.layers or self.layers < 1:
-            raise UserError(f"render.layers: must be a positive integer, got {self.layers}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-# ----------------------------------------------------------------------------------------------- colour
-
-
-def srgb_to_linear(x: Tensor) -> Tensor:
-    """sRGB in [0,1] -> linear light in [0,1] (IEC 61966-2-1). Powers as exp/log, which vectorise."""
-    x = x.clamp(0, 1)
-    curve = x.add(0.055).div_(1.055).log_().mul_(2.4).exp_()
-    return torch.where(x <= 0.04045, x / 12.92, curve)
-
-
-def linear_to_srgb(x: Tensor) -> Tensor:
-    """Linear light in [0,1] -> sRGB in [0,1]. Differentiable (the blur-stack head trains through it)."""
-    x = x.clamp(0, 1)
-    curve = x.clamp_min(0.0031308).log().div(2.4).exp().mul(1.055).sub(0.055)
-    return torch.where(x <= 0.0031308, x * 12.92, curve)
-
-
-# ----------------------------------------------------------------------------------------------- radius
-
-
-def blur_radius_thin_lens(near: Tensor, band: Tensor, k: float, max_radius: float) -> Tensor:
-    """Thin-lens blur radius in px: k * distance of `near` to the in-focus band, 0 inside, clamped.
-
-    near (B,1,H,W) inverse depth (larger = nearer); band (B,2) = (lo, hi) in the same units."""
-    lo = band[:, 0].view(-1, 1, 1, 1).to(near)
-    hi = band[:, 1].view(-1, 1, 1, 1).to(near)
-    dist = (lo - near).clamp_min(0) + (near - hi).clamp_min(0)
-    return (k * dist).clamp(0, max_radius)
-
-
-def blur_radius_blur_map(plane_map: Tensor, max_radius: float) -> Tensor:
-    """The paper's blur-map model: radius = max_radius * plane / 255 px. plane_map (B,1,H,W) in 0..255."""
-    return (max_radius * plane_map / 255.0).clamp(0, max_radius)
-
-
 # ----------------------------------------------------------------------------------------------- kernel
-
-
-def _half_width(radius: float) -> int:
-    """Half the side of `disk_kernel(radius)`: the last pixel centre with a nonzero weight."""
-    return int(np.ceil(radius + 0.5)) - 1 if radius >= IDENTITY_RADIUS else 0
-
-
-def disk_kernel(radius: float) -> Tensor:
-    """(2h+1, 2h+1) float32 disk of `radius` px, summing to 1. Anti-aliased: each weight is the fraction of
-    the pixel's square inside the circle (16x16 supersampling on the rim), so the area is pi * radius^2.
-    Below 0.5 px it is the 1x1 identity."""
-    h = _half_width(radius)
-    if h == 0:
-        return torch.ones(1, 1)
-    ax = np.abs(np.arange(-h, h + 1, dtype=np.float64))
-    gap = np.maximum(ax - 0.5, 0)
-    nearest = np.hypot(gap[:, None], gap[None, :])  # distance to the closest point of each pixel's square
-    farthest = np.hypot(ax[:, None] + 0.5, ax[None, :] + 0.5)
-    weight = (farthest <= radius).astype(np.float64)
-    rim_y, rim_x = np.nonzero((nearest < radius) & (farthest > radius))
-    offsets = (np.arange(_SUPERSAMPLE) + 0.5) / _SUPERSAMPLE - 0.5
-    ys = ax[rim_y][:, None, None] + offsets[None, :, None]
-    xs = ax[rim_x][:, None, None] + offsets[None, None, :]
-    weight[rim_y, rim_x] = (ys**2 + xs**2 <= radius**2).mean((1, 2))
-    return torch.from_numpy(weight / weight.sum()).float()
 
 
 def _window(tile: int, margin: int) -> int:
@@ -259,8 +173,11 @@ def _windows(source: Tensor, start: int, side: int, tile: int, iy: Tensor, ix: T
     sc, sy, sx, sp = source.stride()
     count_y = (source.shape[1] - start - side) // tile + 1
     count_x = (source.shape[2] - start - side) // tile + 1
-    grid = source.as_strided((count_y, count_x, source.shape[0], side, side, source.shape[3]),
-                             (tile * sy, tile * sx, sc, sy, sx, sp), source.storage_offset() + start * (sy + sx))
+    grid = source.as_strided(
+        (count_y, count_x, source.shape[0], side, side, source.shape[3]),
+        (tile * sy, tile * sx, sc, sy, sx, sp),
+        source.storage_offset() + start * (sy + sx),
+    )
     return grid[iy, ix]
 
 
@@ -287,8 +204,9 @@ class _PooledLayers:
     at the frame's edge average over scale x scale too, the missing pixels counting as empty), in a canvas
     (count,2,Y,X,2) padded like `_SharpLayers`."""
 
-    def __init__(self, rgb1: Tensor, layer_map: Tensor, first: int, count: int, scale: int,
-                 padding: tuple[int, int, int, int]):
+    def __init__(
+        self, rgb1: Tensor, layer_map: Tensor, first: int, count: int, scale: int, padding: tuple[int, int, int, int]
+    ):
         height, width = layer_map.shape
         h, w = -(-height // scale), -(-width // scale)
         left, right, top, bottom = padding
@@ -316,8 +234,13 @@ def _base_tiles(premult: Tensor, iy: Tensor, ix: Tensor, tiles_x: int) -> tuple[
     return view, index.flatten()
 
 
-def _composite_level(source: _SharpLayers | _PooledLayers, blocks: Tensor, radii: list[float],
-                     canvas: tuple[int, int], tiles: tuple[int, ...]) -> Tensor:
+def _composite_level(
+    source: _SharpLayers | _PooledLayers,
+    blocks: Tensor,
+    radii: list[float],
+    canvas: tuple[int, int],
+    tiles: tuple[int, ...],
+) -> Tensor:
     """Blur the layers of one level and composite them far to near ("over"). Each layer is convolved tile by
     tile (overlap-save), only on the tiles it reaches. The accumulator is a list of (2,B,B,2) base tiles.
     Returns the premultiplied (4,Y,X) canvas."""
@@ -325,7 +248,7 @@ def _composite_level(source: _SharpLayers | _PooledLayers, blocks: Tensor, radii
     base_y, base_x = canvas_y // _BASE, canvas_x // _BASE
     acc = torch.zeros(base_y * base_x, 2, _BASE, _BASE, 2, dtype=blocks.dtype, device=blocks.device)
     for layer, radius in enumerate(radii):
-        half = _half_width(radius)
+        half = half_width(radius)
         tile, presence = _choose_tiling(blocks[layer], half, tiles)
         iy, ix = torch.nonzero(presence, as_tuple=True)
         premult = source.windows(layer, half, _window(tile, half), tile, iy, ix)
@@ -352,7 +275,7 @@ def _render_level(rgb1: Tensor, layer_map: Tensor, first: int, radii: list[float
     tiles = tuple(t for t in _TILES if t == _TILES[0] or t <= min(h, w))
     canvas = (-(-h // tiles[-1]) * tiles[-1], -(-w // tiles[-1]) * tiles[-1])
     radii = [r / scale for r in radii]
-    halves = [_half_width(r) for r in radii]
+    halves = [half_width(r) for r in radii]
     pad = max(halves)
     extra = max(0, max(_window(t, m) - t - m for t in tiles for m in halves) - pad)  # FFT rounding slack
     padding = (pad, canvas[1] - w + pad + extra, pad, canvas[0] - h + pad + extra)
@@ -395,8 +318,10 @@ def _conv_same(x: Tensor, kernel: Tensor) -> Tensor:
     _STRIP rows: on CPU that is many times faster than one call on a large frame."""
     half = kernel.shape[-1] // 2
     padded = F.pad(x, (half, half, half, half))[:, None]
-    strips = [F.conv2d(padded[..., y : y + _STRIP + 2 * half, :], kernel[None, None].to(x))
-              for y in range(0, x.shape[-2], _STRIP)]
+    strips = [
+        F.conv2d(padded[..., y : y + _STRIP + 2 * half, :], kernel[None, None].to(x))
+        for y in range(0, x.shape[-2], _STRIP)
+    ]
     return torch.cat(strips, -2)[:, 0]
 
 
@@ -413,8 +338,9 @@ def _composite_direct(linear: Tensor, layer_map: Tensor, radii: list[float]) -> 
     return acc[:3] / acc[3:].clamp_min(_EPS)
 
 
-def render_defocus(image: Tensor, radius: Tensor, near: Tensor, layers: int = RenderSettings.layers,
-                   method: str = "fft") -> Tensor:
+def render_defocus(
+    image: Tensor, radius: Tensor, near: Tensor, layers: int = DEFAULT_LAYERS, method: str = "fft"
+) -> Tensor:
     """Render lens blur.
 
     image (B,3,H,W) sRGB in [0,1]; radius (B,1,H,W) blur radius in px; near (B,1,H,W) nearness (larger =
@@ -429,7 +355,7 @@ def render_defocus(image: Tensor, radius: Tensor, near: Tensor, layers: int = Re
     if tuple(radius.shape) != expected or tuple(near.shape) != expected:
         raise ValueError(f"radius and near must be {expected}, got {tuple(radius.shape)} and {tuple(near.shape)}")
     if not (torch.isfinite(radius).all() and torch.isfinite(near).all()):
-        raise ValueError("radius and near must be finite (fill missing depth first, e.g. planes.fill_invalid)")
+        raise ValueError("radius and near must be finite (fill missing depth first)")
     linear = srgb_to_linear(image.float())
     near_cpu, radius_cpu = near.detach().cpu(), radius.detach().cpu().clamp_min(0)
     out = []
@@ -440,59 +366,16 @@ def render_defocus(image: Tensor, radius: Tensor, near: Tensor, layers: int = Re
     return linear_to_srgb(torch.stack(out)).to(image.dtype)
 
 
-# ----------------------------------------------------------------------------------------------- numpy API
-
-
-def frame_maps(depth: np.ndarray, kind: str, plane_map: np.ndarray | None, in_focus: np.ndarray | None,
-               settings: RenderSettings, band: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(nearness, radius), both (H,W) float32, that `render_frame` renders with (the radius is also what the
-    dataset's mean radius and the `render` command's report use).
-
-    thin_lens: the in-focus band is the nearness range of the valid `in_focus` pixels, or `band` when given
-    (nearness units: 1/metres for kind="depth"). blur_map: radius from `plane_map` (0..255)."""
-    near = planes.nearness(depth, kind)
-    if settings.blur_model == "blur_map":
-        if plane_map is None:
-            raise ValueError("blur_model 'blur_map' needs a plane_map")
-        plane = torch.from_numpy(np.asarray(plane_map, dtype=np.float32))[None, None]
-        return near, blur_radius_blur_map(plane, settings.max_radius)[0, 0].numpy()
-    if band is None:
-        if in_focus is None:
-            raise ValueError("blur_model 'thin_lens' needs in_focus or band")
-        band = planes.focus_band(near, in_focus, planes.valid_depth(depth))
-    radius = blur_radius_thin_lens(torch.from_numpy(near)[None, None], torch.tensor([band]), settings.k,
-                                   settings.max_radius)
-    return near, radius[0, 0].numpy()
-
-
-def render_uint8(images: np.ndarray, near: np.ndarray, radius: np.ndarray, layers: int = RenderSettings.layers,
-                 device: str = "cpu") -> np.ndarray:
+def render_uint8(
+    images: np.ndarray, near: np.ndarray, radius: np.ndarray, layers: int = DEFAULT_LAYERS, device: str = "cpu"
+) -> np.ndarray:
     """`render_defocus` on numpy: images (N,H,W,3) uint8 sRGB, near and radius (N,H,W). Returns (N,H,W,3) uint8."""
     image = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float().div(255)
     near_t = torch.from_numpy(np.ascontiguousarray(near, dtype=np.float32))[:, None].to(device)
     radius_t = torch.from_numpy(np.ascontiguousarray(radius, dtype=np.float32))[:, None].to(device)
-    out = render_defocus(image, radius_t, near_t, layers)
-    return out.mul(255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+    return uint8_images(render_defocus(image, radius_t, near_t, layers))
 
 
-def render_batch(images: np.ndarray, depths: np.ndarray, kind: str, plane_maps: np.ndarray | None,
-                 in_focus: np.ndarray | None, settings: RenderSettings, device: str = "cpu",
-                 bands: list[tuple[float, float]] | None = None) -> np.ndarray:
-    """Batched `render_frame`: images (N,H,W,3) uint8, depths (N,H,W), plane_maps (N,H,W) or None,
-    in_focus (N,H,W) bool (or None with `bands`). Returns (N,H,W,3) uint8."""
-    maps = [frame_maps(depths[i], kind, None if plane_maps is None else plane_maps[i],
-                       None if in_focus is None else in_focus[i], settings, None if bands is None else bands[i])
-            for i in range(len(images))]
-    near, radius = (np.stack(m) for m in zip(*maps))
-    return render_uint8(images, near, radius, settings.layers, device)
-
-
-def render_frame(image: np.ndarray, depth: np.ndarray, kind: str, plane_map: np.ndarray | None,
-                 in_focus: np.ndarray | None, settings: RenderSettings, device: str = "cpu",
-                 band: tuple[float, float] | None = None) -> np.ndarray:
-    """Defocus one photo. image (H,W,3) uint8 sRGB; depth (H,W) as the source gives it (metres for
-    kind="depth", relative disparity for "disparity"; 0 = invalid, filled here); in_focus (H,W) bool = the
-    pixels that must stay sharp (gives the thin-lens band; or pass `band` in nearness units);
-    plane_map (H,W) 0..255 for blur_map only. Returns (H,W,3) uint8."""
-    near, radius = frame_maps(depth, kind, plane_map, in_focus, settings, band)
-    return render_uint8(image[None], near[None], radius[None], settings.layers, device)[0]
+def uint8_images(image: Tensor) -> np.ndarray:
+    """(N,3,H,W) sRGB in [0,1] -> (N,H,W,3) uint8 on the CPU."""
+    return image.mul(255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

@@ -1,12 +1,12 @@
 """The four LightningModules (architectures I-IV) and the GAN step they share.
 
-A module only builds its generator and says what its `stages` return; `GANStepMixin` holds the rest:
-the pix2pix step (D then G, manual optimisation), the schedule, validation metrics, baselines and logging.
+A module builds its Defocuser (generator named by its architecture, output head, keep-focus); `GANStepMixin` holds
+the pix2pix step (D then G, manual optimisation), the schedule and the model's validation metrics. What is not
+the step (baselines, image grids, best values) lives in `defocus_lit.models.callbacks`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
@@ -14,13 +14,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from defocus_lit.baselines import BASELINES
-from defocus_lit.imageio import write_rgb
 from defocus_lit.losses import GANLoss, get_loss, weighted_sum
 from defocus_lit.metrics import MetricSet
-from defocus_lit.models.defocuser import FOCUS_THRESHOLD, Defocuser, build_defocuser
+from defocus_lit.models.defocuser import Defocuser, build_defocuser
 from defocus_lit.models.networks import build_discriminator
-from defocus_lit.visualize import panel_grid
+
 
 def pix2pix_lambda(max_epochs: int | None, decay_fraction: float):
     """The pix2pix schedule: lr factor 1 for the first epochs, then linear decay towards 0 (per epoch)."""
@@ -29,12 +27,6 @@ def pix2pix_lambda(max_epochs: int | None, decay_fraction: float):
     n_decay = round(max_epochs * decay_fraction)
     n_constant = max_epochs - n_decay
     return lambda epoch: 1.0 - max(0, epoch + 1 - n_constant) / float(n_decay + 1)
-
-
-def alt_batch(batch: dict[str, Tensor]) -> dict[str, Tensor]:
-    """The same frames with the opposite focal plane's mask (for plane sensitivity of the baselines)."""
-    return {**batch, "mask": batch["alt_mask"], "focus": (batch["alt_mask"] < FOCUS_THRESHOLD).float(),
-            "target": batch["alt_target"]}
 
 
 class GANStepMixin:
@@ -57,10 +49,6 @@ class GANStepMixin:
         for name in self.cfg.loss.terms:
             get_loss(name)  # an unknown term fails here, before any training
         self.val_metrics = MetricSet(prefix="val/")
-        self.baseline_metrics = nn.ModuleDict({name: MetricSet(prefix=f"baseline/{name}/val/") for name in BASELINES})
-        self.baseline_values: dict[str, float] = {}
-        self.best_values: dict[str, float] = {}
-        self._grid_rows: list[dict[str, Tensor]] = []
 
     # ----- generation -------------------------------------------------------------------------------------------
     def outputs(self, image: Tensor, mask: Tensor) -> dict[str, Tensor]:
@@ -105,8 +93,10 @@ class GANStepMixin:
         fake = outs["output"]
 
         self.toggle_optimizer(opt_d)
-        loss_d = 0.5 * (self.gan_loss(self._discriminate(image, mask, target), True)
-                        + self.gan_loss(self._discriminate(image, mask, fake.detach()), False))
+        loss_d = 0.5 * (
+            self.gan_loss(self._discriminate(image, mask, target), True)
+            + self.gan_loss(self._discriminate(image, mask, fake.detach()), False)
+        )
         self._step(opt_d, loss_d)
         self.untoggle_optimizer(opt_d)
 
@@ -118,10 +108,19 @@ class GANStepMixin:
         self.untoggle_optimizer(opt_g)
 
         batch_size = image.shape[0]
-        self.log_dict({"train/loss_g": loss_g, "train/loss_d": loss_d}, prog_bar=True, batch_size=batch_size,
-                      on_step=True, on_epoch=True)
-        self.log_dict({"train/gan_g": loss_gan, **{f"train/{name}": value for name, value in terms.items()}},
-                      on_step=True, on_epoch=True, batch_size=batch_size)
+        self.log_dict(
+            {"train/loss_g": loss_g, "train/loss_d": loss_d},
+            prog_bar=True,
+            batch_size=batch_size,
+            on_step=True,
+            on_epoch=True,
+        )
+        self.log_dict(
+            {"train/gan_g": loss_gan, **{f"train/{name}": value for name, value in terms.items()}},
+            on_step=True,
+            on_epoch=True,
+            batch_size=batch_size,
+        )
 
     def on_train_epoch_end(self) -> None:
         for scheduler in self.lr_schedulers():
@@ -129,63 +128,24 @@ class GANStepMixin:
         self.log("train/lr", self.lr_schedulers()[0].get_last_lr()[0], on_epoch=True, on_step=False)
 
     # ----- validation -------------------------------------------------------------------------------------------
-    @property
-    def _measure_baselines(self) -> bool:
-        return not self.baseline_values and not self.trainer.sanity_checking
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """Scores the output for the sample's mask and, for plane sensitivity, for the opposite plane's mask.
+        Returns {"output": (B,3,H,W) in [-1,1]} for the callbacks (image grid)."""
         out = self(batch["image"], batch["mask"])
         self.val_metrics.update(out, batch)
         self.val_metrics.update_plane(out, self(batch["image"], batch["alt_mask"]), batch)
-        if self._measure_baselines:
-            for name, baseline in BASELINES.items():
-                self.baseline_metrics[name].update(baseline(batch), batch)
-                self.baseline_metrics[name].update_plane(baseline(batch), baseline(alt_batch(batch)), batch)
-        if batch_idx == 0:
-            n = self.cfg.logger.num_images
-            self._grid_rows = [{"input": batch["image"][i], "mask": batch["mask"][i] * 2 - 1, "output": out[i],
-                                "target": batch["target"][i]} for i in range(min(n, out.shape[0]))]
+        return {"output": out}
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()
         self.val_metrics.reset()
         self.log("val/psnr", values.pop("val/psnr"), prog_bar=True, sync_dist=True)
         self.log_dict(values, sync_dist=True)
-        values["val/psnr"] = self.trainer.callback_metrics["val/psnr"]
-        if self.trainer.sanity_checking:
-            return
-        if self._measure_baselines:
-            for metrics in self.baseline_metrics.values():
-                self.baseline_values.update({k: float(v) for k, v in metrics.compute().items()})
-                metrics.reset()
-        if self.baseline_values:
-            self.log_dict(self.baseline_values, sync_dist=True)
-        if not self.best_values or values["val/psnr"] > self.best_values["val/psnr"]:
-            self.best_values = {k: float(v) for k, v in values.items()} | {"epoch": float(self.current_epoch)}
-        self._log_grid()
-
-    def _log_grid(self) -> None:
-        if not self._grid_rows or self.global_rank != 0:
-            return
-        grid = panel_grid(self._grid_rows)
-        write_rgb(Path(self.trainer.default_root_dir) / "images" / f"val_epoch{self.current_epoch:03d}.png", grid)
-        for logger in self.loggers:
-            if hasattr(logger, "log_image"):
-                logger.log_image(key="val/samples", images=[grid], step=self.global_step,
-                                 caption=["input | mask | output | target"])
-
-    # ----- checkpoint extras ------------------------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["defocus_lit"] = {"baselines": self.baseline_values, "best": self.best_values}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        extras = checkpoint.get("defocus_lit", {})
-        self.baseline_values = dict(extras.get("baselines", {}))
-        self.best_values = dict(extras.get("best", {}))
 
 
 class DefocusGAN(GANStepMixin, L.LightningModule):
-    """Builds the Defocuser (generator named by `arch`, output head, keep-focus) and trains it as a GAN."""
+    """Builds the Defocuser (generator named by `arch`, output head, keep-focus) and trains it as a GAN.
+    The four architectures below are its subclasses, by name for users (`MODULES[cfg.arch]`)."""
 
     arch: ClassVar[str]
 

@@ -24,10 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -36,6 +35,7 @@ from torch import Tensor
 
 from defocus_lit import __version__
 from defocus_lit.errors import UserError
+from defocus_lit.io import atomic_path
 from defocus_lit.models.checkpoint import Defocuser, load_checkpoint
 
 FORMATS = ("torchscript", "onnx")
@@ -64,8 +64,10 @@ def run(args: argparse.Namespace) -> int:
     model, cfg = load_checkpoint(args.ckpt)
     max_diff = export(model, cfg, args.format, out)
     levels = "0/0.5/1" if cfg.data.mask_kind == "patch" else "0/1"
-    print(f"wrote {out} ({args.format}, {cfg.arch}, H and W multiples of {model.multiple}, mask {levels}); "
-          f"max |exported - checkpoint| = {max_diff:.3g} (tolerance {TOLERANCE:g})")
+    print(
+        f"wrote {out} ({args.format}, {cfg.arch}, H and W multiples of {model.multiple}, mask {levels}); "
+        f"max |exported - checkpoint| = {max_diff:.3g} (tolerance {TOLERANCE:g})"
+    )
     return 0
 
 
@@ -74,8 +76,10 @@ def require_onnx() -> None:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError as err:
-        raise UserError(f"--format onnx: needs the onnx and onnxscript packages ({err.name} is missing): "
-                        "pip install defocus_lit[onnx]") from None
+        raise UserError(
+            f"--format onnx: needs the onnx and onnxscript packages ({err.name} is missing): "
+            "pip install defocus_lit[onnx]"
+        ) from None
 
 
 def example_inputs(multiple: int, shape: tuple[int, int, int], *, patch: bool, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -120,9 +124,16 @@ def _export_onnx(model: Defocuser, inputs: tuple[Tensor, Tensor], path: Path, me
         warnings.simplefilter("ignore")  # exporter chatter (axis renaming, optional torchvision ops)
         exporter_log.setLevel(logging.ERROR)
         try:
-            program = torch.onnx.export(model, inputs, input_names=list(INPUT_NAMES), output_names=["output"],
-                                        opset_version=ONNX_OPSET, dynamo=True, verbose=False,
-                                        dynamic_shapes={"image": axes, "mask": axes})
+            program = torch.onnx.export(
+                model,
+                inputs,
+                input_names=list(INPUT_NAMES),
+                output_names=["output"],
+                opset_version=ONNX_OPSET,
+                dynamo=True,
+                verbose=False,
+                dynamic_shapes={"image": axes, "mask": axes},
+            )
         finally:
             exporter_log.setLevel(level)
     program.model.metadata_props[METADATA_KEY] = metadata
@@ -149,8 +160,7 @@ EXPORTERS = {"torchscript": _export_torchscript, "onnx": _export_onnx}
 LOADERS = {"torchscript": _load_torchscript, "onnx": _load_onnx}
 
 
-def max_difference(model: Defocuser, run_exported: Callable[[Tensor, Tensor], np.ndarray], *,
-                   patch: bool) -> float:
+def max_difference(model: Defocuser, run_exported: Callable[[Tensor, Tensor], np.ndarray], *, patch: bool) -> float:
     """Largest |exported - model| on a random (1,3,m,3m) input: another batch size and H, W than the traced
     (2,3,2m,2m) one."""
     image, mask = example_inputs(model.multiple, CHECK_SHAPE, patch=patch, seed=1)
@@ -168,18 +178,20 @@ def export(model: Defocuser, cfg: DictConfig, fmt: str, out: Path) -> float:
         raise UserError(f"--format: '{fmt}' is not one of {', '.join(FORMATS)}")
     model = model.cpu().eval()
     patch = cfg.data.mask_kind == "patch"
-    metadata = {"multiple": model.multiple, "mask_kind": cfg.data.mask_kind, "arch": cfg.arch,
-                "keep_focus": bool(cfg.keep_focus), "defocus_lit": __version__}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
+    metadata = {
+        "multiple": model.multiple,
+        "mask_kind": cfg.data.mask_kind,
+        "arch": cfg.arch,
+        "keep_focus": bool(cfg.keep_focus),
+        "defocus_lit": __version__,
+    }
+    with atomic_path(out) as tmp:
         inputs = example_inputs(model.multiple, TRACE_SHAPE, patch=patch)
         EXPORTERS[fmt](model, inputs, tmp, json.dumps(metadata))
         max_diff = max_difference(model, LOADERS[fmt](tmp), patch=patch)
         if not max_diff <= TOLERANCE:
-            raise RuntimeError(f"{out}: the exported model differs from the checkpoint by {max_diff:.3g} "
-                               f"(> {TOLERANCE:g}); nothing written")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+            raise RuntimeError(
+                f"{out}: the exported model differs from the checkpoint by {max_diff:.3g} "
+                f"(> {TOLERANCE:g}); nothing written"
+            )
     return max_diff

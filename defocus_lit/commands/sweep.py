@@ -20,8 +20,9 @@ import os
 import shlex
 import socket
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import optuna
 import yaml
@@ -31,38 +32,58 @@ from optuna.trial import FrozenTrial, TrialState
 
 from defocus_lit.config import load_experiment, split_experiment
 from defocus_lit.errors import UserError
-from defocus_lit.train import TrainResult, run_training, wandb_mode
+from defocus_lit.training import TrainResult, run_training, wandb_mode
 
 ARGS = "${args_no_hyphens}"
-SWEEP_KEYS = ("name", "description", "program", "command", "method", "metric", "parameters", "early_terminate",
-              "run_cap")
+SWEEP_KEYS = (
+    "name",
+    "description",
+    "program",
+    "command",
+    "method",
+    "metric",
+    "parameters",
+    "early_terminate",
+    "run_cap",
+)
 METHODS = ("grid", "random", "bayes")
 GOALS = ("maximize", "minimize")
 # The W&B distributions that Optuna samples the same way; the others (normal, beta, q_log_...) have no Optuna
 # counterpart, and a sweep file must run on both backends.
-DISTRIBUTIONS = ("constant", "categorical", "int_uniform", "uniform", "q_uniform", "log_uniform",
-                 "log_uniform_values")
+DISTRIBUTIONS = ("constant", "categorical", "int_uniform", "uniform", "q_uniform", "log_uniform", "log_uniform_values")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # the trials that count toward --trials
-DEFAULT_TRIALS = 20      # random/bayes sweeps without --trials or run_cap
-HEARTBEAT_S = 60         # a RUNNING trial without a heartbeat for 2x this is failed and re-run by any worker
-MAX_RETRY = 2            # times one point is re-run after its worker died
-WORKER_ATTR = "worker"   # trial user attribute "host:pid" of the process that runs it
+DEFAULT_TRIALS = 20  # random/bayes sweeps without --trials or run_cap
+HEARTBEAT_S = 60  # a RUNNING trial without a heartbeat for 2x this is failed and re-run by any worker
+MAX_RETRY = 2  # times one point is re-run after its worker died
+WORKER_ATTR = "worker"  # trial user attribute "host:pid" of the process that runs it
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sweep", help="sweep file in W&B format, e.g. experiments/sweeps/lr_lambda.yaml")
-    parser.add_argument("--backend", choices=("wandb", "optuna"),
-                        help="default: wandb when W&B is online (WANDB_API_KEY or `wandb login`), else optuna")
-    parser.add_argument("--trials", type=int, metavar="N",
-                        help="trials to finish (completed or pruned, earlier runs of the study included); "
-                             f"default: the file's run_cap, else the whole grid, else {DEFAULT_TRIALS}")
-    parser.add_argument("--study-dir", metavar="DIR",
-                        help="study folder: runs, study.db, best.json (default outputs/sweeps/SWEEP_NAME)")
-    parser.add_argument("--storage", metavar="URL",
-                        help="optuna only: study storage shared by several workers, e.g. "
-                             "postgresql://user@host/db (default sqlite:///DIR/study.db)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="fixed overrides for every trial, e.g. trainer.max_epochs=1")
+    parser.add_argument(
+        "--backend",
+        choices=("wandb", "optuna"),
+        help="default: wandb when W&B is online (WANDB_API_KEY or `wandb login`), else optuna",
+    )
+    parser.add_argument(
+        "--trials",
+        type=int,
+        metavar="N",
+        help="trials to finish (completed or pruned, earlier runs of the study included); "
+        f"default: the file's run_cap, else the whole grid, else {DEFAULT_TRIALS}",
+    )
+    parser.add_argument(
+        "--study-dir", metavar="DIR", help="study folder: runs, study.db, best.json (default outputs/sweeps/SWEEP_NAME)"
+    )
+    parser.add_argument(
+        "--storage",
+        metavar="URL",
+        help="optuna only: study storage shared by several workers, e.g. "
+        "postgresql://user@host/db (default sqlite:///DIR/study.db)",
+    )
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="fixed overrides for every trial, e.g. trainer.max_epochs=1"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,8 +91,10 @@ def run(args: argparse.Namespace) -> int:
     online = wandb_mode("auto") == "online"
     backend = args.backend or ("wandb" if online else "optuna")
     if backend == "wandb" and not online:
-        raise UserError("W&B is offline (no WANDB_API_KEY, `wandb login` or WANDB_MODE=online); "
-                        "run the same sweep offline with --backend optuna")
+        raise UserError(
+            "W&B is offline (no WANDB_API_KEY, `wandb login` or WANDB_MODE=online); "
+            "run the same sweep offline with --backend optuna"
+        )
     if backend == "wandb" and args.storage:
         raise UserError("--storage: only the optuna backend keeps a study storage")
     if args.trials is not None and args.trials < 1:
@@ -107,8 +130,9 @@ def validate_sweep(path: str | Path, overrides: Sequence[str] = ()) -> dict[str,
     if sweep["method"] == "grid":
         for name, spec in sweep["parameters"].items():
             if spec["distribution"] not in ("categorical", "constant"):
-                raise UserError(f"{path}: parameters.{name}: a grid takes `values` (or `value`), "
-                                f"not a {spec['distribution']} range")
+                raise UserError(
+                    f"{path}: parameters.{name}: a grid takes `values` (or `value`), not a {spec['distribution']} range"
+                )
     if "run_cap" in sweep and not (isinstance(sweep["run_cap"], int) and sweep["run_cap"] > 0):
         raise UserError(f"{path}: run_cap: {sweep['run_cap']!r} must be a positive integer")
     _check_experiment_source(path, sweep)
@@ -141,27 +165,36 @@ def _check_metric(path: Path, metric: Any) -> None:
     if not isinstance(metric, dict) or metric.get("goal") not in GOALS or not isinstance(metric.get("name"), str):
         raise UserError(f"{path}: metric: must be {{name: val/psnr, goal: maximize|minimize}}")
     if not metric["name"].startswith(("val/", "baseline/")):
-        raise UserError(f"{path}: metric.name: '{metric['name']}' is not a validation metric (val/psnr, val/ssim, "
-                        "val/psnr_focus, val/psnr_defocus, val/plane_sensitivity, ...)")
+        raise UserError(
+            f"{path}: metric.name: '{metric['name']}' is not a validation metric (val/psnr, val/ssim, "
+            "val/psnr_focus, val/psnr_defocus, val/plane_sensitivity, ...)"
+        )
 
 
 def _check_command(path: Path, command: Any) -> None:
     ok = isinstance(command, list) and all(isinstance(w, str) for w in command) and "train" in command
     if ok:
         at = command.index("train")
-        ok = command[:at] in (["defocus-lit"], ["${env}", "defocus-lit"]) and command[at + 1:].count(ARGS) == 1 \
+        ok = (
+            command[:at] in (["defocus-lit"], ["${env}", "defocus-lit"])
+            and command[at + 1 :].count(ARGS) == 1
             and command[-1] == ARGS
+        )
     if not ok:
-        raise UserError(f"{path}: command: must be [${{env}}, defocus-lit, train, EXP, {ARGS}] "
-                        "(without EXP when a parameter named `experiment` picks it)")
+        raise UserError(
+            f"{path}: command: must be [${{env}}, defocus-lit, train, EXP, {ARGS}] "
+            "(without EXP when a parameter named `experiment` picks it)"
+        )
 
 
 def _check_experiment_source(path: Path, sweep: dict[str, Any]) -> None:
     named = [w for w in train_words(sweep) if "=" not in w]
     swept = sweep["parameters"].get("experiment")
     if len(named) + (swept is not None) != 1:
-        raise UserError(f"{path}: command: name one experiment after `train`, or sweep a parameter `experiment` "
-                        "and leave it out of the command")
+        raise UserError(
+            f"{path}: command: name one experiment after `train`, or sweep a parameter `experiment` "
+            "and leave it out of the command"
+        )
     if swept is not None and swept["distribution"] not in ("categorical", "constant"):
         raise UserError(f"{path}: parameters.experiment: takes `values` (experiment names)")
 
@@ -180,8 +213,10 @@ def _parameter(where: str, spec: Any) -> dict[str, Any]:
         raise UserError(f"{where}: must be a mapping with `values`, `value` or `min`/`max`")
     dist = spec.get("distribution") or _inferred_distribution(where, spec)
     if dist not in DISTRIBUTIONS:
-        raise UserError(f"{where}: distribution '{dist}' is not supported (it must sample alike in W&B and "
-                        f"Optuna); use one of: {', '.join(DISTRIBUTIONS)}")
+        raise UserError(
+            f"{where}: distribution '{dist}' is not supported (it must sample alike in W&B and "
+            f"Optuna); use one of: {', '.join(DISTRIBUTIONS)}"
+        )
     spec = {**spec, "distribution": dist}
     if dist == "categorical":
         values = spec.get("values")
@@ -209,8 +244,10 @@ def _inferred_distribution(where: str, spec: dict[str, Any]) -> str:
 def _check_range(where: str, dist: str, spec: dict[str, Any]) -> None:
     lo, hi = spec.get("min"), spec.get("max")
     if not (_is_number(lo) and _is_number(hi) and lo < hi):
-        raise UserError(f"{where}: min and max must be numbers with min < max (got {lo!r}, {hi!r}; "
-                        "YAML reads 1e-3 as text, write 1.0e-3)")
+        raise UserError(
+            f"{where}: min and max must be numbers with min < max (got {lo!r}, {hi!r}; "
+            "YAML reads 1e-3 as text, write 1.0e-3)"
+        )
     if dist == "int_uniform" and not (isinstance(lo, int) and isinstance(hi, int)):
         raise UserError(f"{where}: int_uniform takes integer min and max")
     if dist == "log_uniform_values" and lo <= 0:
@@ -259,7 +296,7 @@ def trial_count(sweep: dict[str, Any], trials: int | None) -> int:
 def train_words(sweep: dict[str, Any]) -> list[str]:
     """The words the file's command passes `defocus-lit train` before the sampled ones: EXP, fixed key=value."""
     command = sweep["command"]
-    return command[command.index("train") + 1:-1]
+    return command[command.index("train") + 1 : -1]
 
 
 def agent_words(params: dict[str, Any]) -> list[str]:
@@ -288,8 +325,10 @@ def run_wandb(sweep: dict[str, Any], overrides: Sequence[str], study_dir: Path, 
     point = next(_probe_points(sweep["parameters"]))[0]
     project = trial_config(sweep, point, overrides).logger.project
     sweep_id = wandb.sweep({**sweep, "command": command}, project=project)
-    print(f"W&B sweep {sweep_id} in project {project}; more machines join it with `wandb agent "
-          f"ENTITY/{project}/{sweep_id}`")
+    print(
+        f"W&B sweep {sweep_id} in project {project}; more machines join it with `wandb agent "
+        f"ENTITY/{project}/{sweep_id}`"
+    )
     wandb.agent(sweep_id, project=project, count=trials)
     return 0
 
@@ -362,8 +401,9 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S,
-                                              heartbeat_stale_trial_callback=_retry_callback())
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=HEARTBEAT_S, heartbeat_stale_trial_callback=_retry_callback()
+            )
     except (ImportError, ValueError, SQLAlchemyError) as err:
         shown = make_url(url).render_as_string(hide_password=True) if "://" in url else url
         raise UserError(f"--storage {shown}: cannot open the study storage ({err})") from None
@@ -414,8 +454,10 @@ def _one_device(cfg: DictConfig) -> None:
     if devices == "auto":
         cfg.trainer.devices = 1
     elif not single or nodes != 1:
-        raise UserError(f"trainer.devices={devices}, trainer.num_nodes={nodes}: an Optuna trial trains on one "
-                        "device; run one sweep worker per GPU on a shared study (CUDA_VISIBLE_DEVICES=i, --storage)")
+        raise UserError(
+            f"trainer.devices={devices}, trainer.num_nodes={nodes}: an Optuna trial trains on one "
+            "device; run one sweep worker per GPU on a shared study (CUDA_VISIBLE_DEVICES=i, --storage)"
+        )
 
 
 def _metric_value(result: TrainResult, metric: str) -> float:
@@ -447,24 +489,38 @@ def _objective(sweep: dict[str, Any], overrides: Sequence[str], study_dir: Path)
     return objective
 
 
-def run_optuna(sweep: dict[str, Any], name: str, overrides: Sequence[str], study_dir: Path, storage_url: str | None,
-               trials: int) -> int:
+def run_optuna(
+    sweep: dict[str, Any], name: str, overrides: Sequence[str], study_dir: Path, storage_url: str | None, trials: int
+) -> int:
     """Run (or continue) the study `name` until `trials` trials have completed or been pruned."""
     study_dir.mkdir(parents=True, exist_ok=True)
     storage = open_storage(storage_url or f"sqlite:///{(study_dir / 'study.db').resolve()}")
-    study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True, sampler=_sampler(sweep),
-                                direction=sweep["metric"]["goal"], pruner=optuna.pruners.MedianPruner())
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        load_if_exists=True,
+        sampler=_sampler(sweep),
+        direction=sweep["metric"]["goal"],
+        pruner=optuna.pruners.MedianPruner(),
+    )
     reclaimed = reclaim_orphans(study, storage)
     if reclaimed:
         print(f"trial(s) {', '.join(map(str, reclaimed))} left unfinished by a stopped sweep: running again")
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
-    print(f"Optuna study '{name}' ({sweep['method']}, {sweep['metric']['goal']} {sweep['metric']['name']}): "
-          f"{done} of {trials} trials done; runs in {study_dir}", flush=True)
+    print(
+        f"Optuna study '{name}' ({sweep['method']}, {sweep['metric']['goal']} {sweep['metric']['name']}): "
+        f"{done} of {trials} trials done; runs in {study_dir}",
+        flush=True,
+    )
     if done < trials:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.optimize(_objective(sweep, overrides, study_dir), n_trials=trials - done, gc_after_trial=True,
-                           callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED)])
+            study.optimize(
+                _objective(sweep, overrides, study_dir),
+                n_trials=trials - done,
+                gc_after_trial=True,
+                callbacks=[optuna.study.MaxTrialsCallback(trials, states=FINISHED)],
+            )
     print(trials_table(study.trials, sweep["metric"]["name"]))
     best = best_summary(study, sweep)
     if best is None:
@@ -501,7 +557,14 @@ def best_summary(study: optuna.Study, sweep: dict[str, Any]) -> dict[str, Any] |
     if not completed:
         return None
     best = study.best_trial
-    return {"study": study.study_name, "metric": sweep["metric"]["name"], "goal": sweep["metric"]["goal"],
-            "trial": best.number, "value": best.value, "params": best.params,
-            "command": best.user_attrs.get("command"), "run_dir": best.user_attrs.get("run_dir"),
-            "best_ckpt": best.user_attrs.get("best_ckpt")}
+    return {
+        "study": study.study_name,
+        "metric": sweep["metric"]["name"],
+        "goal": sweep["metric"]["goal"],
+        "trial": best.number,
+        "value": best.value,
+        "params": best.params,
+        "command": best.user_attrs.get("command"),
+        "run_dir": best.user_attrs.get("run_dir"),
+        "best_ckpt": best.user_attrs.get("best_ckpt"),
+    }

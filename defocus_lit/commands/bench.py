@@ -14,8 +14,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -43,21 +44,24 @@ def _median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> 
 # ----- renderer -----------------------------------------------------------------------------------------------
 def bench_render(args: argparse.Namespace) -> dict:
     """A 640x480 synthetic frame focused on its nearest third, 32 layers, radius up to 24 px."""
-    from defocus_lit.data.planes import depth_grey, focal_plane, binary_mask
+    from defocus_lit.data.planes import binary_mask, depth_grey, focal_plane
+    from defocus_lit.data.samples import frame_maps
     from defocus_lit.data.synthetic import synthetic_scene
-    from defocus_lit.render import RenderSettings, frame_maps, render_defocus
+    from defocus_lit.render import RenderSettings, render_defocus
 
     image, depth = synthetic_scene(7, (480, 640))
     settings = RenderSettings(max_radius=24.0, layers=32, k=40.0)
     in_focus = binary_mask(focal_plane(depth_grey(depth, "depth"), "fore")) == 0
-    near, radius = frame_maps(depth, "depth", None, in_focus, settings)
+    near, radius = frame_maps(depth, "depth", settings, in_focus=in_focus)
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255)
     r, n = torch.from_numpy(radius)[None, None], torch.from_numpy(near)[None, None]
     fast = render_defocus(x, r, n, 32, method="fft")
     direct = render_defocus(x, r, n, 32, method="direct")
-    return {"render_s": _median_seconds(lambda: render_defocus(x, r, n, 32, method="fft"), 5),
-            "render_direct_s": _median_seconds(lambda: render_defocus(x, r, n, 32, method="direct"), 3, warmup=0),
-            "render_mad": float((fast - direct).abs().mean())}
+    return {
+        "render_s": _median_seconds(lambda: render_defocus(x, r, n, 32, method="fft"), 5),
+        "render_direct_s": _median_seconds(lambda: render_defocus(x, r, n, 32, method="direct"), 3, warmup=0),
+        "render_mad": float((fast - direct).abs().mean()),
+    }
 
 
 # ----- data ---------------------------------------------------------------------------------------------------
@@ -101,16 +105,21 @@ def fake_batch(batch_size: int, size: int, seed: int = 0) -> dict[str, torch.Ten
     """A training batch of the DataModule's layout with random content."""
     g = torch.Generator().manual_seed(seed)
     mask = (torch.rand(batch_size, 1, size, size, generator=g) > 0.4).float()
-    return {"image": torch.rand(batch_size, 3, size, size, generator=g) * 2 - 1,
-            "target": torch.rand(batch_size, 3, size, size, generator=g) * 2 - 1,
-            "mask": mask, "focus": 1 - mask, "depth_weight": torch.rand(batch_size, 1, size, size, generator=g),
-            "valid": torch.ones(batch_size, 1, size, size), "mean_radius": torch.full((batch_size,), 6.0)}
+    return {
+        "image": torch.rand(batch_size, 3, size, size, generator=g) * 2 - 1,
+        "target": torch.rand(batch_size, 3, size, size, generator=g) * 2 - 1,
+        "mask": mask,
+        "focus": 1 - mask,
+        "depth_weight": torch.rand(batch_size, 1, size, size, generator=g),
+        "valid": torch.ones(batch_size, 1, size, size),
+        "mean_radius": torch.full((batch_size,), 6.0),
+    }
 
 
 def _lightning_images_per_s(cfg, batch: dict, steps: int, warmup: int) -> float:
     import lightning as L
 
-    from defocus_lit.models.gan import build_module
+    from defocus_lit.models.module import build_module
 
     marks: dict[str, float] = {}
 
@@ -122,9 +131,18 @@ def _lightning_images_per_s(cfg, batch: dict, steps: int, warmup: int) -> float:
         def on_train_batch_end(self, trainer, module, outputs, b, batch_idx):
             marks["end"] = time.perf_counter()
 
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=warmup + steps,
-                        limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[Timer()])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        limit_train_batches=warmup + steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Timer()],
+    )
     loader = torch.utils.data.DataLoader([batch] * (warmup + steps), batch_size=None)
     trainer.fit(build_module(cfg), train_dataloaders=loader)
     return steps * batch["image"].shape[0] / (marks["end"] - marks["start"])
@@ -133,7 +151,7 @@ def _lightning_images_per_s(cfg, batch: dict, steps: int, warmup: int) -> float:
 def _plain_images_per_s(cfg, batch: dict, steps: int, warmup: int) -> float:
     """The same pix2pix step in plain PyTorch: same networks, Adam settings, losses and D-then-G order."""
     from defocus_lit.losses import GANLoss, weighted_sum
-    from defocus_lit.models.gan import build_module
+    from defocus_lit.models.module import build_module
 
     module = build_module(cfg).train()
     g_net, d_net = module.generator, module.discriminator
@@ -149,8 +167,10 @@ def _plain_images_per_s(cfg, batch: dict, steps: int, warmup: int) -> float:
         outs = module.outputs(image, mask)
         fake = outs["output"]
         d_net.requires_grad_(True)
-        loss_d = 0.5 * (gan(d_net(torch.cat([image, mask, target], 1)), True)
-                        + gan(d_net(torch.cat([image, mask, fake.detach()], 1)), False))
+        loss_d = 0.5 * (
+            gan(d_net(torch.cat([image, mask, target], 1)), True)
+            + gan(d_net(torch.cat([image, mask, fake.detach()], 1)), False)
+        )
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
@@ -180,8 +200,11 @@ def bench_train(args: argparse.Namespace) -> dict:
             runs_p.append(_plain_images_per_s(cfg, batch, args.steps, warmup=2))
             runs_l.append(_lightning_images_per_s(cfg, batch, args.steps, warmup=2))
         lightning[name], plain[name] = max(runs_l), max(runs_p)
-    return {"train_images_per_s": lightning, "plain_images_per_s": plain,
-            "train_model": {"ngf": cfg.model.ngf, "num_downs": cfg.model.num_downs, "batch": 4, "size": 256}}
+    return {
+        "train_images_per_s": lightning,
+        "plain_images_per_s": plain,
+        "train_model": {"ngf": cfg.model.ngf, "num_downs": cfg.model.num_downs, "batch": 4, "size": 256},
+    }
 
 
 # ----- inference ----------------------------------------------------------------------------------------------
@@ -191,20 +214,24 @@ def bench_predict(args: argparse.Namespace) -> dict:
     generator at full resolution (`--max-side 0`, padded to the network's multiple)."""
     from defocus_lit.config import load_experiment
     from defocus_lit.models.defocuser import build_defocuser
-    from defocus_lit.predict import MAX_SIDE, defocus
+    from defocus_lit.models.inference import MAX_SIDE, defocus
 
     cfg = load_experiment("pix2pix_4ch", ["model.ngf=64", "model.num_downs=8"], cpu_preset=False)
     model = build_defocuser(cfg).eval()
     result: dict = {"predict_max_side": MAX_SIDE}
     for w, h in ((600, 400), (1080, 1350)):
         image, mask = torch.rand(1, 3, h, w) * 2 - 1, (torch.rand(1, 1, h, w) > 0.5).float()
-        result[f"predict_{w}x{h}_s"] = _median_seconds(lambda: defocus(model, image, mask, MAX_SIDE), 5)
-        result[f"predict_{w}x{h}_full_res_s"] = _median_seconds(lambda: defocus(model, image, mask), 3)
+        working_size = partial(defocus, model, image, mask, MAX_SIDE)
+        result[f"predict_{w}x{h}_s"] = _median_seconds(working_size, 5)
+        result[f"predict_{w}x{h}_full_res_s"] = _median_seconds(partial(defocus, model, image, mask), 3)
     return result
 
 
 PARTS: dict[str, Callable[[argparse.Namespace], dict]] = {
-    "render": bench_render, "build": bench_build, "loader": bench_loader, "train": bench_train,
+    "render": bench_render,
+    "build": bench_build,
+    "loader": bench_loader,
+    "train": bench_train,
     "predict": bench_predict,
 }
 
@@ -226,8 +253,10 @@ def run_part(name: str, args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    figures: dict = {"machine": {"cpus": torch.get_num_threads(), "torch": torch.__version__,
-                                 "cuda": torch.cuda.is_available()}, "peak_rss_mb": {}}
+    figures: dict = {
+        "machine": {"cpus": torch.get_num_threads(), "torch": torch.__version__, "cuda": torch.cuda.is_available()},
+        "peak_rss_mb": {},
+    }
     for name in args.only or PARTS:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         result = run_part(name, args)

@@ -1,16 +1,17 @@
-"""`defocus-lit train EXP [key=value ...]`: the thin entry point around Lightning's Trainer."""
+"""Training one experiment with Lightning: dataset, run folder, loggers, callbacks, Trainer, resume.
+
+`run_training(cfg)` is what `defocus-lit train` and the sweep trials call."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import netrc
 import os
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
@@ -18,11 +19,18 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from defocus_lit import slurm
-from defocus_lit.config import experiments_dir, load_experiment, split_experiment, to_container
+from defocus_lit.config import to_container
 from defocus_lit.errors import UserError
 
-SUMMARY_KEYS = ("val/psnr", "val/ssim", "val/psnr_focus", "val/psnr_defocus", "val/plane_sensitivity",
-                "baseline/identity/val/psnr", "baseline/mask_blur/val/psnr")
+SUMMARY_KEYS = (
+    "val/psnr",
+    "val/ssim",
+    "val/psnr_focus",
+    "val/psnr_defocus",
+    "val/plane_sensitivity",
+    "baseline/identity/val/psnr",
+    "baseline/mask_blur/val/psnr",
+)
 
 
 @dataclass
@@ -32,29 +40,6 @@ class TrainResult:
     last_ckpt: Path
     metrics_csv: Path
     metrics: dict[str, float]
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("experiment", help="experiment name in experiments/ (e.g. patch_mask) or a YAML path; "
-                        "`experiment=NAME` anywhere among the words works too (as W&B sweep agents pass it)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="config overrides, e.g. optim.lr=1e-4 trainer.max_epochs=5 cpu_preset=false")
-
-
-def run(args: argparse.Namespace) -> int:
-    experiment, overrides = split_experiment([args.experiment, *args.overrides])
-    cfg = load_experiment(experiment, overrides)
-    if cfg.cpu_preset and not any(w.startswith("cpu_preset=") for w in overrides) and _is_rank_zero():
-        print(f"No GPU found: applying the CPU preset {experiments_dir() / 'presets' / 'cpu.yaml'} "
-              "(small network, short run); add cpu_preset=false for the full recipe.")
-    result = run_training(cfg)
-    if not _is_rank_zero():  # every DDP process under srun runs this command; one of them reports
-        return 0
-    print(f"checkpoints: {result.best_ckpt} (best val/psnr), {result.last_ckpt} (last)")
-    print(f"metrics:     {result.metrics_csv}, W&B run in {result.run_dir / 'wandb'}")
-    print(f"images:      {result.run_dir / 'images'}")
-    print("summary: " + " ".join(f"{k}={result.metrics[k]:.4g}" for k in SUMMARY_KEYS if k in result.metrics))
-    return 0
 
 
 # ----- data ---------------------------------------------------------------------------------------------------
@@ -87,7 +72,7 @@ def synthetic_dataset(cfg: DictConfig, cache_dir: Path = Path("data")) -> Path:
 
 def dataset_path(cfg: DictConfig) -> Path:
     """The HDF5 file to train on; records the renderer settings that made it in `cfg.render`."""
-    from defocus_lit.data.build import read_info
+    from defocus_lit.data.hdf5 import read_info
 
     path = Path(cfg.data.path) if cfg.data.path else synthetic_dataset(cfg)
     cfg.render = read_info(path)["renderer"]
@@ -157,9 +142,17 @@ def make_loggers(cfg: DictConfig, run_dir: Path) -> list:
             run_id = secrets.token_hex(4)
             if _is_rank_zero():
                 id_file.write_text(run_id)
-        loggers.append(WandbLogger(project=cfg.logger.project, name=f"{cfg.name}/{run_dir.name}",
-                                   save_dir=str(run_dir), mode=mode, id=run_id, resume="allow",
-                                   config=to_container(cfg)))
+        loggers.append(
+            WandbLogger(
+                project=cfg.logger.project,
+                name=f"{cfg.name}/{run_dir.name}",
+                save_dir=str(run_dir),
+                mode=mode,
+                id=run_id,
+                resume="allow",
+                config=to_container(cfg),
+            )
+        )
     return loggers
 
 
@@ -177,7 +170,8 @@ def trainer_kwargs(cfg: DictConfig) -> dict:
 # ----- training -----------------------------------------------------------------------------------------------
 def run_training(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> TrainResult:
     from defocus_lit.data.datamodule import DefocusDataModule
-    from defocus_lit.models.gan import build_module
+    from defocus_lit.models.callbacks import BaselineMetrics, BestMetrics, ValidationImages
+    from defocus_lit.models.module import build_module
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data_path = dataset_path(cfg)
@@ -186,16 +180,33 @@ def run_training(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> TrainRe
     if _is_rank_zero():
         OmegaConf.save(cfg, run_dir / "config.yaml")
 
-    datamodule = DefocusDataModule(str(data_path), batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers,
-                                   crop_size=cfg.data.crop_size, mask_kind=cfg.data.mask_kind,
-                                   pad_multiple=2 ** cfg.model.num_downs, seed=cfg.seed,
-                                   photometric=cfg.data.photometric)
+    datamodule = DefocusDataModule(
+        str(data_path),
+        batch_size=cfg.data.batch_size,
+        num_workers=cfg.data.num_workers,
+        crop_size=cfg.data.crop_size,
+        mask_kind=cfg.data.mask_kind,
+        pad_multiple=2**cfg.model.num_downs,
+        seed=cfg.seed,
+        photometric=cfg.data.photometric,
+    )
     module = build_module(cfg)
     slurm_callbacks = [slurm.SlurmAttempt(run_dir, last)] if slurm.job_id() else []
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor="val/psnr", mode="max", save_last=True,
-                                 filename="best-epoch{epoch:03d}-psnr{val/psnr:.2f}", auto_insert_metric_name=False)
-    trainer = L.Trainer(**trainer_kwargs(cfg), default_root_dir=run_dir, logger=make_loggers(cfg, run_dir),
-                        callbacks=[checkpoint, *callbacks, *slurm_callbacks])
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        monitor="val/psnr",
+        mode="max",
+        save_last=True,
+        filename="best-epoch{epoch:03d}-psnr{val/psnr:.2f}",
+        auto_insert_metric_name=False,
+    )
+    baselines, best = BaselineMetrics(), BestMetrics()
+    trainer = L.Trainer(
+        **trainer_kwargs(cfg),
+        default_root_dir=run_dir,
+        logger=make_loggers(cfg, run_dir),
+        callbacks=[baselines, best, ValidationImages(cfg.logger.num_images), checkpoint, *callbacks, *slurm_callbacks],
+    )
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=last)
     finally:
@@ -204,11 +215,12 @@ def run_training(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> TrainRe
 
             wandb.finish()  # the next run in this process (a sweep trial) gets a W&B run of its own
 
-    metrics = dict(module.best_values) | dict(module.baseline_values)
+    metrics = dict(best.values) | dict(baselines.values)
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else Path(checkpoint.last_model_path)
     csv_logger = next(lg for lg in trainer.loggers if isinstance(lg, CSVLogger))
-    result = TrainResult(run_dir, best, Path(checkpoint.last_model_path), Path(csv_logger.log_dir) / "metrics.csv",
-                         metrics)
+    result = TrainResult(
+        run_dir, best, Path(checkpoint.last_model_path), Path(csv_logger.log_dir) / "metrics.csv", metrics
+    )
     if trainer.is_global_zero:
         summary = {"best_ckpt": str(best), "last_ckpt": str(result.last_ckpt), "metrics": metrics}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

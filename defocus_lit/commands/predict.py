@@ -1,0 +1,154 @@
+"""`defocus-lit predict`: defocus your own photo, or a folder of photos, with a trained checkpoint.
+
+The mask is an 8-bit grey image of the photo's size: black (< 128) marks what stays sharp, white what is
+blurred. A checkpoint trained on patch masks (`data.mask_kind=patch`) also takes the 3-level mask
+0 / 128 / 255 (sharp / partial blur / full blur); a binary mask works for it too.
+
+The generator runs at a working size of `--max-side` px (long side, default 256) and the blur at full resolution:
+see `defocus_lit.models.inference`. A folder is processed file by file: every good pair is written (atomically),
+each bad one is named in one line, and the command exits with status 2 at the end if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from defocus_lit.errors import UserError
+from defocus_lit.io import icc_profile, read_mask, read_rgb, write_rgb
+from defocus_lit.models.checkpoint import load_checkpoint
+from defocus_lit.models.defocuser import Defocuser
+from defocus_lit.models.inference import DEVICES, MAX_SIDE, defocus_array, select_device
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ckpt", required=True, help="checkpoint from `defocus-lit train` (.ckpt)")
+    parser.add_argument("--image", required=True, help="photo (PNG/JPEG/...) or a folder of photos")
+    parser.add_argument(
+        "--mask",
+        required=True,
+        help="grey mask of the photo's size, black = keep sharp (or a folder: paired by file stem)",
+    )
+    parser.add_argument("--out", required=True, help="output .png/.jpg (or a folder, for folder input)")
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="auto = CUDA when present, else CPU")
+    parser.add_argument(
+        "--max-side",
+        type=int,
+        default=MAX_SIDE,
+        metavar="PX",
+        help="run the network on larger photos at this long side; the blur is still applied at "
+        f"full resolution (default: {MAX_SIDE}; 0 = network at full resolution)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    image, mask, out = Path(args.image), Path(args.mask), Path(args.out)
+    if not image.exists():
+        raise UserError(f"{image}: no such file or folder")
+    folder = image.is_dir()
+    if folder != mask.is_dir():
+        raise UserError(f"{mask if folder else image}: --image and --mask must both be files or both be folders")
+    if not folder and out.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise UserError(f"{out}: output must end in {', '.join(OUTPUT_SUFFIXES)}")
+    if folder and out.exists() and not out.is_dir():
+        raise UserError(f"{out}: for folder input --out must be a folder")
+    jobs = pair_folders(image, mask) if folder else []
+    device = select_device(args.device)
+    model, cfg = load_checkpoint(args.ckpt)
+    model.to(device)
+    start = time.perf_counter()
+    if not folder:
+        predict_file(model, cfg.data.mask_kind, image, mask, out, device, args.max_side)
+        print(f"wrote {out} ({device.type}, {time.perf_counter() - start:.1f} s)")
+        return 0
+    failed = predict_folder(model, cfg.data.mask_kind, jobs, out, device, args.max_side)
+    print(
+        f"wrote {len(jobs) - failed} of {len(jobs)} images to {out} ({device.type}, "
+        f"{time.perf_counter() - start:.1f} s)"
+    )
+    if failed:
+        raise UserError(f"{image}: {failed} of {len(jobs)} images could not be defocused (named above)")
+    return 0
+
+
+# ----- inputs -------------------------------------------------------------------------------------------------
+def read_pair(image_path: Path, mask_path: Path, mask_kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """The photo (H,W,3) uint8 and its mask (H,W) float32, checked to be the same size."""
+    image = read_rgb(image_path)
+    mask = read_mask(mask_path, mask_kind)
+    if mask.shape != image.shape[:2]:
+        (mh, mw), (ih, iw) = mask.shape, image.shape[:2]
+        raise UserError(f"{mask_path}: mask is {mw}x{mh} but the image {image_path} is {iw}x{ih}")
+    return image, mask
+
+
+def _images(folder: Path) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES:
+            if path.stem in files:
+                raise UserError(
+                    f"{path}: two files with the stem '{path.stem}' ({files[path.stem].name}); pairing is by stem"
+                )
+            files[path.stem] = path
+    return files
+
+
+def pair_folders(image_dir: Path, mask_dir: Path) -> list[tuple[Path, Path, str]]:
+    """(image, mask, output name) for every stem present in both folders; UserError listing unpaired files."""
+    images, masks = _images(image_dir), _images(mask_dir)
+    unpaired = [f"{images[s]} (no mask in {mask_dir})" for s in images if s not in masks]
+    unpaired += [f"{masks[s]} (no image in {image_dir})" for s in masks if s not in images]
+    if unpaired:
+        raise UserError(f"{image_dir}: unpaired files: {'; '.join(unpaired)}")
+    if not images:
+        raise UserError(f"{image_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    return [(images[s], masks[s], _output_name(images[s])) for s in images]
+
+
+def _output_name(image: Path) -> str:
+    """The input's name when its format can be written (PNG/JPEG), else the stem as PNG."""
+    return image.name if image.suffix.lower() in OUTPUT_SUFFIXES else f"{image.stem}.png"
+
+
+def predict_file(
+    model: Defocuser,
+    mask_kind: str,
+    image_path: Path,
+    mask_path: Path,
+    out: Path,
+    device: torch.device,
+    max_side: int = 0,
+) -> None:
+    """Defocus one photo and write it (atomically) with the input's size and ICC profile."""
+    image, mask = read_pair(image_path, mask_path, mask_kind)
+    write_rgb(out, defocus_array(model, image, mask, device, max_side), icc_profile=icc_profile(image_path))
+
+
+def predict_folder(
+    model: Defocuser,
+    mask_kind: str,
+    jobs: list[tuple[Path, Path, str]],
+    out_dir: Path,
+    device: torch.device,
+    max_side: int = 0,
+) -> int:
+    """Defocus every pair into `out_dir`, each file written atomically; a pair that cannot be read is named in one
+    `error:` line and skipped. Returns the number of failed pairs."""
+    failed = 0
+    for image_path, mask_path, name in tqdm(jobs, desc="predict", unit="image"):
+        try:
+            predict_file(model, mask_kind, image_path, mask_path, out_dir / name, device, max_side)
+        except UserError as err:
+            tqdm.write(f"error: {err}", file=sys.stderr)
+            failed += 1
+    return failed

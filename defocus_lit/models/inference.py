@@ -1,0 +1,97 @@
+"""Running a Defocuser on photos of any size: the one inference path of `predict`, `evaluate`, `export`'s users
+and the demo.
+
+Scale: the network learnt blur radii in pixels on training frames of a few hundred pixels (at most
+`render.max_radius` px). On a photo whose long side exceeds `max_side` (default 256) the generator runs on a copy
+downscaled to that size; its per-pixel choice of blur is upsampled, and the blur itself (the blur-stack head, radii
+scaled by the same factor, so the blur keeps the proportions it has in training) and the keep-focus composite are
+computed on the full-resolution photo, so the subject keeps every pixel and the bokeh is not upscaled.
+`max_side=0` runs the generator at full resolution.
+
+The input is padded to the network's multiple (`Defocuser.multiple`) with reflected pixels (edge pixels when the
+photo is smaller than half a multiple) and a "blur" mask, and the output is cropped back.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from defocus_lit.errors import UserError
+from defocus_lit.models.defocuser import Defocuser
+from defocus_lit.visualize import to_uint8
+
+DEVICES = ("auto", "cpu", "cuda")
+MAX_SIDE = 256  # px, the generator's working long side: the training crops' scale, and fast
+
+
+def select_device(name: str) -> torch.device:
+    """ "auto" = CUDA when available, else CPU; "cuda" (or "cuda:N") without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.split(":")[0] not in DEVICES[1:]:
+        raise UserError(f"--device: '{name}' is not one of {', '.join(DEVICES)} (or cuda:N)")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA GPU is available (use --device cpu or auto)")
+    return torch.device(name)
+
+
+def pad_to_multiple(image: Tensor, mask: Tensor, multiple: int) -> tuple[Tensor, Tensor, tuple[int, int]]:
+    """Pad image (B,3,H,W) and mask (B,1,H,W) on all sides (centred) to multiples of `multiple`: the image by
+    reflection (edge replication where the image is too small to reflect), the mask with 1 (blur).
+    Returns (image, mask, (top, left)) so the caller can crop back."""
+    h, w = image.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    pads = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)  # left, right, top, bottom
+    if ph == 0 and pw == 0:
+        return image, mask, (0, 0)
+    mode = "reflect" if max(pads[:2]) < w and max(pads[2:]) < h else "replicate"
+    return F.pad(image, pads, mode=mode), F.pad(mask, pads, value=1.0), (pads[2], pads[0])
+
+
+@torch.inference_mode()
+def defocus(model: Defocuser, image: Tensor, mask: Tensor, max_side: int = 0) -> Tensor:
+    """image (B,3,H,W) in [-1,1], mask (B,1,H,W) in [0,1] of any H, W, on the model's device
+    -> (B,3,H,W) in [-1,1]. Above `max_side` (long side, 0 = never) the generator runs on a downscaled copy; its
+    output is upsampled and the blur-stack head (radii scaled alike) and keep-focus run at full resolution."""
+    h, w = image.shape[-2:]
+    scale = max(h, w) / max_side if max_side else 1.0
+    if scale <= 1:
+        return model.finish(image, mask, _generator_output(model, image, mask))
+    size = (max(1, round(h / scale)), max(1, round(w / scale)))
+    raw = _generator_output(
+        model, F.interpolate(image, size=size, mode="area"), F.interpolate(mask, size=size, mode="nearest")
+    )
+    # blur-stack logits: the [1,2,1] filter first removes the generator's 2-px checkerboard, which upsampling
+    # would magnify into a visible grid; an RGB output is an image (bicubic)
+    if model.head is not None:
+        raw = F.interpolate(_smooth(raw), size=(h, w), mode="bilinear", align_corners=False)
+    else:
+        raw = F.interpolate(raw, size=(h, w), mode="bicubic", align_corners=False).clamp(-1, 1)
+    return model.finish(image, mask, raw, radius_scale=max(h / size[0], w / size[1]))
+
+
+def _smooth(x: Tensor) -> Tensor:
+    """(B,C,H,W) filtered by the separable [1,2,1]/4 kernel (edge pixels replicated): zero response at the
+    Nyquist frequency."""
+    kernel = torch.tensor([1.0, 2.0, 1.0], dtype=x.dtype, device=x.device) / 4
+    kernel = (kernel[:, None] * kernel[None, :]).expand(x.shape[1], 1, 3, 3)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=x.shape[1])
+
+
+def _generator_output(model: Defocuser, image: Tensor, mask: Tensor) -> Tensor:
+    """The final generator output for any size: padded to the network's multiple, cropped back."""
+    h, w = image.shape[-2:]
+    padded_image, padded_mask, (top, left) = pad_to_multiple(image, mask, model.multiple)
+    return model.output_raw(padded_image, padded_mask)[..., top : top + h, left : left + w]
+
+
+def defocus_array(
+    model: Defocuser, image: np.ndarray, mask: np.ndarray, device: torch.device, max_side: int = 0
+) -> np.ndarray:
+    """image (H,W,3) uint8 sRGB, mask (H,W) float32 in [0,1] -> defocused (H,W,3) uint8."""
+    x = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float().div(127.5).sub(1)
+    m = torch.from_numpy(mask).to(device)[None, None]
+    return to_uint8(defocus(model, x, m, max_side)[0])
