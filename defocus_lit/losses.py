@@ -115,6 +115,12 @@ class GANLoss(nn.Module):
             raise UserError(f"loss.gan_mode: unknown GAN mode {mode!r}; valid: {', '.join(self.MODES)}")
         self.mode = mode
 
+    def accuracy(self, logits: Tensor, target_is_real: bool) -> Tensor:
+        """The fraction of D's patch decisions that are right: logits above the midpoint between the real and fake
+        targets (0; 0.5 for lsgan) count as "real". 0.5 = chance."""
+        decided_real = logits > (0.5 if self.mode == "lsgan" else 0.0)
+        return (decided_real == target_is_real).float().mean()
+
     def forward(self, logits: Tensor, target_is_real: bool, for_discriminator: bool = True) -> Tensor:
         if self.mode == "hinge":
             if not for_discriminator:

@@ -26,6 +26,8 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+from defocus_lit.ops.masks import FOCUS_THRESHOLD
+
 PSNR_CAP_DB = 100.0
 IMAGE_METRICS = ("psnr", "ssim", "psnr_focus", "psnr_defocus")
 
@@ -112,15 +114,14 @@ class DefocusMetrics(Metric):
 
 
 class PlaneSensitivity(Metric):
-    """How much the output changes with the mask, relative to how much the target does.
+    """How much the output's blur changes with the focal plane, relative to how much the target's does.
 
-    sum|out - alt_out| / sum|target - alt_target| over the valid pixels (all channels) of the samples that have an
-    alternative plane (`has_alt`). out/alt_out are the outputs for the sample's mask and for the same frame's
-    opposite plane; the four images share one scale (any: the ratio does not depend on it), (B,3,H,W);
-    valid (B,1,H,W) in {0,1}; has_alt (B,) bool. Mean over the same pixels on both sides, so the ratio of sums
-    equals the design's ratio of means.
-    1 = the output follows the mask as the targets do; 0 = the output ignores the mask.
-    compute() is nan while no target pair differed (no sample with an alternative plane): undefined, not 0.
+    sum|out - alt_out| / sum|target - alt_target| over the pixels that are valid and out of focus in *both* masks
+    of a frame's plane pair (`focus` and `alt_focus` 0), of the samples that have an alternative plane (`has_alt`).
+    Restricted so, the keep-focus composite alone (sharp photo inside each mask) contributes nothing: a generator
+    that ignores image and mask scores ~0, the renderer itself (targets as outputs) 1. Images share one scale (any:
+    the ratio does not depend on it), (B,3,H,W); maps (B,1,H,W) in {0,1}; has_alt (B,) bool. The ratio of sums
+    equals the design's ratio of means over the same pixels. compute() is nan while no target pair differed.
     """
 
     is_differentiable = False
@@ -132,12 +133,13 @@ class PlaneSensitivity(Metric):
         self.add_state("output_diff", default=torch.tensor(0.0), dist_reduce_fx="sum")
         self.add_state("target_diff", default=torch.tensor(0.0), dist_reduce_fx="sum")
 
-    def update(
-        self, out: Tensor, alt_out: Tensor, target: Tensor, alt_target: Tensor, valid: Tensor, has_alt: Tensor
-    ) -> None:
-        weight = (valid > 0.5).float() * has_alt.view(-1, 1, 1, 1).float()
+    def update(self, out: Tensor, alt_out: Tensor, batch: dict[str, Tensor]) -> None:
+        """out / alt_out for batch["mask"] / batch["alt_mask"]; uses target, alt_target, valid, focus, alt_mask,
+        has_alt of the batch."""
+        blurred_in_both = (batch["focus"] < 0.5) & ~(batch["alt_mask"] < FOCUS_THRESHOLD)
+        weight = ((batch["valid"] > 0.5) & blurred_in_both).float() * batch["has_alt"].view(-1, 1, 1, 1).float()
         self.output_diff += ((out.detach().float() - alt_out.detach().float()).abs() * weight).sum()
-        self.target_diff += ((target.float() - alt_target.float()).abs() * weight).sum()
+        self.target_diff += ((batch["target"].float() - batch["alt_target"].float()).abs() * weight).sum()
 
     def compute(self) -> Tensor:
         nan = torch.full_like(self.target_diff, math.nan)
@@ -163,7 +165,7 @@ class MetricSet(nn.Module):
 
     def update_plane(self, output: Tensor, alt_output: Tensor, batch: dict[str, Tensor]) -> None:
         """output / alt_output (B,3,H,W) [-1,1] for batch["mask"] / batch["alt_mask"]."""
-        self.plane.update(output, alt_output, batch["target"], batch["alt_target"], batch["valid"], batch["has_alt"])
+        self.plane.update(output, alt_output, batch)
 
     def compute(self) -> dict[str, Tensor]:
         values = dict(self.image.compute(), plane_sensitivity=self.plane.compute())

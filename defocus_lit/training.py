@@ -19,6 +19,7 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from defocus_lit import slurm
+from defocus_lit.baselines import NAMES as BASELINE_NAMES
 from defocus_lit.config import to_container
 from defocus_lit.errors import UserError
 
@@ -28,8 +29,9 @@ SUMMARY_KEYS = (
     "val/psnr_focus",
     "val/psnr_defocus",
     "val/plane_sensitivity",
-    "baseline/identity/val/psnr",
-    "baseline/mask_blur/val/psnr",
+    "val/depth_gain",
+    "val/oracle_gap",
+    *(f"baseline/{name}/val/{metric}" for name in BASELINE_NAMES for metric in ("psnr", "psnr_defocus")),
 )
 
 
@@ -200,7 +202,7 @@ def run_training(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> TrainRe
         filename="best-epoch{epoch:03d}-psnr{val/psnr:.2f}",
         auto_insert_metric_name=False,
     )
-    baselines, best = BaselineMetrics(), BestMetrics()
+    baselines, best = BaselineMetrics(float(cfg.render.max_radius)), BestMetrics()
     trainer = L.Trainer(
         **trainer_kwargs(cfg),
         default_root_dir=run_dir,

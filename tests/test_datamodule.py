@@ -237,7 +237,7 @@ def test_missing_or_wrong_file_names_it(tmp_path):
 def test_uint8_batches_for_the_gpu_convert_to_the_same_floats(built, mask_kind):
     plain = DefocusDataModule(str(built), batch_size=4, crop_size=32, mask_kind=mask_kind, pad_multiple=SIZE)
     on_gpu = DefocusDataModule(str(built), batch_size=4, crop_size=32, mask_kind=mask_kind, pad_multiple=SIZE)
-    on_gpu.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
+    on_gpu.trainer = SimpleNamespace(world_size=1, strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
     for name in ("train", "val"):
         want = next(iter(getattr(plain, f"{name}_dataloader")()))
         raw = next(iter(getattr(on_gpu, f"{name}_dataloader")()))
@@ -254,3 +254,24 @@ def test_uint8_batches_option_overrides_the_trainer_choice(built):
     floats = DefocusDataModule(str(built), batch_size=4, crop_size=32, pad_multiple=SIZE, uint8_batches=False)
     floats.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
     assert next(iter(floats.train_dataloader()))["image"].dtype == torch.float32
+
+
+def test_each_process_scores_its_own_validation_samples_once(built):
+    """Two processes split the val samples without Lightning's padding repeats; the shorter share is evened out
+    with a ghost sample that has no valid pixel (so no metric counts it); the fit loader is the train split at full
+    frames."""
+    cpu = SimpleNamespace(root_device=torch.device("cpu"))
+    seen, lengths = [], []
+    for rank in range(2):
+        dm = DefocusDataModule(str(built), batch_size=1, crop_size=None, pad_multiple=SIZE)
+        dm.trainer = SimpleNamespace(world_size=2, global_rank=rank, strategy=cpu)
+        batches = list(dm.val_dataloader())
+        lengths.append(len(batches))
+        seen += [(int(b["frame"][0]), int(b["plane"][0])) for b in batches if b["valid"].any()]
+        assert all(not b["has_alt"].any() for b in batches if not b["valid"].any())
+    single = DefocusDataModule(str(built), batch_size=1, crop_size=None, pad_multiple=SIZE)
+    everything = [(int(b["frame"][0]), int(b["plane"][0])) for b in single.val_dataloader()]
+    assert sorted(seen) == sorted(everything) and len(set(everything)) == len(everything)
+    assert lengths[0] == lengths[1] == -(-len(everything) // 2)
+    fit = next(iter(single.fit_dataloader(limit=2)))
+    assert fit["image"].shape[-2:] == (SIZE, SIZE) and fit["image"].shape[0] <= 2

@@ -9,8 +9,8 @@ from PIL import Image
 
 from defocus_lit.cli import main
 
-METHODS = {"model", "identity", "mask_blur"}
-METRICS = {"psnr", "ssim", "psnr_focus", "psnr_defocus", "plane_sensitivity"}
+METHODS = {"model", "identity", "mask_blur", "global_blur", "oracle_blur"}
+METRICS = {"psnr", "ssim", "psnr_focus", "psnr_defocus", "plane_sensitivity", "depth_gain", "oracle_gap"}
 
 
 @pytest.fixture
@@ -55,6 +55,15 @@ def test_dataset_report_scores_model_and_baselines(tiny_checkpoint, dataset, tmp
         if sample["identity"]["plane_sensitivity"] is not None:  # a fore/back pair: the input ignores the mask
             assert sample["identity"]["plane_sensitivity"] == 0
     assert report["mean"]["identity"]["psnr"] > 0
+    model, mean = report["mean"]["model"], report["mean"]
+    assert model["depth_gain"] == pytest.approx(model["psnr_defocus"] - mean["global_blur"]["psnr_defocus"])
+    assert model["oracle_gap"] == pytest.approx(model["psnr_defocus"] - mean["oracle_blur"]["psnr_defocus"])
+    assert mean["identity"]["depth_gain"] is None  # gains are the model's
+    # the oracle knows each target: no uniform blur does better, the image-blind fitted one not at all
+    assert mean["oracle_blur"]["psnr_defocus"] >= mean["global_blur"]["psnr_defocus"]
+    assert mean["oracle_blur"]["psnr_defocus"] >= mean["mask_blur"]["psnr_defocus"] - 0.5
+    radii = report["settings"]["global_blur"]
+    assert set(radii) == {"0.5", "1.0"} and all(r > 0 for r in radii.values())
     md = (out / "report.md").read_text()
     assert all(f"| {m} |" in md for m in METHODS) and "## Samples" in md
     assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no staging folder left
@@ -62,12 +71,21 @@ def test_dataset_report_scores_model_and_baselines(tiny_checkpoint, dataset, tmp
 
 def test_baseline_alone_with_limit_replaces_an_earlier_report(dataset, tmp_path):
     out = tmp_path / "report"
-    for baseline in ("identity", "mask_blur"):
+    for baseline in ("identity", "mask_blur", "oracle_blur"):
         assert (
             main(["evaluate", "--baseline", baseline, "--data", str(dataset), "--out", str(out), "--limit", "1"]) == 0
         )
         report = load_report(out)
         assert set(report["mean"]) == {baseline} and len(report["samples"]) == 1
+
+
+def test_global_blur_needs_the_checkpoint_that_fitted_it(tiny_checkpoint, dataset, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["evaluate", "--baseline", "global_blur", "--data", str(dataset), "--out", str(out)]) == 2
+    _assert_one_line_error(capsys, "--baseline global_blur")
+    args = ["evaluate", "--ckpt", str(tiny_checkpoint), "--baseline", "global_blur", "--data", str(dataset)]
+    assert main([*args, "--out", str(out), "--limit", "2"]) == 0
+    assert set(load_report(out)["mean"]) == {"model", "global_blur"}
 
 
 def test_manifest_renders_targets_and_resizes_large_frames(tiny_checkpoint, tmp_path):
@@ -82,7 +100,7 @@ def test_manifest_renders_targets_and_resizes_large_frames(tiny_checkpoint, tmp_
                 str(manifest(tmp_path)),
                 "--out",
                 str(out),
-                "--max-side",
+                "--frame-side",
                 "40",
             ]
         )
@@ -90,6 +108,7 @@ def test_manifest_renders_targets_and_resizes_large_frames(tiny_checkpoint, tmp_
     )
     report = load_report(out)
     assert set(report["mean"]) == METHODS
+    assert report["settings"]["max_side"] == 256 and report["settings"]["frame_side"] == 40
     assert {s["name"] for s in report["samples"]} == {"scene0", "scene1"}
     assert report["mean"]["model"]["plane_sensitivity"] is not None
     with Image.open(out / report["samples"][0]["image"]) as panel:  # 48x72 -> 27x40, five captioned tiles
@@ -170,3 +189,20 @@ def test_manifest_whose_planes_are_all_filtered(tmp_path, capsys):
     )
     _assert_one_line_error(capsys, "manifest.csv")
     assert not out.exists() and not list(tmp_path.glob(".report*"))
+
+
+def test_the_model_runs_as_predict_runs_it(tiny_checkpoint, tmp_path):
+    """Frames larger than the working side: the generator runs at --max-side and the blur is scaled, as in predict;
+    the targets are rendered with k and max_radius scaled alike."""
+    from defocus_lit.commands.evaluate import radius_scale
+
+    assert radius_scale(72, 256) == 1.0 and radius_scale(72, 24) == 3.0 and radius_scale(72, 0) == 1.0
+    outs = {}
+    for max_side in ("24", "0"):
+        out = tmp_path / f"report{max_side}"
+        args = ["evaluate", "--ckpt", str(tiny_checkpoint), "--manifest", str(manifest(tmp_path, frames=1))]
+        assert main([*args, "--out", str(out), "--max-side", max_side, "--baseline", "mask_blur"]) == 0
+        outs[max_side] = load_report(out)
+    small, full = outs["24"]["samples"][0], outs["0"]["samples"][0]
+    assert small["model"]["psnr"] != full["model"]["psnr"]  # a different working size: a different output
+    assert small["mask_blur"]["psnr_defocus"] != full["mask_blur"]["psnr_defocus"]  # targets with 3x the blur

@@ -127,3 +127,12 @@ def test_gan_hinge():
 def test_gan_unknown_mode():
     with pytest.raises(UserError, match="loss.gan_mode.*vanilla, lsgan, hinge"):
         GANLoss("wgan")
+
+
+def test_discriminator_accuracy_counts_right_patch_decisions():
+    logits = torch.tensor([[2.0, -1.0], [0.3, -0.2]])
+    assert GANLoss("vanilla").accuracy(logits, True).item() == 0.5
+    assert GANLoss("hinge").accuracy(logits, False).item() == 0.5
+    assert GANLoss("lsgan").accuracy(torch.tensor([0.9, 0.4, 0.6, 0.1]), True).item() == 0.5
+    assert GANLoss("lsgan").accuracy(torch.tensor([0.9, 0.4, 0.6, 0.1]), False).item() == 0.5
+    assert GANLoss("vanilla").accuracy(torch.full((3,), -4.0), False).item() == 1.0

@@ -6,7 +6,6 @@ import torch
 from defocus_lit.metrics import (
     PSNR_CAP_DB,
     DefocusMetrics,
-    MetricSet,
     PlaneSensitivity,
     per_sample_metrics,
 )
@@ -144,76 +143,63 @@ def test_defocus_metrics_ddp_merge_equals_single_process():
         assert merged[name].item() == pytest.approx(whole[name].item(), abs=1e-5), name
 
 
-def plane_tensors(b: int = 2):
-    g = torch.Generator().manual_seed(3)
-    target = torch.rand(b, 3, H, W, generator=g) * 2 - 1
-    alt_target = torch.rand(b, 3, H, W, generator=g) * 2 - 1
-    return target, alt_target, torch.ones(b, 1, H, W), torch.ones(b, dtype=torch.bool)
+def plane_batch(b: int = 2, has_alt=True, seed: int = 3) -> dict[str, torch.Tensor]:
+    """Random targets for a mask and its opposite plane's; nothing in focus in either mask; all valid."""
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "target": torch.rand(b, 3, H, W, generator=g) * 2 - 1,
+        "alt_target": torch.rand(b, 3, H, W, generator=g) * 2 - 1,
+        "valid": torch.ones(b, 1, H, W),
+        "focus": torch.zeros(b, 1, H, W),
+        "alt_mask": torch.ones(b, 1, H, W),
+        "has_alt": torch.full((b,), has_alt, dtype=torch.bool),
+    }
 
 
 def test_plane_sensitivity_is_one_when_outputs_equal_targets():
-    target, alt_target, valid, has_alt = plane_tensors()
+    batch = plane_batch()
     m = PlaneSensitivity()
-    m.update(target, alt_target, target, alt_target, valid, has_alt)
+    m.update(batch["target"], batch["alt_target"], batch)
     assert m.compute().item() == pytest.approx(1.0)
 
 
 def test_plane_sensitivity_is_zero_when_output_ignores_mask():
-    target, alt_target, valid, has_alt = plane_tensors()
-    out = torch.zeros_like(target)
+    batch = plane_batch()
+    out = torch.zeros_like(batch["target"])
     m = PlaneSensitivity()
-    m.update(out, out, target, alt_target, valid, has_alt)
+    m.update(out, out, batch)
     assert m.compute().item() == 0.0
 
 
 def test_plane_sensitivity_hand_computed_and_masks():
-    target = torch.zeros(2, 3, H, W)
-    alt_target = torch.full((2, 3, H, W), 0.4)  # |target diff| 0.4 everywhere
+    batch = plane_batch()
+    batch["target"], batch["alt_target"] = torch.zeros(2, 3, H, W), torch.full((2, 3, H, W), 0.4)
     out = torch.zeros(2, 3, H, W)
-    alt_out = torch.full((2, 3, H, W), 0.1)  # |output diff| 0.1 -> ratio 0.25
-    valid = torch.ones(2, 1, H, W)
-    valid[..., :4, :] = 0
+    alt_out = torch.full((2, 3, H, W), 0.1)  # |output diff| 0.1 vs |target diff| 0.4 -> ratio 0.25
+    batch["valid"][..., :4, :] = 0
     alt_out[..., :4, :] = 5.0  # invalid pixels: no effect
+    batch["focus"][..., 4:6, :] = 1
+    batch["alt_mask"][..., 6:8, :] = 0
+    alt_out[..., 4:8, :] = 7.0  # in focus in one of the two masks: no effect
     alt_out[1] = 9.0  # sample without an alternative plane: no effect
-    has_alt = torch.tensor([True, False])
+    batch["has_alt"] = torch.tensor([True, False])
     m = PlaneSensitivity()
-    m.update(out, alt_out, target, alt_target, valid, has_alt)
+    m.update(out, alt_out, batch)
     assert m.compute().item() == pytest.approx(0.25)
 
 
 def test_plane_sensitivity_without_pairs_is_nan():
-    target, alt_target, valid, _ = plane_tensors()
+    batch = plane_batch(has_alt=False)
     m = PlaneSensitivity()
-    m.update(target, alt_target, target, alt_target, valid, torch.zeros(2, dtype=torch.bool))
+    m.update(batch["target"], batch["alt_target"], batch)
     assert math.isnan(m.compute().item())
 
 
 def test_plane_sensitivity_ddp_merge_equals_single_process():
     updates = []
     for seed in range(4):
+        batch = plane_batch(has_alt=seed % 2 == 0, seed=seed)
         g = torch.Generator().manual_seed(seed)
-        t = [torch.rand(2, 3, H, W, generator=g) for _ in range(4)]
-        updates.append((*t, torch.ones(2, 1, H, W), torch.tensor([True, seed % 2 == 0])))
+        updates.append((torch.rand(2, 3, H, W, generator=g), torch.rand(2, 3, H, W, generator=g), batch))
     whole, merged = two_rank_equivalence(PlaneSensitivity, updates)
     assert merged.item() == pytest.approx(whole.item(), rel=1e-6)
-
-
-def test_metric_set_prefix_and_reset():
-    batch = make_batch()
-    target, alt_target = batch["target"], -batch["target"]
-    batch.update(alt_target=alt_target, has_alt=torch.ones(2, dtype=torch.bool))
-    ms = MetricSet("baseline/identity/val/")
-    ms.update(unit_error(batch["target"], 0.1), batch)
-    ms.update_plane(target, alt_target, batch)
-    res = ms.compute()
-    assert set(res) == {
-        f"baseline/identity/val/{n}" for n in ("psnr", "ssim", "psnr_focus", "psnr_defocus", "plane_sensitivity")
-    }
-    assert res["baseline/identity/val/psnr"].item() == pytest.approx(20.0, abs=1e-3)
-    assert res["baseline/identity/val/plane_sensitivity"].item() == pytest.approx(1.0)
-    ms.reset()
-    ms.update(batch["target"], batch)
-    ms.update_plane(target, target, batch)
-    res = ms.compute()
-    assert res["baseline/identity/val/psnr"].item() == pytest.approx(PSNR_CAP_DB)
-    assert res["baseline/identity/val/plane_sensitivity"].item() == 0.0

@@ -1,19 +1,23 @@
 """`defocus-lit evaluate`: score a checkpoint and the baselines on held-out data and write a report.
 
-Data, one of:
-- `--data D.h5`: the file's test split (its val split when it has no test samples) through the DataModule's
-  evaluation pipeline: full frames, padded to the network's multiple (padding is left out of every metric).
-- `--manifest M.csv` (`image,depth[,kind,scale]`, as `data build`): targets rendered on the fly, three focal
-  planes per frame with the masks and sample filter of `data build`, with the renderer settings the checkpoint
-  was trained with (`cfg.render`; without a checkpoint `RenderSettings()`; `--k/--max-radius/--blur-model`
-  override either). Scale: blur radii are in pixels and the network learnt them on frames of a few hundred
-  pixels, so a frame whose long side exceeds `--max-side` (default 640 px, the NYU frame width) is first
-  resized to that long side, keeping its aspect (Lanczos for colour, nearest neighbour for depth).
+The model runs exactly as `defocus-lit predict` runs it (`models.inference.defocus`: generator at a working long
+side of `--max-side` px, blur-stack head and keep-focus at the frame's resolution, radii scaled alike).
 
-Methods: the checkpoint's model (`--ckpt`) and the baselines identity and mask_blur; `--baseline NAME` keeps
-only that baseline (alone when there is no `--ckpt`). Metrics (defocus_lit.metrics) count only pixels with a
-depth measurement (batch["valid"]); plane sensitivity compares a frame's fore and back samples (nan/null for a
-sample with no opposite plane).
+Data, one of:
+- `--data D.h5`: the file's test split (its val split when it has no test samples) at full frame.
+- `--manifest M.csv` (`image,depth[,kind,scale]`, as `data build`): frames resized to a long side of at most
+  `--frame-side` px (default 256, the training scale), targets rendered on the fly for the three focal planes with
+  the masks, sample filter and per-frame pipeline of `data build` (`data.samples`), with the renderer settings the
+  checkpoint was trained with (`cfg.render`; without a checkpoint `RenderSettings()`; `--k/--max-radius/
+  --blur-model` override either). A frame larger than `--max-side` is rendered with k and max_radius scaled by the
+  factor by which predict scales the blur, so target and model mean the same amount of blur.
+
+Methods: the checkpoint's model (`--ckpt`) and the baselines (`defocus_lit.baselines`): identity, mask_blur,
+global_blur (its radii fitted on the checkpoint's training split, so it needs `--ckpt`) and oracle_blur;
+`--baseline NAME` keeps only that baseline (alone when there is no `--ckpt`). Metrics (defocus_lit.metrics) count
+only pixels with a depth measurement; plane sensitivity compares a frame's fore and back samples over the pixels out
+of focus in both (nan/null for a sample with no opposite plane); the model's depth_gain and oracle_gap are its
+psnr_defocus minus global_blur's and oracle_blur's, per sample and for the means.
 
 Output, written to a temporary folder renamed to `--out` at the end (a failure leaves no partial folder):
 `report.json` {"mean": {method: {metric: value}}, "samples": [{"name", "plane", method: {metric: value}}],
@@ -37,7 +41,8 @@ from omegaconf import DictConfig
 from torch import Tensor
 from tqdm import tqdm
 
-from defocus_lit.baselines import BASELINES, alt_batch
+from defocus_lit.baselines import NAMES as BASELINE_NAMES
+from defocus_lit.baselines import GlobalBlur, alt_batch, baselines
 from defocus_lit.config import to_container
 from defocus_lit.data.datamodule import DefocusDataModule
 from defocus_lit.data.hdf5 import read_info
@@ -47,13 +52,15 @@ from defocus_lit.data.sources import open_source
 from defocus_lit.errors import UserError
 from defocus_lit.io import atomic_path, write_rgb
 from defocus_lit.metrics import IMAGE_METRICS, MetricSet, PlaneSensitivity, per_sample_metrics
-from defocus_lit.models.checkpoint import Defocuser, load_checkpoint
-from defocus_lit.models.inference import DEVICES, defocus, select_device
+from defocus_lit.models.callbacks import gains
+from defocus_lit.models.checkpoint import Defocuser, defocuser_of, extras_of, read_checkpoint
+from defocus_lit.models.inference import DEVICES, MAX_SIDE, defocus, select_device
 from defocus_lit.render import BLUR_MODELS, RenderSettings
 from defocus_lit.visualize import panel_row
 
-METRICS = (*IMAGE_METRICS, "plane_sensitivity")
-MAX_SIDE = 640  # px: manifest frames are resized to this long side (NYU frames are 640x480)
+GAINS = ("depth_gain", "oracle_gap")
+METRICS = (*IMAGE_METRICS, "plane_sensitivity", *GAINS)
+FRAME_SIDE = 256  # px: manifest frames are resized to this long side (the training crops' scale)
 ERROR_GAIN = 4.0  # the abs-error panel is amplified so small errors show
 OPPOSITE = {"fore": "back", "back": "fore"}
 Method = Callable[[dict[str, Tensor]], Tensor]
@@ -67,21 +74,29 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="report folder (replaced if it holds an earlier report)")
     parser.add_argument(
         "--baseline",
-        choices=tuple(BASELINES),
+        choices=BASELINE_NAMES,
         help="score only this baseline (with --ckpt: the model and this baseline)",
     )
     parser.add_argument("--limit", type=int, help="score only the first N samples")
     parser.add_argument("--device", choices=DEVICES, default="auto", help="auto = CUDA when present, else CPU")
-    render = parser.add_argument_group("renderer overrides (--manifest only)")
-    render.add_argument("--blur-model", choices=BLUR_MODELS)
-    render.add_argument("--k", type=float, help="thin-lens blur in px per unit of inverse depth")
-    render.add_argument("--max-radius", type=float, help="largest blur radius in px")
-    render.add_argument(
+    parser.add_argument(
         "--max-side",
         type=int,
         default=MAX_SIDE,
-        help=f"resize frames whose long side is larger to this many px (default {MAX_SIDE})",
+        metavar="PX",
+        help=f"the generator's working long side, as in predict (default: {MAX_SIDE}; 0 = full resolution)",
     )
+    render = parser.add_argument_group("manifest frames and renderer overrides (--manifest only)")
+    render.add_argument(
+        "--frame-side",
+        type=int,
+        default=FRAME_SIDE,
+        metavar="PX",
+        help=f"resize frames whose long side is larger to this many px (default {FRAME_SIDE})",
+    )
+    render.add_argument("--blur-model", choices=BLUR_MODELS)
+    render.add_argument("--k", type=float, help="thin-lens blur in px per unit of inverse depth")
+    render.add_argument("--max-radius", type=float, help="largest blur radius in px")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,8 +104,10 @@ def run(args: argparse.Namespace) -> int:
     check_out_dir(out)
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit: must be at least 1, got {args.limit}")
-    if args.max_side < 16:
-        raise UserError(f"--max-side: must be at least 16 px, got {args.max_side}")
+    if args.frame_side < 16:
+        raise UserError(f"--frame-side: must be at least 16 px, got {args.frame_side}")
+    if args.max_side < 0:
+        raise UserError(f"--max-side: must be >= 0 px (0 = full resolution), got {args.max_side}")
     overrides = {key: getattr(args, key) for key in ("blur_model", "k", "max_radius") if getattr(args, key) is not None}
     if args.data and overrides:
         flags = ", ".join("--" + key.replace("_", "-") for key in overrides)
@@ -98,19 +115,33 @@ def run(args: argparse.Namespace) -> int:
             f"{flags}: renderer settings apply to --manifest only (the targets in {args.data} are already rendered)"
         )
     if args.ckpt is None and args.baseline is None:
-        raise UserError("--ckpt: give a checkpoint, or --baseline identity|mask_blur to score a baseline alone")
+        raise UserError("--ckpt: give a checkpoint, or --baseline NAME to score a baseline alone")
     device = select_device(args.device)
-    model, cfg = load_checkpoint(args.ckpt) if args.ckpt else (None, None)
-    if model is not None:
+    model = cfg = global_blur = None
+    if args.ckpt:
+        checkpoint = read_checkpoint(args.ckpt)
+        model, cfg = defocuser_of(checkpoint, args.ckpt)
         model.to(device)
+        fitted = extras_of(checkpoint).get("global_blur")
+        global_blur = GlobalBlur({float(k): v for k, v in fitted.items()}) if fitted else None
+    if args.baseline == "global_blur" and global_blur is None:
+        raise UserError(
+            "--baseline global_blur: needs --ckpt of a run that fitted it on its training split "
+            "(checkpoints from before global_blur have none)"
+        )
     mask_kind = cfg.data.mask_kind if cfg is not None else "binary"
-    methods = build_methods(model, args.baseline)
 
     if args.data:
-        samples, total, details = dataset_samples(Path(args.data), mask_kind, model, device, cfg)
+        samples, total, details = dataset_samples(Path(args.data), mask_kind, device, cfg)
+        max_radius = float(details["renderer"]["max_radius"])
     else:
         settings = manifest_settings(cfg, overrides)
-        samples, total, details = manifest_samples(Path(args.manifest), settings, mask_kind, args.max_side, device)
+        samples, total, details = manifest_samples(
+            Path(args.manifest), settings, mask_kind, args.frame_side, args.max_side, device
+        )
+        max_radius = settings["max_radius"] * radius_scale(args.frame_side, args.max_side)
+    names = BASELINE_NAMES if args.baseline is None else (args.baseline,)
+    methods = build_methods(model, args.max_side, baselines(global_blur, max_radius, names))
     info = {
         "checkpoint": args.ckpt,
         "arch": cfg.arch if cfg is not None else None,
@@ -118,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
         "manifest": args.manifest,
         "mask_kind": mask_kind,
         "device": device.type,
+        "max_side": args.max_side,
+        "global_blur": global_blur.radii if global_blur else None,
         **details,
     }
 
@@ -133,14 +166,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ----- methods ------------------------------------------------------------------------------------------------
-def build_methods(model: Defocuser | None, baseline: str | None) -> dict[str, Method]:
-    """name -> fn(batch) -> output (B,3,H,W) in [-1,1] for batch["mask"]."""
+def build_methods(model: Defocuser | None, max_side: int, baseline_methods: dict[str, Method]) -> dict[str, Method]:
+    """name -> fn(batch) -> output (B,3,H,W) in [-1,1] for batch["mask"]: the model as predict runs it, then the
+    baselines."""
     methods: dict[str, Method] = {}
     if model is not None:
-        methods["model"] = lambda batch: defocus(model, batch["image"], batch["mask"])
-    for name in BASELINES if baseline is None else (baseline,):
-        methods[name] = BASELINES[name]
-    return methods
+        methods["model"] = lambda batch: defocus(model, batch["image"], batch["mask"], max_side)
+    return methods | baseline_methods
+
+
+def radius_scale(long_side: int, max_side: int) -> float:
+    """The factor by which `defocus` scales the blur of a photo of this long side (1 at or below the working side)."""
+    return max(1.0, long_side / max_side) if max_side else 1.0
 
 
 # ----- samples ------------------------------------------------------------------------------------------------
@@ -153,7 +190,7 @@ class Sample:
 
 
 def dataset_samples(
-    path: Path, mask_kind: str, model: Defocuser | None, device: torch.device, cfg: DictConfig | None
+    path: Path, mask_kind: str, device: torch.device, cfg: DictConfig | None
 ) -> tuple[Iterator[Sample], int, dict]:
     """The test split (val when there is no test sample) of a built dataset at full frame, batch size 1;
     with the number of samples and {"split", "renderer"} (the settings recorded in the file)."""
@@ -172,7 +209,7 @@ def dataset_samples(
         num_workers=0,
         crop_size=None,
         mask_kind=mask_kind,
-        pad_multiple=model.multiple if model is not None else 1,
+        pad_multiple=1,  # the frame as it is: `defocus` pads for the network, as in predict
         photometric=False,
     )
     loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
@@ -199,22 +236,27 @@ def _to_tensor(array: np.ndarray, device: torch.device) -> Tensor:
 
 
 def manifest_samples(
-    path: Path, settings: dict, mask_kind: str, max_side: int, device: torch.device
+    path: Path, settings: dict, mask_kind: str, frame_side: int, max_side: int, device: torch.device
 ) -> tuple[Iterator[Sample], int, dict]:
-    """Samples rendered from a manifest's frames: every focal plane the sample filter keeps (as `data build`),
-    each paired with its frame's opposite plane for plane sensitivity. Also an upper bound of their number and
-    {"renderer", "max_side", "filtered"}, where "filtered" counts the planes left out by reason as they are met."""
+    """Samples rendered from a manifest's frames (long side at most `frame_side`): every focal plane the sample
+    filter keeps (as `data build`), each paired with its frame's opposite plane for plane sensitivity. A frame larger
+    than the working side `max_side` is rendered with k and max_radius scaled as predict scales the blur
+    (batch["radius_scale"]). Also an upper bound of their number and {"renderer", "frame_side", "filtered"}, where
+    "filtered" counts the planes left out by reason as they are met."""
     source = open_source("manifest", str(path))
-    render_settings = RenderSettings(**settings)
     sample_filter = SampleFilter()
     filtered: Counter = Counter()
 
     def samples_of_frame(index: int) -> list[Sample]:
         frame = source[index]
-        image, depth = shrink(frame.image, frame.depth, max_side)
+        image, depth = shrink(frame.image, frame.depth, frame_side)
         depth = clean_depth(depth)
+        scale = radius_scale(max(depth.shape), max_side)
+        scaled = RenderSettings(
+            **{**settings, "k": settings["k"] * scale, "max_radius": settings["max_radius"] * scale}
+        )
         kept, rejected = frame_samples(
-            np.ascontiguousarray(image), depth, frame.kind, PLANES, render_settings, sample_filter, str(device)
+            np.ascontiguousarray(image), depth, frame.kind, PLANES, scaled, sample_filter, str(device)
         )
         filtered.update(rejected)
         if kept is None:
@@ -232,6 +274,7 @@ def manifest_samples(
             "image": _to_tensor(image, device) / 127.5 - 1,
             "valid": _to_tensor(valid_depth(depth), device),
             "frame": torch.tensor([index], device=device),
+            "radius_scale": torch.tensor([scale], device=device),
         }
         samples = []
         for plane, maps_of_plane in planes.items():
@@ -251,7 +294,7 @@ def manifest_samples(
         for index in range(len(source)):
             yield from samples_of_frame(index)
 
-    details = {"split": None, "renderer": settings, "max_side": max_side, "filtered": filtered}
+    details = {"split": None, "renderer": settings, "frame_side": frame_side, "filtered": filtered}
     return samples(), len(source) * len(PLANES), details
 
 
@@ -265,7 +308,7 @@ def _float(value: Tensor | float) -> float | None:
 def plane_sensitivity(out: Tensor, alt_out: Tensor, batch: dict[str, Tensor]) -> float:
     """One sample's plane sensitivity (see metrics.PlaneSensitivity)."""
     metric = PlaneSensitivity().to(out.device)
-    metric.update(out, alt_out, batch["target"], batch["alt_target"], batch["valid"], batch["has_alt"])
+    metric.update(out, alt_out, batch)
     return float(metric.compute())
 
 
@@ -322,7 +365,8 @@ def evaluate(
         outputs = {}
         for name, method in methods.items():
             outputs[name], values = score(method, sample.batch, metric_sets[name])
-            row[name] = {key: _float(values[key]) for key in METRICS}
+            row[name] = {key: _float(values.get(key, math.nan)) for key in METRICS}
+        _add_gains(row)
         row["image"] = f"{index:04d}_{sample.name}_{sample.plane}.png"
         write_rgb(out_dir / row["image"], sample_panel(sample, next(iter(outputs.values()))))
         rows.append(row)
@@ -330,13 +374,32 @@ def evaluate(
     if not rows:
         raise UserError(f"{source}: no sample to evaluate (every focal plane of every frame was filtered out)")
     mean = {name: {key: _float(value) for key, value in metric_sets[name].compute().items()} for name in methods}
+    for values in mean.values():
+        values.update({key: None for key in GAINS})
+    _add_gains(mean)
     return {"mean": mean, "samples": rows}
+
+
+def _add_gains(methods: dict) -> None:
+    """The model's depth_gain and oracle_gap from its and the baselines' psnr_defocus (None where not defined)."""
+    if "model" not in methods:
+        return
+    values = {
+        f"baseline/{name}/psnr_defocus": v["psnr_defocus"]
+        for name, v in methods.items()
+        if isinstance(v, dict) and v.get("psnr_defocus") is not None
+    }
+    if methods["model"]["psnr_defocus"] is not None:
+        values["psnr_defocus"] = methods["model"]["psnr_defocus"]
+    methods["model"].update(gains(values, prefix=""))
 
 
 # ----- report -------------------------------------------------------------------------------------------------
 def _cell(value: float | None, key: str) -> str:
     if value is None:
         return "n/a"
+    if key in GAINS:
+        return f"{value:+.2f}"
     return f"{value:.4f}" if key in ("ssim", "plane_sensitivity") else f"{value:.2f}"
 
 
@@ -370,7 +433,7 @@ def write_report(report: dict, folder: Path) -> None:
     else:
         filtered = ", ".join(f"{k} {v}" for k, v in s["filtered"].items()) or "none"
         source = (
-            f"{s['manifest']} (frames resized to a long side <= {s['max_side']} px; planes filtered out: {filtered})"
+            f"{s['manifest']} (frames resized to a long side <= {s['frame_side']} px; planes filtered out: {filtered})"
         )
     renderer = ", ".join(f"{k}={v}" for k, v in (s["renderer"] or {}).items())
     text = [
@@ -378,8 +441,11 @@ def write_report(report: dict, folder: Path) -> None:
         "",
         f"- checkpoint: {s['checkpoint'] or 'none (baseline only)'}" + (f" ({s['arch']})" if s["arch"] else ""),
         f"- samples: {len(report['samples'])}; mask: {s['mask_kind']}; renderer: {renderer}",
-        "- metrics over pixels with measured depth; PSNR in dB; plane sensitivity: fore/back pairs "
-        "(1 = follows the mask as the targets do, 0 = ignores it)",
+        f"- the model runs as predict runs it (working long side {s['max_side']} px); global_blur radii per mask "
+        f"level: {s['global_blur'] or 'not fitted (no checkpoint)'}",
+        "- metrics over pixels with measured depth; PSNR in dB; plane sensitivity over the pixels out of focus in "
+        "both masks of a fore/back pair (1 = the blur follows the focal plane as the targets do, 0 = ignores it); "
+        "depth_gain / oracle_gap: the model's psnr_defocus minus global_blur's / oracle_blur's",
         "",
         "## Mean",
         "",

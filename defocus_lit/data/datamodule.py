@@ -22,7 +22,7 @@ import h5py
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset, get_worker_info
 
 from defocus_lit.data.hdf5 import SPLITS, open_dataset
 from defocus_lit.data.planes import MASK_KINDS, PLANES
@@ -77,6 +77,24 @@ class SeededSampler(Sampler):
         order = rng.permutation(self.size).tolist()
         seeds = rng.integers(0, 2**63 - 1, self.size).tolist()
         return iter(zip(order, seeds))
+
+
+class EvenShares(DistributedSampler):
+    """Evaluation shares for `num_replicas` processes: rank r scores positions r, r + n, r + 2n, ... (each sample
+    exactly once over all ranks). The shares are evened out, as DDP needs every process to run as many steps (a
+    collective call per step, e.g. buffer broadcasts, would otherwise wait forever), with ghost items that the
+    dataset serves without a valid pixel, so no metric counts them. Yields (position, is_ghost)."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+
+    def __len__(self) -> int:
+        return -(-len(self.dataset) // self.num_replicas)
+
+    def __iter__(self) -> Iterator[tuple[int, bool]]:
+        mine = range(self.rank, len(self.dataset), self.num_replicas)
+        yield from ((position, False) for position in mine)
+        yield from ((0, True) for _ in range(len(self) - len(mine)))
 
 
 def _photometric() -> list[A.BasicTransform]:
@@ -180,9 +198,17 @@ class DefocusDataset(Dataset):
         return maps
 
     def __getitem__(self, item: int | tuple[int, int]) -> dict:
-        position, seed = item if isinstance(item, tuple) else (item, 0)
+        """item: a position, or (position, augmentation seed) for training; for evaluation (position, ghost): a
+        ghost (see `EvenShares`) is the sample with no valid pixel, which no metric counts."""
+        position, extra = item if isinstance(item, tuple) else (item, 0)
         index = int(self.indices[position])
-        sample = self._train_maps(index, seed) if self.train else self._eval_maps(position, index)
+        if self.train:
+            sample = self._train_maps(index, extra)
+        else:
+            sample = self._eval_maps(position, index)
+            if extra:
+                sample["valid"] = np.zeros_like(sample["valid"])
+                sample["has_alt"] = False
         sample.update(
             plane=int(self.plane[index]), frame=int(self.frame[index]), mean_radius=float(self.mean_radius[index])
         )
@@ -325,6 +351,10 @@ class DefocusDataModule(L.LightningDataModule):
                 photometric=self.photometric and name == "train",
                 **common,
             )
+        fit_common = {**common, "crop_size": None}
+        self.datasets["fit"] = DefocusDataset(
+            self.path, np.flatnonzero(split == 0), meta, train=False, photometric=False, **fit_common
+        )
 
     def _loader(self, name: str, sampler: Sampler | None, drop_last: bool) -> DataLoader:
         self.setup()
@@ -359,8 +389,26 @@ class DefocusDataModule(L.LightningDataModule):
         n = len(self.datasets["train"])
         return self._loader("train", SeededSampler(n, self.seed), drop_last=n >= self.batch_size)
 
+    def _eval_sampler(self, name: str) -> Sampler | None:
+        """Under a multi-process Trainer, each process scores its own share of the samples, each sample once
+        (Lightning's default DistributedSampler repeats samples to even the shares out, which biases the metrics);
+        the metric states are sums, so the reduced values equal one process's."""
+        if self.trainer is None or self.trainer.world_size <= 1:
+            return None
+        self.setup()
+        return EvenShares(self.datasets[name], num_replicas=self.trainer.world_size, rank=self.trainer.global_rank)
+
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", None, drop_last=False)
+        return self._loader("val", self._eval_sampler("val"), drop_last=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", None, drop_last=False)
+        return self._loader("test", self._eval_sampler("test"), drop_last=False)
+
+    def fit_dataloader(self, limit: int | None = None) -> DataLoader:
+        """The training split as full frames, without augmentation (the evaluation pipeline), in file order: what a
+        baseline is fitted on (`baselines.GlobalBlur`). `limit`: at most this many samples, spread over the split."""
+        self.setup()
+        dataset = self.datasets["fit"]
+        if limit is not None and len(dataset) > limit:
+            dataset = Subset(dataset, np.linspace(0, len(dataset) - 1, limit).round().astype(int).tolist())
+        return DataLoader(dataset, batch_size=self.batch_size, num_workers=0, collate_fn=collate)

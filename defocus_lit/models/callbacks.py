@@ -8,27 +8,57 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from defocus_lit.baselines import BASELINES, alt_batch
+from defocus_lit.baselines import NAMES, GlobalBlur, alt_batch, baselines
 from defocus_lit.io import write_rgb
 from defocus_lit.metrics import MetricSet
+from defocus_lit.models.checkpoint import CHECKPOINT_KEY
 from defocus_lit.visualize import panel_grid
 
-CHECKPOINT_KEY = "defocus_lit"
+FIT_SAMPLES = 256  # training samples global_blur is fitted on (spread over the split)
 
 
 def _extras(checkpoint: dict[str, Any]) -> dict[str, Any]:
     return checkpoint.setdefault(CHECKPOINT_KEY, {})
 
 
-class BaselineMetrics(Callback):
-    """Scores every baseline on the validation data once (the first real validation; they do not train) and logs
-    their values as `baseline/NAME/val/METRIC` at every validation, so each run's logs hold the bar to beat."""
+def gains(values: dict[str, float], prefix: str = "val/") -> dict[str, float]:
+    """depth_gain = psnr_defocus(model) - psnr_defocus(global_blur): what the model infers beyond the best
+    image-blind blur; oracle_gap = psnr_defocus(model) - psnr_defocus(oracle_blur): >= 0 beats every uniform blur
+    even one chosen knowing the target. `values` holds `{prefix}psnr_defocus` and the baselines' values."""
+    model = values.get(f"{prefix}psnr_defocus")
+    out = {}
+    for name, baseline in (("depth_gain", "global_blur"), ("oracle_gap", "oracle_blur")):
+        reference = values.get(f"baseline/{baseline}/{prefix}psnr_defocus")
+        if model is not None and reference is not None:
+            out[f"{prefix}{name}"] = float(model) - float(reference)
+    return out
 
-    def __init__(self) -> None:
-        self.metrics = nn.ModuleDict({name: MetricSet(prefix=f"baseline/{name}/val/") for name in BASELINES})
+
+class BaselineMetrics(Callback):
+    """The baselines beside the model (`defocus_lit.baselines`). At the start of training, global_blur's radii
+    are fitted on the training split (kept in checkpoints, so evaluation on any data uses them). At the first real
+    validation every baseline is scored (they do not train); from then on every validation logs their values as
+    `baseline/NAME/val/METRIC` and the model's `val/depth_gain` and `val/oracle_gap`."""
+
+    def __init__(self, max_radius: float) -> None:
+        self.max_radius = max_radius
+        self.global_blur: GlobalBlur | None = None
         self.values: dict[str, float] = {}
+        self.metrics = nn.ModuleDict({name: MetricSet(prefix=f"baseline/{name}/val/") for name in NAMES})
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.global_blur is not None:  # restored from the checkpoint
+            return
+        batches = (
+            {k: v.to(pl_module.device) for k, v in batch.items()}
+            for batch in trainer.datamodule.fit_dataloader(limit=FIT_SAMPLES)
+        )
+        self.global_blur = GlobalBlur.fit(batches, self.max_radius)
+        radii = ", ".join(f"level {level:g}: {r:g} px" for level, r in self.global_blur.radii.items())
+        rank_zero_info(f"global_blur baseline fitted on the training split ({radii})")
 
     def _measuring(self, trainer: L.Trainer) -> bool:
         return not self.values and not trainer.sanity_checking
@@ -42,29 +72,34 @@ class BaselineMetrics(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if not self._measuring(trainer):
+        if not self._measuring(trainer) or self.global_blur is None:
             return
         self.metrics.to(pl_module.device)
-        for name, baseline in BASELINES.items():
+        for name, baseline in baselines(self.global_blur, self.max_radius).items():
             output = baseline(batch)
             self.metrics[name].update(output, batch)
             self.metrics[name].update_plane(output, baseline(alt_batch(batch)), batch)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or self.global_blur is None:
             return
         if self._measuring(trainer):
             for metrics in self.metrics.values():
                 self.values.update({k: float(v) for k, v in metrics.compute().items()})
                 metrics.reset()
-        if self.values:
-            pl_module.log_dict(self.values, sync_dist=True)
+        model = {k: float(v) for k, v in pl_module.val_metrics.compute().items()}  # logged by the module itself
+        pl_module.log_dict(self.values | gains(model | self.values), sync_dist=True)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         _extras(checkpoint)["baselines"] = dict(self.values)
+        if self.global_blur is not None:
+            _extras(checkpoint)["global_blur"] = {str(level): r for level, r in self.global_blur.radii.items()}
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        self.values = dict(checkpoint.get(CHECKPOINT_KEY, {}).get("baselines", {}))
+        extras = checkpoint.get(CHECKPOINT_KEY, {})
+        self.values = dict(extras.get("baselines", {}))
+        if "global_blur" in extras:
+            self.global_blur = GlobalBlur({float(k): v for k, v in extras["global_blur"].items()})
 
 
 class BestMetrics(Callback):

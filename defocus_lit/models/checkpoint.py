@@ -12,6 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 from defocus_lit.errors import UserError
 from defocus_lit.models.defocuser import Defocuser, build_defocuser
 
+CHECKPOINT_KEY = "defocus_lit"  # the training callbacks' state, beside Lightning's own keys
+
 
 def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
@@ -31,7 +33,17 @@ def read_checkpoint(path: str | Path) -> dict:
 
 def load_checkpoint(path: str | Path) -> tuple[Defocuser, DictConfig]:
     """The generator of a `defocus-lit train` checkpoint in eval mode, and the run's config."""
-    checkpoint = read_checkpoint(path)
+    return defocuser_of(read_checkpoint(path), path)
+
+
+def extras_of(checkpoint: dict) -> dict:
+    """What the training callbacks stored beside the weights: {"baselines", "best", "global_blur"} (each may be
+    missing in older checkpoints)."""
+    return dict(checkpoint.get(CHECKPOINT_KEY, {}))
+
+
+def defocuser_of(checkpoint: dict, path: str | Path) -> tuple[Defocuser, DictConfig]:
+    """The Defocuser (eval mode) and config of a checkpoint read by `read_checkpoint` from `path`."""
     cfg = OmegaConf.merge(
         OmegaConf.create({"model": {"head": "rgb", "stack_levels": 6}}), checkpoint["hyper_parameters"]["cfg"]
     )  # checkpoints from before the head option

@@ -93,10 +93,9 @@ class GANStepMixin:
         fake = outs["output"]
 
         self.toggle_optimizer(opt_d)
-        loss_d = 0.5 * (
-            self.gan_loss(self._discriminate(image, mask, target), True)
-            + self.gan_loss(self._discriminate(image, mask, fake.detach()), False)
-        )
+        real_logits = self._discriminate(image, mask, target)
+        fake_logits = self._discriminate(image, mask, fake.detach())
+        loss_d = 0.5 * (self.gan_loss(real_logits, True) + self.gan_loss(fake_logits, False))
         self._step(opt_d, loss_d)
         self.untoggle_optimizer(opt_d)
 
@@ -116,7 +115,12 @@ class GANStepMixin:
             on_epoch=True,
         )
         self.log_dict(
-            {"train/gan_g": loss_gan, **{f"train/{name}": value for name, value in terms.items()}},
+            {
+                "train/gan_g": loss_gan,
+                "train/d_acc_real": self.gan_loss.accuracy(real_logits.detach(), True),
+                "train/d_acc_fake": self.gan_loss.accuracy(fake_logits.detach(), False),
+                **{f"train/{name}": value for name, value in terms.items()},
+            },
             on_step=True,
             on_epoch=True,
             batch_size=batch_size,
