@@ -9,7 +9,8 @@ that, this module
 - picks the checkpoint a requeued attempt resumes from: the newest of its own run's `checkpoints/last.ckpt` and
   `hpc_ckpt_N.ckpt` (none yet: the attempt starts its run afresh),
 - runs Lightning's requeue handler at a batch end on all ranks together rather than inside the signal handler,
-  where under DDP its checkpoint's collective calls deadlock against a rank in a gradient all-reduce,
+  where under DDP its checkpoint's collective calls deadlock against a rank in a gradient all-reduce (and the
+  signal, from the start of fit on, no longer kills a process that has no handler for it yet),
 - ends an attempt stopped by SIGTERM with one line and exit status 0 instead of the tracebacks of every process.
 """
 
@@ -19,14 +20,14 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback
 
 HPC_CKPT = re.compile(r"hpc_ckpt_(\d+)\.ckpt$")
-_usr1_ignored = False  # set by SlurmAttempt.on_fit_end
+_signalled = False  # the job's warning signal has reached this process (set by _mark)
 
 
 def job_id(env: Mapping[str, str] = os.environ) -> str | None:
@@ -78,73 +79,58 @@ def _say(line: str) -> None:
     os.write(sys.stdout.fileno(), (line + "\n").encode())
 
 
+def _mark(signum, frame) -> None:  # noqa: ARG001
+    global _signalled
+    _signalled = True
+
+
 class SlurmAttempt(Callback):
     """One attempt of a Slurm job: says where it resumed, requeues at a batch end, ends quietly when Slurm stops it.
 
-    The job's warning signal (SIGUSR1) is acted on at the end of the next training batch, on every rank at once, by
-    Lightning's own handler (checkpoint `RUN/hpc_ckpt_N.ckpt`, then `scontrol requeue` on rank 0). When Slurm
-    stops the attempt (SIGTERM: the job was requeued, or cancelled), rank 0 prints one line naming the checkpoint
-    the next attempt resumes from and every process exits with status 0 at once: no traceback from a DataLoader
-    worker killed by the same signal, from a W&B connection or a DDP peer that went away, and no failed-task line
-    from srun.
+    The job's warning signal (SIGUSR1) only marks the process, from the start of fit (`setup`) on, and so for good:
+    a signal during start-up, validation or after training no longer kills it (the default action). At the end of
+    the next training batch every rank runs Lightning's own requeue handler together (checkpoint
+    `RUN/hpc_ckpt_N.ckpt`, then `scontrol requeue` on rank 0). Run inside the signal handler, as Lightning does
+    itself, that checkpoint's collective calls meet a rank blocked in a gradient all-reduce under DDP and both wait
+    forever. (Lightning leaves a signal that already has a handler alone, so it registers no handler of its own.)
+
+    When Slurm stops the attempt (SIGTERM: the job was requeued, or cancelled), rank 0 prints one line naming the
+    checkpoint the next attempt resumes from and every process exits with status 0 at once: no traceback from a
+    DataLoader worker killed by the same signal, from a W&B connection or a DDP peer that went away, and no
+    failed-task line from srun.
     """
 
     def __init__(self, run_dir: Path, ckpt: Path | None) -> None:
         self.run_dir, self.ckpt = run_dir, ckpt
         self.job = job_id()
         self._trainer = None
-        self._requeue: tuple[int, Callable] | None = None  # Lightning's requeue signal and handler
-        self._signalled = self._requeued = False
+        self._requeued = False
 
-    def on_fit_start(self, trainer, pl_module) -> None:  # noqa: ARG002
-        # before Lightning sets its handlers: an earlier fit in this process (a sweep) may have left SIGUSR1 ignored
-        global _usr1_ignored
-        if _usr1_ignored and signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN:
-            signal.signal(signal.SIGUSR1, signal.SIG_DFL)
-        _usr1_ignored = False
+    def setup(self, trainer, pl_module, stage: str) -> None:  # noqa: ARG002
+        if stage == "fit":
+            signal.signal(signal.SIGUSR1, _mark)
 
     def on_train_start(self, trainer, pl_module) -> None:  # noqa: ARG002
-        # Lightning registers its own SIGTERM handler just before training; this one replaces it for the attempt
-        # (Lightning restores the original handlers when fit ends).
-        if self.job is None:
-            return
         if trainer.is_global_zero:
             where = f"from {self.ckpt} at global step {trainer.global_step}" if self.ckpt else "from scratch"
             verb = "resumes" if self.ckpt else "starts"
             print(f"slurm: job {self.job} attempt {attempt()} {verb} {self.run_dir} {where}", flush=True)
         self._trainer = trainer
+        # Lightning registers its SIGTERM handler just before training (and restores the earlier one after fit)
         signal.signal(signal.SIGTERM, self._stopped)
-        # Lightning's requeue handler saves a checkpoint, a collective call under DDP: run inside the signal
-        # handler, it meets another rank blocked in a gradient all-reduce and both wait forever. So the signal only
-        # marks the attempt, and every rank runs Lightning's handler together at the end of the same batch.
-        env = getattr(trainer.strategy, "cluster_environment", None)
-        signum = env.requeue_signal if isinstance(env, SLURMEnvironment) and env.requeue_signal else signal.SIGUSR1
-        handler = signal.getsignal(signum)
-        if callable(handler):  # Lightning set it: auto-requeue is on
-            self._requeue = (signum, handler)
-            signal.signal(signum, self._mark)
-
-    def _mark(self, signum, frame) -> None:  # noqa: ARG002
-        self._signalled = True
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ARG002
-        if self._requeue is None or self._requeued:
+        global _signalled
+        env = getattr(trainer.strategy, "cluster_environment", None)
+        if self._requeued or (isinstance(env, SLURMEnvironment) and not env.auto_requeue):
             return
-        signalled = self._signalled
+        signalled = _signalled
         if trainer.world_size > 1:
             signalled = trainer.strategy.reduce_boolean_decision(signalled, all=False)
         if signalled:
-            self._requeued = True
-            signum, handler = self._requeue
-            handler(signum, None)  # saves RUN/hpc_ckpt_N.ckpt; rank 0 runs `scontrol requeue`
-
-    def on_fit_end(self, trainer, pl_module) -> None:  # noqa: ARG002
-        # Lightning has put the default handlers back; a warning signal now, while the job writes its summary and
-        # W&B closes, would kill it (the default action): there is nothing left to requeue, so it is ignored.
-        global _usr1_ignored
-        if self.job is not None and signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL:
-            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-            _usr1_ignored = True
+            self._requeued, _signalled = True, False
+            # saves RUN/hpc_ckpt_N.ckpt (every rank), then rank 0 runs `scontrol requeue`
+            trainer._signal_connector._slurm_sigusr_handler_fn(signal.SIGUSR1, None)
 
     def _stopped(self, signum, frame) -> None:  # noqa: ARG002
         if is_rank_zero():

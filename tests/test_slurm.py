@@ -190,12 +190,12 @@ def test_readme_cpu_form_trains_with_two_ranks_from_a_fresh_clone(clone, complet
 
 def test_signalled_job_is_requeued_and_resumes_its_own_run(clone, completed_job):
     _, batches_per_epoch = completed_job
-    # about 2 minutes of training (4 s an epoch with 2 ranks on 2 cores): the signal, 60 s before the 2-minute
-    # limit, comes mid-run, some 30 s after the start of training
-    epochs = 30
+    # The script's own --signal=SIGUSR1@90 with a 3-minute limit: the signal comes 60-90 s after the start, some
+    # 20-50 s into training, and 40 epochs (4 s each with 2 ranks on 2 cores) last well beyond it.
+    epochs = 40
     job = sbatch(
         clone,
-        [*CPU_FORM, _memory_flag(), "--time=2", "--signal=SIGUSR1@60"],
+        [*CPU_FORM, _memory_flag(), "--time=3"],
         [*CPU_WORDS, *TINY, "logger.wandb=offline", f"trainer.max_epochs={epochs}"],
     )
     wait_for(job, lambda i: int(i.get("Restarts", 0)) >= 1, 300, "requeued")

@@ -134,24 +134,29 @@ def test_sigterm_ends_an_attempt_with_one_line_and_status_0(tmp_path):
 
 def test_the_requeue_signal_is_handled_by_lightning_at_the_next_batch_end(tmp_path, monkeypatch):
     monkeypatch.setenv("SLURM_JOB_ID", "123")
+    monkeypatch.setattr(slurm, "_signalled", False)
     calls = []
+
+    class SignalConnector:  # Lightning's, with its requeue handler
+        def _slurm_sigusr_handler_fn(self, signum, frame):
+            calls.append(signum)
 
     class Trainer:
         is_global_zero, global_step, strategy, world_size = True, 5, None, 1
+        _signal_connector = SignalConnector()
 
     saved = {s: signal.getsignal(s) for s in (signal.SIGUSR1, signal.SIGTERM)}
     try:
-        signal.signal(signal.SIGUSR1, lambda signum, frame: calls.append(signum))  # as Lightning sets it
         attempt = slurm.SlurmAttempt(tmp_path, None)
+        attempt.setup(Trainer(), None, "fit")
+        os.kill(os.getpid(), signal.SIGUSR1)  # during start-up: marked, not fatal
         attempt.on_train_start(Trainer(), None)
-        attempt.on_train_batch_end(Trainer(), None, None, None, 0)
-        os.kill(os.getpid(), signal.SIGUSR1)
         assert calls == []  # not inside the signal handler: mid-step under DDP that deadlocks
-        attempt.on_train_batch_end(Trainer(), None, None, None, 1)
+        attempt.on_train_batch_end(Trainer(), None, None, None, 0)
         assert calls == [signal.SIGUSR1]
-        attempt.on_train_batch_end(Trainer(), None, None, None, 2)
+        attempt.on_train_batch_end(Trainer(), None, None, None, 1)
         assert calls == [signal.SIGUSR1]  # once
-        attempt.on_fit_end(Trainer(), None)
+        os.kill(os.getpid(), signal.SIGUSR1)  # after training (Lightning restores this handler): harmless
     finally:
         for signum, handler in saved.items():
             signal.signal(signum, handler)
