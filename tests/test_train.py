@@ -33,12 +33,19 @@ def test_each_experiment_trains_and_logs_metrics(exp, tiny):
         "val/psnr_focus",
         "val/psnr_defocus",
         "val/plane_sensitivity",
+        "val/depth_gain",
+        "val/oracle_gap",
         "baseline/identity/val/psnr",
         "baseline/mask_blur/val/psnr",
+        "baseline/global_blur/val/psnr_defocus",
+        "baseline/oracle_blur/val/psnr_defocus",
     ):
         assert key in result.metrics, key
+    gain = result.metrics["val/psnr_defocus"] - result.metrics["baseline/global_blur/val/psnr_defocus"]
+    assert result.metrics["val/depth_gain"] == pytest.approx(gain, abs=1e-4)
     columns = set().union(*read_metrics(result.run_dir))
-    assert {"train/loss_g_epoch", "train/loss_d_epoch", "train/gan_g_epoch", "val/psnr"} <= columns
+    assert {"train/loss_g_epoch", "train/loss_d_epoch", "train/gan_g_epoch", "val/psnr", "val/depth_gain"} <= columns
+    assert {"train/d_acc_real_epoch", "train/d_acc_fake_epoch", "baseline/oracle_blur/val/psnr"} <= columns
     assert any(
         name.startswith("train/")
         and name.split("/")[1].split("_epoch")[0] in load_experiment(exp, tiny, cpu_preset=True).loss.terms

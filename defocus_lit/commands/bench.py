@@ -28,6 +28,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="F", help="also write the figures as JSON to F")
     parser.add_argument("--only", nargs="+", choices=sorted(PARTS), help="run only these parts")
     parser.add_argument("--steps", type=int, default=8, help="timed training steps per architecture")
+    parser.add_argument(
+        "--experiments", nargs="+", choices=EXPERIMENTS, default=EXPERIMENTS, help="experiments the train part times"
+    )
 
 
 def _median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
@@ -192,7 +195,7 @@ def bench_train(args: argparse.Namespace) -> dict:
 
     batch = fake_batch(4, 256)
     lightning, plain = {}, {}
-    for name in EXPERIMENTS:
+    for name in args.experiments:
         cfg = load_experiment(name, ["logger.wandb=disabled"])
         torch.manual_seed(0)
         runs_l, runs_p = [], []
