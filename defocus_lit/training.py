@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from defocus_lit import slurm
 from defocus_lit.baselines import NAMES as BASELINE_NAMES
 from defocus_lit.config import to_container
 from defocus_lit.errors import UserError
@@ -95,6 +96,23 @@ def _last_checkpoint(cfg: DictConfig) -> Path | None:
     return runs[-1]
 
 
+def run_folder(cfg: DictConfig) -> tuple[Path, Path | None]:
+    """The run folder and the checkpoint to start from (None: from scratch).
+
+    Outside Slurm, resume=true|PATH continues that checkpoint's run; otherwise a new run `run` (or a timestamp).
+    A Slurm job owns its run, OUTPUT_DIR/NAME/slurm-JOBID (or `run`): a requeued attempt resumes it from its newest
+    checkpoint, Lightning's hpc_ckpt_N.ckpt from the signal included, and one with no checkpoint yet starts it
+    again as the first attempt did (afresh, or from resume=true|PATH)."""
+    exp_dir = Path(cfg.output_dir, cfg.name)
+    job_run = slurm.run_name()
+    if job_run is None:
+        last = _last_checkpoint(cfg)
+        return (last.parent.parent if last else exp_dir / (cfg.run or time.strftime("%Y%m%d-%H%M%S"))), last
+    run_dir = exp_dir / (cfg.run or job_run)
+    own = slurm.newest_checkpoint(run_dir) if slurm.attempt() > 1 else None
+    return run_dir, own or _last_checkpoint(cfg)
+
+
 def wandb_mode(setting: str) -> str | None:
     """W&B is offline unless the user turned it online (WANDB_MODE, WANDB_API_KEY or `wandb login`)."""
     if setting != "auto":
@@ -159,8 +177,7 @@ def run_training(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> TrainRe
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data_path = dataset_path(cfg)
-    last = _last_checkpoint(cfg)
-    run_dir = last.parent.parent if last else Path(cfg.output_dir, cfg.name, cfg.run or time.strftime("%Y%m%d-%H%M%S"))
+    run_dir, last = run_folder(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     if _is_rank_zero():
         OmegaConf.save(cfg, run_dir / "config.yaml")
@@ -176,6 +193,7 @@ def run_training(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> TrainRe
         photometric=cfg.data.photometric,
     )
     module = build_module(cfg)
+    slurm_callbacks = [slurm.SlurmAttempt(run_dir, last)] if slurm.job_id() else []
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         monitor="val/psnr",
@@ -189,7 +207,7 @@ def run_training(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> TrainRe
         **trainer_kwargs(cfg),
         default_root_dir=run_dir,
         logger=make_loggers(cfg, run_dir),
-        callbacks=[baselines, best, ValidationImages(cfg.logger.num_images), checkpoint, *callbacks],
+        callbacks=[baselines, best, ValidationImages(cfg.logger.num_images), checkpoint, *callbacks, *slurm_callbacks],
     )
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=last)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from defocus_lit.config import experiments_dir, load_experiment, split_experiment
+from defocus_lit.slurm import is_rank_zero
 from defocus_lit.training import SUMMARY_KEYS, run_training
 
 
@@ -25,12 +26,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     experiment, overrides = split_experiment([args.experiment, *args.overrides])
     cfg = load_experiment(experiment, overrides)
-    if cfg.cpu_preset and not any(w.startswith("cpu_preset=") for w in overrides):
+    if cfg.cpu_preset and not any(w.startswith("cpu_preset=") for w in overrides) and is_rank_zero():
         print(
             f"No GPU found: applying the CPU preset {experiments_dir() / 'presets' / 'cpu.yaml'} "
             "(small network, short run); add cpu_preset=false for the full recipe."
         )
     result = run_training(cfg)
+    if not is_rank_zero():  # every DDP process under srun runs this command; one of them reports
+        return 0
     print(f"checkpoints: {result.best_ckpt} (best val/psnr), {result.last_ckpt} (last)")
     print(f"metrics:     {result.metrics_csv}, W&B run in {result.run_dir / 'wandb'}")
     print(f"images:      {result.run_dir / 'images'}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,7 +47,10 @@ FLOAT_SCALE = {
 
 def seed_worker(worker_id: int) -> None:  # noqa: ARG001
     """DataLoader worker_init_fn: seed numpy and `random` from the worker's torch seed (itself derived from the
-    loader's seeded generator) for any library that draws from them."""
+    loader's seeded generator) for any library that draws from them. The worker ignores SIGUSR1: Slurm's warning
+    signal reaches every process of the job, and a worker forked from a training process would otherwise run that
+    process's handler, Lightning's auto-requeue (a checkpoint of the worker's stale copy, a second requeue)."""
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
