@@ -198,16 +198,26 @@ def run_training(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> TrainRe
         dirpath=run_dir / "checkpoints",
         monitor="val/psnr",
         mode="max",
-        save_last=True,
         filename="best-epoch{epoch:03d}-psnr{val/psnr:.2f}",
         auto_insert_metric_name=False,
     )
+    # last.ckpt after every epoch (with a monitor, Lightning 2.6's save_last only writes it when a new best is saved,
+    # so `resume=true` would redo every epoch since the best)
+    latest = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False)
     baselines, best = BaselineMetrics(float(cfg.render.max_radius)), BestMetrics()
     trainer = L.Trainer(
         **trainer_kwargs(cfg),
         default_root_dir=run_dir,
         logger=make_loggers(cfg, run_dir),
-        callbacks=[baselines, best, ValidationImages(cfg.logger.num_images), checkpoint, *callbacks, *slurm_callbacks],
+        callbacks=[
+            baselines,
+            best,
+            ValidationImages(cfg.logger.num_images),
+            checkpoint,
+            latest,
+            *callbacks,
+            *slurm_callbacks,
+        ],
     )
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=last)
@@ -218,11 +228,9 @@ def run_training(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> TrainRe
             wandb.finish()  # the next run in this process (a sweep trial) gets a W&B run of its own
 
     metrics = dict(best.values) | dict(baselines.values)
-    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else Path(checkpoint.last_model_path)
+    best = Path(checkpoint.best_model_path or latest.best_model_path)
     csv_logger = next(lg for lg in trainer.loggers if isinstance(lg, CSVLogger))
-    result = TrainResult(
-        run_dir, best, Path(checkpoint.last_model_path), Path(csv_logger.log_dir) / "metrics.csv", metrics
-    )
+    result = TrainResult(run_dir, best, Path(latest.best_model_path), Path(csv_logger.log_dir) / "metrics.csv", metrics)
     if trainer.is_global_zero:
         summary = {"best_ckpt": str(best), "last_ckpt": str(result.last_ckpt), "metrics": metrics}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -184,3 +184,13 @@ def test_ddp_validation_counts_every_sample_once(tiny, tmp_path):
     assert set(metrics[1]) == set(metrics[2]) and "val/psnr" in metrics[1]
     for key, value in metrics[1].items():
         assert metrics[2][key] == pytest.approx(value, rel=1e-4, abs=1e-4), key
+
+
+def test_last_checkpoint_is_written_after_every_epoch(tiny):
+    """`resume=true` continues from last.ckpt: it must hold the latest epoch, not the latest best one."""
+    result = run_training(
+        load_experiment("pix2pix_4ch", tiny + ["trainer.max_epochs=3", "optim.lr=0.5"], cpu_preset=True)
+    )
+    state = torch.load(result.last_ckpt, weights_only=False)
+    assert result.last_ckpt.name == "last.ckpt" and state["epoch"] == 2
+    assert [p.name for p in result.last_ckpt.parent.glob("last*")] == ["last.ckpt"]
