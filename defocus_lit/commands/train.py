@@ -31,6 +31,9 @@ def run(args: argparse.Namespace) -> int:
             "(small network, short run); add cpu_preset=false for the full recipe."
         )
     result = run_training(cfg)
+    if result.run_dir is None:
+        print("fast_dev_run: training and validation ran on one batch each; nothing was written")
+        return 0
     print(f"checkpoints: {result.best_ckpt} (best val/psnr), {result.last_ckpt} (last)")
     print(f"metrics:     {result.metrics_csv}, W&B run in {result.run_dir / 'wandb'}")
     print(f"images:      {result.run_dir / 'images'}")
