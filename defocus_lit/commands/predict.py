@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from defocus_lit.errors import UserError
-from defocus_lit.io import icc_profile, read_mask, read_rgb, write_rgb
+from defocus_lit.io import ensure_folder, icc_profile, read_mask, read_rgb, write_rgb
 from defocus_lit.models.checkpoint import load_checkpoint
 from defocus_lit.models.defocuser import Defocuser
 from defocus_lit.models.inference import DEVICES, MAX_SIDE, defocus_array, select_device
@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     model, cfg = load_checkpoint(args.ckpt)
     model.to(device)
+    if folder:
+        ensure_folder(out)  # an --out that cannot be made is one error, not one per image
     start = time.perf_counter()
     if not folder:
         predict_file(model, cfg.data.mask_kind, image, mask, out, device, args.max_side)
