@@ -197,6 +197,28 @@ def run_folder(cfg: DictConfig, run_dir: Path, trainer: L.Trainer) -> Iterator[N
         raise
 
 
+class LastAndBestCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose last.ckpt follows every epoch. Lightning 2.6 rewrites last.ckpt only when a top-k
+    (best) checkpoint was saved at the same step, so a run whose last epochs did not improve the monitored metric
+    would resume (after a crash or `kill -9`) from an older epoch than the one it reached."""
+
+    def _catch_up_last(self, trainer: L.Trainer, at_epoch_end: bool) -> None:
+        if (
+            self.save_last
+            and self._should_save_on_train_epoch_end(trainer) == at_epoch_end  # the hook Lightning saves in
+            and not self._should_skip_saving_checkpoint(trainer)  # (true when it has just saved at this step)
+        ):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._catch_up_last(trainer, at_epoch_end=True)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._catch_up_last(trainer, at_epoch_end=False)
+
+
 # ----- training -----------------------------------------------------------------------------------------------
 def run_training(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> TrainResult:
     """Train `cfg`. Order: Trainer (checks its arguments), dataset, model, then the run folder as fit starts."""
@@ -210,7 +232,7 @@ def run_training(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> TrainRe
     if cfg.data.path:  # a given dataset's renderer settings go into the config before the loggers see it
         dataset_path(cfg)
     dry = is_fast_dev_run(cfg)
-    checkpoint = ModelCheckpoint(
+    checkpoint = LastAndBestCheckpoint(
         dirpath=run_dir / "checkpoints",
         monitor="val/psnr",
         mode="max",
