@@ -1,8 +1,8 @@
 """`defocus-lit predict`: defocus your own photo, or a folder of photos, with a trained checkpoint.
 
-The mask is an 8-bit grey image of the photo's size: black (< 128) marks what stays sharp, white what is
-blurred. A checkpoint trained on patch masks (`data.mask_kind=patch`) also takes the 3-level mask
-0 / 128 / 255 (sharp / partial blur / full blur); a binary mask works for it too.
+The mask is a grey image (any mode: 1-bit, palette, 16-bit ...) of the photo's size: black (< 128) marks what
+stays sharp, white what is blurred. A checkpoint trained on patch masks (`data.mask_kind=patch`) also takes the
+3-level mask 0 / 128 / 255 (sharp / partial blur / full blur); a binary mask works for it too.
 
 The generator runs at a working size of `--max-side` px (long side, default 256) and the blur at full resolution:
 see `defocus_lit.models.inference`. A folder is processed file by file: every good pair is written (atomically),
