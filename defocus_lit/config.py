@@ -242,9 +242,12 @@ def config_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
     keys: list[str] = []
     for name in cfg:
         dotted = f"{prefix}{name}"
-        value = cfg._get_node(name)  # the node, so a "???" (missing) value is not read
+        if OmegaConf.is_missing(cfg, name):  # a schema key without a value yet ("???"): reading it would raise
+            keys.append(dotted)
+            continue
+        value = cfg[name]
         if dotted in OPEN_SECTIONS and isinstance(value, DictConfig):
-            keys += [f"{dotted}.{child}" for child in value] if not value._is_missing() else []
+            keys += [f"{dotted}.{child}" for child in value]
         elif isinstance(value, DictConfig) and len(value) > 0:
             keys += config_keys(value, dotted + ".")
         else:

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from defocus_lit.config import to_container
 from defocus_lit.errors import UserError
+from defocus_lit.io import ensure_folder
 
 SUMMARY_KEYS = (
     "val/psnr",
@@ -68,7 +69,7 @@ def synthetic_dataset(cfg: DictConfig, cache_dir: Path = Path("data")) -> Path:
             time.sleep(2)
         return path
     print(f"Building the embedded synthetic dataset once: {path} ({s.num} frames of {height}x{width})")
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    ensure_folder(cache_dir)
     source = open_source("synthetic", num=s.num, size=(height, width), seed=s.seed)
     build_dataset(source, path, settings=RenderSettings(**to_container(r)), seed=s.seed)
     return path
@@ -183,7 +184,7 @@ def run_folder(cfg: DictConfig, run_dir: Path, trainer: L.Trainer) -> Iterator[N
     """RUN/ with config.yaml (and the W&B id), made as training starts; if the start fails (an exception before
     any checkpoint) a folder made here is removed again, so a failed start leaves nothing behind."""
     created = next((p for p in reversed([run_dir, *run_dir.parents]) if not p.exists()), None)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    ensure_folder(run_dir)  # output_dir under a file: one error naming the folder
     if _is_rank_zero():
         OmegaConf.save(cfg, run_dir / "config.yaml")
         for logger in trainer.loggers:

@@ -171,6 +171,13 @@ def test_bad_trainer_argument_is_one_error_and_writes_nothing(word, says, tiny, 
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "data").exists()  # the Trainer came first
 
 
+def test_output_dir_under_a_file_is_one_error(tiny, tmp_path, capsys):
+    (tmp_path / "outputs").write_text("a file")
+    assert main(["train", "pix2pix_4ch", *tiny, "cpu_preset=true"]) == 2
+    err = _error_lines(capsys.readouterr().err)
+    assert len(err) == 1 and "outputs" in err[0] and "cannot create this folder" in err[0]
+
+
 def test_a_failed_start_removes_the_run_folder(tiny, tmp_path):
     class Boom(L.Callback):
         def on_train_start(self, trainer, pl_module):
