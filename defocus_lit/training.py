@@ -124,7 +124,7 @@ WANDB_ID_FILE = "wandb_id.txt"  # a resumed run continues its W&B run
 
 
 def make_loggers(cfg: DictConfig, run_dir: Path) -> list:
-    """The run's loggers; nothing is written until training starts (`run_folder` records the W&B id)."""
+    """The run's loggers; nothing is written until training starts (`writing_run_folder` records the W&B id)."""
     loggers: list = [CSVLogger(run_dir, name="", version=csv_version(run_dir))]
     mode = wandb_mode(cfg.logger.wandb)
     if mode:
@@ -180,7 +180,7 @@ def is_fast_dev_run(cfg: DictConfig) -> bool:
 
 
 @contextmanager
-def run_folder(cfg: DictConfig, run_dir: Path, trainer: L.Trainer) -> Iterator[None]:
+def writing_run_folder(cfg: DictConfig, run_dir: Path, trainer: L.Trainer) -> Iterator[None]:
     """RUN/ with config.yaml (and the W&B id), made as training starts; if the start fails (an exception before
     any checkpoint) a folder made here is removed again, so a failed start leaves nothing behind."""
     created = next((p for p in reversed([run_dir, *run_dir.parents]) if not p.exists()), None)
@@ -260,7 +260,7 @@ def run_training(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> TrainRe
     if dry:
         trainer.fit(module, datamodule=datamodule)
         return TrainResult(None, None, None, None, dict(best.values) | dict(baselines.values))
-    with run_folder(cfg, run_dir, trainer):
+    with writing_run_folder(cfg, run_dir, trainer):
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=last)
         finally:
