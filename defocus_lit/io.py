@@ -1,18 +1,28 @@
 """Files in and out: photos, depth maps and masks read with clear errors (numpy, (H,W,3) uint8 sRGB for colour
-and (H,W) for single-channel maps), and the one atomic write every output of the package goes through."""
+and (H,W) for single-channel maps), and the one atomic write every output of the package goes through.
+
+Photos and masks come in every PIL mode users have: a photo in CMYK (converted through its ICC profile when it has
+one), palette, 16-bit or with alpha becomes (H,W,3) uint8 once, here; a mask in any mode (1-bit, palette, grey,
+grey + alpha, RGB(A), 16-bit) becomes grey 0..255 on one scale (1-bit white = 255, 16-bit white = 65535 -> 255),
+transparent pixels counting as white. Depth maps keep their own values (`read_gray`)."""
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import shutil
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from defocus_lit.errors import UserError
+from defocus_lit.errors import UserError, warn
+
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # PIL's modes for 16-bit (and 32-bit int) grey
 
 
 def _open(path: str | os.PathLike) -> Image.Image:
@@ -27,9 +37,45 @@ def _open(path: str | os.PathLike) -> Image.Image:
     return img
 
 
+def _grey8(img: Image.Image) -> Image.Image:
+    """16-bit (or 32-bit int) and float grey scaled to an 8-bit "L" image; other modes unchanged."""
+    if img.mode in SIXTEEN_BIT_MODES:
+        arr = np.asarray(img, dtype=np.float64) / 257.0
+    elif img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        arr = arr * 255.0 if arr.max(initial=0) <= 1.0 else arr
+    else:
+        return img
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
+
+
+def _over_white(img: Image.Image) -> Image.Image:
+    """An image with transparency (alpha band or palette transparency) composited over white, as RGB."""
+    if "A" not in img.getbands() and "transparency" not in img.info:
+        return img
+    rgba = img.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+
+
+def _cmyk_to_rgb(img: Image.Image, path: Path) -> Image.Image:
+    """CMYK through the file's ICC profile to sRGB (PIL's own conversion, which ignores the ink, without one)."""
+    icc = img.info.get("icc_profile")
+    if icc:
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            return ImageCms.profileToProfile(img, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+        except (ImageCms.PyCMSError, OSError, ValueError) as err:
+            warn(f"{path}: its CMYK colour profile cannot be used ({err}); converting without it")
+    return img.convert("RGB")
+
+
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """(H,W,3) uint8 sRGB, EXIF orientation applied."""
+    """(H,W,3) uint8, EXIF orientation applied: RGB as stored; CMYK to sRGB (via its ICC profile), palette and
+    grey to RGB, 16-bit scaled to 8, transparency composited over white."""
     img = ImageOps.exif_transpose(_open(path))
+    if img.mode == "CMYK":
+        img = _cmyk_to_rgb(img, Path(path))
+    img = _over_white(_grey8(img))
     return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
 
 
@@ -45,6 +91,14 @@ def read_gray(path: str | os.PathLike) -> np.ndarray:
     return arr.copy()
 
 
+def read_mask_grey(path: str | os.PathLike) -> np.ndarray:
+    """(H,W) uint8 grey 0..255 of a mask in any PIL mode, on one scale: 1-bit and palette through their colours,
+    16-bit divided by 257, colour by luminance, transparent pixels as white (not in focus)."""
+    img = ImageOps.exif_transpose(_open(path))  # a rotated phone mask lines up with its photo
+    img = _over_white(_grey8(img))
+    return np.asarray(img.convert("L"), dtype=np.uint8).copy()
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -52,21 +106,75 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def ensure_folder(folder: str | os.PathLike) -> Path:
+    """`folder`, created with its parents if needed; UserError naming it when it cannot be (a file in the way,
+    no permission, a read-only disk)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{folder}: cannot create this folder ({err.strerror or err})") from None
+    return folder
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+_TEMPORARY = re.compile(r"^\..+\.([^.]+)\.(\d+)\.(tmp|old)$")  # .NAME.HOST.PID.tmp, what atomic_path writes
+_swept: set[Path] = set()
+
+
+def _host() -> str:
+    """This machine's short name as it appears in temporary names (the process id alone means nothing to another
+    machine sharing the folder, e.g. the nodes of a cluster)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname().split(".")[0]) or "host"
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporaries (`.NAME.HOST.PID.tmp`, `.old`) in `folder` that processes of this machine which no
+    longer run left behind (killed with SIGKILL, say); once per folder and process, so a folder of outputs is not
+    rescanned for every file. Another machine's temporaries are left alone."""
+    folder = folder.resolve()
+    if folder in _swept or not folder.is_dir():
+        return []
+    _swept.add(folder)
+    removed = []
+    for candidate in folder.iterdir():
+        match = _TEMPORARY.match(candidate.name)
+        if not match or match.group(1) != _host():
+            continue
+        pid = int(match.group(2))
+        if pid != os.getpid() and not _pid_alive(pid):
+            _remove(candidate)
+            removed.append(candidate)
+    return removed
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, *, folder: bool = False) -> Iterator[Path]:
-    """A temporary path beside `path` (`.NAME.PID.tmp`, an empty folder when `folder`) to write to; renamed over
+    """A temporary path beside `path` (`.NAME.HOST.PID.tmp`, an empty folder when `folder`) to write to; renamed over
     `path` when the block completes. On any error or interrupt it is removed and `path` is left as it was, so a
-    reader never sees a half-written file. An existing folder at `path` is replaced as a whole."""
+    reader never sees a half-written file. An existing folder at `path` is replaced as a whole. Temporaries of
+    earlier processes that were killed before they could clean up are removed first; a parent folder that cannot
+    be created is a UserError naming it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    ensure_folder(path.parent)
+    remove_stale_temporaries(path.parent)
+    tmp = path.with_name(f".{path.name}.{_host()}.{os.getpid()}.tmp")
     _remove(tmp)
     if folder:
         tmp.mkdir()
     try:
         yield tmp
         if folder and path.is_dir():
-            old = path.with_name(f".{path.name}.{os.getpid()}.old")
+            old = path.with_name(f".{path.name}.{_host()}.{os.getpid()}.old")
             os.replace(path, old)
             os.replace(tmp, path)
             _remove(old)
@@ -90,21 +198,29 @@ def write_rgb(path: str | os.PathLike, image: np.ndarray, icc_profile: bytes | N
 
 
 def read_mask(path: str | os.PathLike, mask_kind: str = "binary") -> np.ndarray:
-    """(H,W) float32 in [0,1], 0 = keep sharp: a grey mask thresholded at 128 to 0/1, or for a patch checkpoint
-    snapped to the nearest of 0/128/255 -> 0/0.5/1. UserError if no pixel stays sharp."""
-    grey = read_gray(path).astype(np.float32)
-    if grey.max(initial=0) > 255:  # a 16-bit file
-        grey /= 257.0
+    """(H,W) float32 in [0,1], 0 = keep sharp: a mask (any mode, see `read_mask_grey`) thresholded at 128 to 0/1,
+    or for a patch checkpoint snapped to the nearest of 0/128/255 -> 0/0.5/1. UserError if no pixel stays sharp; a
+    warning if every pixel does (the output will be the input)."""
+    grey = read_mask_grey(path).astype(np.float32)
     if mask_kind == "patch":
         mask, sharp = np.select([grey < 64, grey < 192], [0.0, 0.5], 1.0).astype(np.float32), "< 64"
     else:
         mask, sharp = (grey >= 128).astype(np.float32), "< 128"
     if not (mask == 0).any():
         raise UserError(f"{path}: the mask has no in-focus pixel (black, value {sharp}, marks what stays sharp)")
+    warn_if_all_in_focus(mask == 0, path)
     return mask
 
 
+def warn_if_all_in_focus(in_focus: np.ndarray, path: str | os.PathLike) -> None:
+    if in_focus.all():
+        warn(f"{path}: every pixel of the mask is in focus (black), so nothing will be blurred; white marks blur")
+
+
 def icc_profile(path: str | os.PathLike) -> bytes | None:
-    """The file's embedded ICC colour profile, if any (kept in the output so colours look the same)."""
+    """The file's embedded ICC colour profile when it describes RGB pixels (kept in the output so colours look the
+    same); None for a CMYK or grey profile, whose file `read_rgb` converts to sRGB: such a profile would not
+    describe the output's pixels."""
     with Image.open(path) as img:
-        return img.info.get("icc_profile")
+        icc = img.info.get("icc_profile")
+    return icc if icc and icc[16:20] == b"RGB " else None

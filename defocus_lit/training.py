@@ -8,12 +8,15 @@ import json
 import netrc
 import os
 import secrets
+import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
@@ -22,6 +25,7 @@ from defocus_lit import slurm
 from defocus_lit.baselines import NAMES as BASELINE_NAMES
 from defocus_lit.config import to_container
 from defocus_lit.errors import UserError
+from defocus_lit.io import ensure_folder
 
 SUMMARY_KEYS = (
     "val/psnr",
@@ -37,10 +41,12 @@ SUMMARY_KEYS = (
 
 @dataclass
 class TrainResult:
-    run_dir: Path
-    best_ckpt: Path
-    last_ckpt: Path
-    metrics_csv: Path
+    """Where a run went; the paths are None for `trainer.fast_dev_run`, which writes nothing."""
+
+    run_dir: Path | None
+    best_ckpt: Path | None
+    last_ckpt: Path | None
+    metrics_csv: Path | None
     metrics: dict[str, float]
 
 
@@ -66,7 +72,7 @@ def synthetic_dataset(cfg: DictConfig, cache_dir: Path = Path("data")) -> Path:
             time.sleep(2)
         return path
     print(f"Building the embedded synthetic dataset once: {path} ({s.num} frames of {height}x{width})")
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    ensure_folder(cache_dir)
     source = open_source("synthetic", num=s.num, size=(height, width), seed=s.seed)
     build_dataset(source, path, settings=RenderSettings(**to_container(r)), seed=s.seed)
     return path
@@ -77,7 +83,7 @@ def dataset_path(cfg: DictConfig) -> Path:
     from defocus_lit.data.hdf5 import read_info
 
     path = Path(cfg.data.path) if cfg.data.path else synthetic_dataset(cfg)
-    cfg.render = read_info(path)["renderer"]
+    cfg.merge_with({"render": read_info(path)["renderer"]})
     return path
 
 
@@ -134,16 +140,16 @@ def csv_version(run_dir: Path) -> str:
     return "csv" if done == 0 else f"csv_resume{done}"
 
 
+WANDB_ID_FILE = "wandb_id.txt"  # a resumed run continues its W&B run
+
+
 def make_loggers(cfg: DictConfig, run_dir: Path) -> list:
+    """The run's loggers; nothing is written until training starts (`writing_run_folder` records the W&B id)."""
     loggers: list = [CSVLogger(run_dir, name="", version=csv_version(run_dir))]
     mode = wandb_mode(cfg.logger.wandb)
     if mode:
-        id_file = run_dir / "wandb_id.txt"  # a resumed run continues its W&B run
-        run_id = id_file.read_text().strip() if id_file.is_file() else ""
-        if not run_id:
-            run_id = secrets.token_hex(4)
-            if _is_rank_zero():
-                id_file.write_text(run_id)
+        id_file = run_dir / WANDB_ID_FILE
+        run_id = (id_file.read_text().strip() if id_file.is_file() else "") or secrets.token_hex(4)
         loggers.append(
             WandbLogger(
                 project=cfg.logger.project,
@@ -169,18 +175,76 @@ def trainer_kwargs(cfg: DictConfig) -> dict:
     return kwargs
 
 
+def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[Callback]) -> L.Trainer:
+    """The Trainer of `cfg.trainer`, built before anything is written: a bad Trainer argument is a UserError
+    naming the trainer.* keys it is about (Lightning raises TypeError, ValueError or its own exceptions)."""
+    kwargs = trainer_kwargs(cfg)
+    dry = is_fast_dev_run(cfg)
+    try:
+        return L.Trainer(
+            **kwargs,
+            default_root_dir=run_dir,
+            logger=False if dry else make_loggers(cfg, run_dir),
+            callbacks=list(callbacks),
+        )
+    except (TypeError, ValueError, ImportError, MisconfigurationException) as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        named = [k for k in cfg.trainer if k in message] or list(cfg.trainer)
+        settings = ", ".join(f"trainer.{k}={cfg.trainer[k]!r}" for k in named)
+        raise UserError(f"trainer: {message} ({settings})") from None
+
+
+def is_fast_dev_run(cfg: DictConfig) -> bool:
+    """`trainer.fast_dev_run`: Lightning's smoke test (a batch of training and validation); the run writes nothing."""
+    return bool(cfg.trainer.get("fast_dev_run", False))
+
+
+@contextmanager
+def writing_run_folder(cfg: DictConfig, run_dir: Path, trainer: L.Trainer) -> Iterator[None]:
+    """RUN/ with config.yaml (and the W&B id), made as training starts; if the start fails (an exception before
+    any checkpoint) a folder made here is removed again, so a failed start leaves nothing behind."""
+    created = next((p for p in reversed([run_dir, *run_dir.parents]) if not p.exists()), None)
+    ensure_folder(run_dir)  # output_dir under a file: one error naming the folder
+    if _is_rank_zero():
+        OmegaConf.save(cfg, run_dir / "config.yaml")
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                (run_dir / WANDB_ID_FILE).write_text(str(logger.version))
+    try:
+        yield
+    except BaseException:
+        if created is not None and _is_rank_zero() and not any(run_dir.glob("checkpoints/*.ckpt")):
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
 # ----- training -----------------------------------------------------------------------------------------------
 def run_training(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> TrainResult:
+    """Train `cfg`. Order: Trainer (checks its arguments), dataset, model, then the run folder as fit starts."""
     from defocus_lit.data.datamodule import DefocusDataModule
     from defocus_lit.models.callbacks import BaselineMetrics, BestMetrics, ValidationImages
     from defocus_lit.models.module import build_module
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data_path = dataset_path(cfg)
     run_dir, last = run_folder(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if _is_rank_zero():
-        OmegaConf.save(cfg, run_dir / "config.yaml")
+    if cfg.data.path:  # a given dataset's renderer settings go into the config before the loggers see it
+        dataset_path(cfg)
+    dry = is_fast_dev_run(cfg)
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        monitor="val/psnr",
+        mode="max",
+        filename="best-epoch{epoch:03d}-psnr{val/psnr:.2f}",
+        auto_insert_metric_name=False,
+    )
+    # last.ckpt after every epoch (with a monitor, Lightning 2.6's save_last only writes it when a new best is saved,
+    # so `resume=true` would redo every epoch since the best)
+    latest = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False)
+    baselines, best = BaselineMetrics(float(cfg.render.max_radius)), BestMetrics()
+    writers = [] if dry else [ValidationImages(cfg.logger.num_images), checkpoint, latest]
+    slurm_callbacks = [slurm.SlurmAttempt(run_dir, last)] if slurm.job_id() else []
+    trainer = build_trainer(cfg, run_dir, [baselines, best, *writers, *callbacks, *slurm_callbacks])
+    data_path = dataset_path(cfg)
 
     datamodule = DefocusDataModule(
         str(data_path),
@@ -193,39 +257,17 @@ def run_training(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> TrainRe
         photometric=cfg.data.photometric,
     )
     module = build_module(cfg)
-    slurm_callbacks = [slurm.SlurmAttempt(run_dir, last)] if slurm.job_id() else []
-    checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        monitor="val/psnr",
-        mode="max",
-        filename="best-epoch{epoch:03d}-psnr{val/psnr:.2f}",
-        auto_insert_metric_name=False,
-    )
-    # last.ckpt after every epoch (with a monitor, Lightning 2.6's save_last only writes it when a new best is saved,
-    # so `resume=true` would redo every epoch since the best)
-    latest = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False)
-    baselines, best = BaselineMetrics(float(cfg.render.max_radius)), BestMetrics()
-    trainer = L.Trainer(
-        **trainer_kwargs(cfg),
-        default_root_dir=run_dir,
-        logger=make_loggers(cfg, run_dir),
-        callbacks=[
-            baselines,
-            best,
-            ValidationImages(cfg.logger.num_images),
-            checkpoint,
-            latest,
-            *callbacks,
-            *slurm_callbacks,
-        ],
-    )
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=last)
-    finally:
-        if any(isinstance(lg, WandbLogger) for lg in trainer.loggers) and trainer.is_global_zero:
-            import wandb
+    if dry:
+        trainer.fit(module, datamodule=datamodule)
+        return TrainResult(None, None, None, None, dict(best.values) | dict(baselines.values))
+    with writing_run_folder(cfg, run_dir, trainer):
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=last)
+        finally:
+            if any(isinstance(lg, WandbLogger) for lg in trainer.loggers) and trainer.is_global_zero:
+                import wandb
 
-            wandb.finish()  # the next run in this process (a sweep trial) gets a W&B run of its own
+                wandb.finish()  # the next run in this process (a sweep trial) gets a W&B run of its own
 
     metrics = dict(best.values) | dict(baselines.values)
     best = Path(checkpoint.best_model_path or latest.best_model_path)

@@ -347,3 +347,32 @@ def test_sigterm_stops_a_build_cleanly(tmp_path):
     assert proc.returncode == 130 and "interrupted" in err
     assert _leftovers(tmp_path) == []
     assert not os.path.exists(out)
+
+
+def test_kill_9_leaves_nothing_behind_a_rerun(tmp_path):
+    """SIGKILL gives the build no chance to clean up: its temporary file stays until the next write beside it,
+    which removes it (its process is gone) and leaves only the finished file."""
+    out = tmp_path / "d.h5"
+    argv = [sys.executable, "-m", "defocus_lit.cli", "data", "build", "--source", "synthetic", "--out", str(out)]
+    proc = subprocess.Popen(
+        [*argv, "--num", "5000", "--size", "96x96", "--workers", "0", *FAST_ARGS],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not any(p.suffix == ".tmp" for p in tmp_path.iterdir()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        time.sleep(1.0)  # inside the loop, the HDF5 temporary half written
+        proc.kill()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)  # reaped: its pid no longer names a process
+    assert proc.returncode == -signal.SIGKILL
+    assert [p.suffix for p in tmp_path.iterdir()] == [".tmp"] and not out.exists()
+    rerun = subprocess.run([*argv, "--num", "4", "--size", "32x32", *FAST_ARGS], capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert _leftovers(tmp_path) == ["d.h5"] and read_info(out)["source_frames"] == 4

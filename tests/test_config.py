@@ -110,3 +110,84 @@ def test_yaml_path_as_experiment(tmp_path):
     OmegaConf.save({"name": "mine", "arch": "dual_skip", "optim": {"lr": 0.001}}, path)
     cfg = load_experiment(str(path), cpu_preset=False)
     assert cfg.name == "mine" and cfg.arch == "dual_skip" and cfg.optim.lr == 0.001
+
+
+def _cli_error(capsys, argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def test_a_wrong_type_in_an_experiment_file_is_one_line_naming_key_value_and_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "x.yaml"
+    path.write_text("name: x\noptim:\n  lr: fast\n")
+    line = _cli_error(capsys, ["train", str(path), f"output_dir={tmp_path / 'outputs'}"])
+    assert line == f"error: optim.lr: expected a float, got 'fast' ({path})"
+    assert list(tmp_path.iterdir()) == [path]  # no run folder, no config.yaml, no dataset
+
+
+@pytest.mark.parametrize("text", ['keep_focus: "no"', "keep_focus: 'off'", "data: {photometric: 'off'}"])
+def test_a_quoted_word_for_a_boolean_is_an_error_not_true(text, tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text(f"name: x\n{text}\n")
+    with pytest.raises(UserError, match=r"expected true or false, got '(no|off)' \(.*x\.yaml\)"):
+        load_experiment(str(path), cpu_preset=False)
+
+
+def test_unquoted_yaml_booleans_still_work(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("name: x\nkeep_focus: no\ndata: {photometric: off}\n")
+    cfg = load_experiment(str(path), cpu_preset=False)
+    assert cfg.keep_focus is False and cfg.data.photometric is False
+
+
+@pytest.mark.parametrize(
+    "word, message",
+    [
+        ("optim.lr=fast", "optim.lr: expected a float, got 'fast' (override)"),
+        ("model.ngf=1.5", "model.ngf: expected an integer, got 1.5 (override)"),
+        ("model.ngf=0", "model.ngf: expected an integer >= 1, got 0 (override)"),
+        ("optim.grad_clip=big", "optim.grad_clip: expected a float or null, got 'big' (override)"),
+        ("data.synthetic.size=[64,x]", "data.synthetic.size: expected a list of integers, got [64, 'x'] (override)"),
+        ("resume=3", "resume: expected true or false or a string, got 3 (override)"),
+        ("loss.terms.l1=heavy", "loss.terms.l1: expected a float, got 'heavy' (override)"),
+        ("loss.terms.l2=1", "loss.terms.l2: unknown loss term 'l2'; registered: "),
+        ("model.norm=group", "model.norm: expected one of batch, instance, got 'group' (override)"),
+        ("model.head=rgbx", "model.head: expected one of rgb, blur_stack, got 'rgbx' (override)"),
+        ("loss.gan_mode=wgan", "loss.gan_mode: expected one of vanilla, lsgan, hinge, got 'wgan' (override)"),
+        ("render.blur_model=gauss", "render.blur_model: expected one of thin_lens, blur_map, got 'gauss'"),
+        ("logger.wandb=maybe", "logger.wandb: expected one of auto, online, offline, disabled, got 'maybe'"),
+        ("trainer.max_epochs=x", "trainer.max_epochs: expected an integer or null, got 'x' (override)"),
+        ("trainer.max_epochs=true", "trainer.max_epochs: expected an integer or null, got true (override)"),
+        ("trainer.precision=17", "trainer.precision: expected 64 or 32 or 16 or "),
+    ],
+)
+def test_wrong_values_name_key_type_value_and_source(word, message):
+    with pytest.raises(UserError) as err:
+        load_experiment("patch_mask", [word], cpu_preset=True)
+    assert str(err.value).startswith(message), str(err.value)
+
+
+def test_choices_come_from_the_registries(monkeypatch):
+    """A generator or loss registered in code is a valid choice at once: no list in the config repeats them."""
+    from defocus_lit.losses import LOSSES
+    from defocus_lit.models.networks import GENERATORS
+
+    monkeypatch.setitem(GENERATORS, "my_unet", GENERATORS["pix2pix_4ch"])
+    monkeypatch.setitem(LOSSES, "my_loss", LOSSES["l1"])
+    cfg = load_experiment("patch_mask", ["arch=my_unet", "loss.terms.my_loss=2"], cpu_preset=True)
+    assert cfg.arch == "my_unet" and cfg.loss.terms.my_loss == 2.0
+
+
+def test_base_yaml_gives_every_schema_key_a_value_and_overrides_keep_their_types():
+    from omegaconf import OmegaConf
+
+    from defocus_lit.config import ExperimentConfig, schema_keys
+
+    cfg = load_experiment("pix2pix_4ch", ["optim.lr=1", "data.synthetic.size=[64,'96']"], cpu_preset=False)
+    assert not OmegaConf.missing_keys(cfg)
+    assert set(schema_keys()) - {"trainer", "loss.terms"} <= set(config_keys(cfg))
+    assert isinstance(cfg.optim.lr, float) and list(cfg.data.synthetic.size) == [64, 96]
+    assert OmegaConf.get_type(cfg) is ExperimentConfig

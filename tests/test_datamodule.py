@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from defocus_lit.data.build import build_dataset
-from defocus_lit.data.datamodule import DefocusDataModule, collate, collate_uint8, to_float
+from defocus_lit.data.datamodule import DefocusDataModule, collate
 from defocus_lit.data.sources import open_source
 from defocus_lit.errors import UserError
 from defocus_lit.render import RenderSettings
@@ -244,8 +244,39 @@ def test_uint8_batches_for_the_gpu_convert_to_the_same_floats(built, mask_kind):
         assert raw["image"].dtype == torch.uint8 and raw["mask"].dtype == torch.uint8
         got = on_gpu.on_after_batch_transfer(raw, 0)
         assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want), name
-    samples = [plain.datasets["val"][i] for i in range(2)]
-    assert all(torch.equal(a, b) for a, b in zip(collate(samples).values(), to_float(collate_uint8(samples)).values()))
+
+
+@pytest.mark.parametrize("mask_kind", ["binary", "patch"])
+def test_collate_makes_the_float_batch_of_the_spec(built, mask_kind):
+    """`collate` against the spec computed here from the samples' own uint8 maps (not through `to_float`)."""
+    dm = DefocusDataModule(str(built), batch_size=2, crop_size=32, mask_kind=mask_kind, pad_multiple=SIZE)
+    dm.setup("fit")
+    samples = [dm.datasets["val"][i] for i in range(2)]
+    batch = collate(samples)
+    chw = lambda key: torch.from_numpy(np.stack([s[key] for s in samples]).astype(np.float64))  # noqa: E731
+    colour = lambda key: (chw(key).permute(0, 3, 1, 2) / 127.5 - 1).float()  # noqa: E731
+    grey = lambda key: chw(key)[:, None]  # noqa: E731
+    mask_key = "patch" if mask_kind == "patch" else "mask"
+    want = {
+        "image": colour("image"),
+        "target": colour("target"),
+        "alt_target": colour("alt_target"),
+        "mask": {0: 0.0, 128: 0.5, 255: 1.0},
+        "depth_weight": (grey("weight") / 255).float(),
+        "valid": grey("valid").float(),
+        "focus": (grey("mask") == 0).float(),
+    }
+    for key in ("image", "target", "alt_target", "depth_weight", "valid", "focus"):
+        assert batch[key].dtype == torch.float32 and batch[key].shape == want[key].shape, key
+        assert torch.allclose(batch[key], want[key], atol=1e-6), key
+    assert batch["image"].shape[1] == 3 and batch["image"].min() >= -1 and batch["image"].max() <= 1
+    raw_mask = grey(mask_key)
+    levels = set(raw_mask.unique().tolist())
+    assert levels <= ({0, 128, 255} if mask_kind == "patch" else {0, 255}) and len(levels) > 1
+    expected_mask = raw_mask.clone().apply_(lambda v: want["mask"][int(v)]).float()
+    assert torch.equal(batch["mask"], expected_mask)
+    assert batch["plane"].tolist() == [s["plane"] for s in samples] and batch["frame"].dtype == torch.long
+    assert batch["has_alt"].dtype == torch.bool
 
 
 def test_uint8_batches_option_overrides_the_trainer_choice(built):

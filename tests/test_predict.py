@@ -1,5 +1,6 @@
 """`defocus-lit predict`: any image size, masks, folders, colour profile, and one-line errors on bad input."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 import torch
 from PIL import Image, ImageCms
 
+from defocus_lit import io
 from defocus_lit.cli import main
 from defocus_lit.io import read_mask
 from defocus_lit.models.defocuser import BlurStack, Defocuser
@@ -119,12 +121,20 @@ def test_folder_mode_lists_unpaired_files_and_writes_nothing(tiny_checkpoint, tm
     assert not out.exists()
 
 
-def test_folder_mode_writes_the_good_images_and_names_each_bad_one(tiny_checkpoint, tmp_path, capsys):
+def test_folder_mode_writes_the_good_images_and_names_each_bad_one(tiny_checkpoint, tmp_path, capsys, monkeypatch):
     images, masks, out = tmp_path / "images", tmp_path / "masks", tmp_path / "out"
     images.mkdir(), masks.mkdir()
     photo(images / "a.png", 16, 16), photo(images / "b.png", 16, 16), photo(images / "d.png", 16, 16)
     (images / "c.png").write_bytes(b"not a png at all")  # corrupt
-    for name in ("a", "c", "d"):
+    photo(images / "e.png", 16, 16)
+    (images / "t.png").write_bytes((images / "e.png").read_bytes()[:200])  # truncated
+    photo(images / "u.png", 16, 16)
+    (images / "u.png").chmod(0)  # unreadable
+    if os.geteuid() == 0:  # root reads it anyway: make the open fail as it does for anyone else
+        real_open = io.Image.open
+        denied = lambda p, *a, **k: _raise(PermissionError(13, "Permission denied", str(p)))  # noqa: E731
+        monkeypatch.setattr(io.Image, "open", lambda p, *a, **k: denied(p) if Path(p).name == "u.png" else real_open(p))
+    for name in ("a", "c", "d", "e", "t", "u"):
         left_sharp_mask(masks / f"{name}.png", 16, 16)
     left_sharp_mask(masks / "b.png", 16, 8)  # b: wrong size
     assert (
@@ -135,10 +145,38 @@ def test_folder_mode_writes_the_good_images_and_names_each_bad_one(tiny_checkpoi
     )
     err = capsys.readouterr().err
     error_lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert any("b.png" in line for line in error_lines) and any("c.png" in line for line in error_lines)
-    assert "2 of 4 images" in error_lines[-1]
-    assert sorted(p.name for p in out.iterdir()) == ["a.png", "d.png"]  # the good ones, complete
+    for bad in ("b.png", "c.png", "t.png", "u.png"):
+        assert sum(bad in line for line in error_lines[:-1]) == 1, (bad, error_lines)
+    assert any("Permission denied" in line for line in error_lines)
+    assert len(error_lines) == 5 and "4 of 7 images" in error_lines[-1]
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "d.png", "e.png"]  # the good ones, complete
     assert Image.open(out / "a.png").size == (16, 16) and not list(tmp_path.rglob("*.tmp"))
+
+
+def _raise(err: Exception):
+    raise err
+
+
+def test_cmyk_photo_gives_an_rgb_output_without_its_cmyk_profile(tiny_checkpoint, tmp_path):
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.new("CMYK", (20, 12), (0, 255, 255, 0)).save(tmp_path / "in.jpg", icc_profile=srgb[:16] + b"CMYK" + srgb[20:])
+    left_sharp_mask(tmp_path / "mask.png", 12, 20)
+    out = tmp_path / "out.png"
+    argv = ["predict", "--ckpt", str(tiny_checkpoint), "--image", str(tmp_path / "in.jpg")]
+    assert main([*argv, "--mask", str(tmp_path / "mask.png"), "--out", str(out)]) == 0
+    with Image.open(out) as img:
+        assert img.mode == "RGB" and "icc_profile" not in img.info
+        assert (np.abs(np.asarray(img)[:, :10].astype(int) - [255, 0, 0]) <= 8).all()  # the sharp half: red
+
+
+def test_out_under_a_folder_that_cannot_be_created_is_one_error(tiny_checkpoint, tmp_path, capsys):
+    photo(tmp_path / "in.png", 8, 8), left_sharp_mask(tmp_path / "mask.png", 8, 8)
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    argv = ["predict", "--ckpt", str(tiny_checkpoint), "--image", str(tmp_path / "in.png")]
+    for out in ("blocker/sub/out.png", "blocker/out.png"):
+        assert main([*argv, "--mask", str(tmp_path / "mask.png"), "--out", str(tmp_path / out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and "blocker" in err[0] and "cannot create" in err[0]
 
 
 def test_read_mask_binary_and_patch(tmp_path):

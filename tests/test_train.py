@@ -2,10 +2,13 @@
 
 import csv
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -71,9 +74,12 @@ def test_one_step_moves_generator_and_discriminator(tiny):
     dm = DefocusDataModule(str(dataset_path(cfg)), batch_size=2, crop_size=32, pad_multiple=8)
     L.Trainer(**trainer_kwargs(cfg), logger=False, enable_checkpointing=False).fit(module, datamodule=dm)
     after = module.state_dict()
-    for prefix in ("generator.", "discriminator."):
-        weights = [k for k in before if k.startswith(prefix) and k.endswith("weight")]
-        assert all(not torch.equal(before[k], after[k]) for k in weights if "norm" not in k), prefix
+    for prefix in ("defocuser.generator.", "discriminator."):
+        weights = [k for k in before if k.startswith(prefix) and k.endswith("weight") and "norm" not in k]
+        assert len(weights) >= 4, (prefix, sorted(before)[:5])  # the prefix names real keys
+        moved = [k for k in weights if not torch.equal(before[k], after[k])]
+        assert moved, prefix
+        assert len(moved) >= 0.9 * len(weights), (prefix, sorted(set(weights) - set(moved)))
 
 
 def test_cli_prints_where_things_went_and_the_summary(tiny, capsys):
@@ -194,3 +200,97 @@ def test_last_checkpoint_is_written_after_every_epoch(tiny):
     state = torch.load(result.last_ckpt, weights_only=False)
     assert result.last_ckpt.name == "last.ckpt" and state["epoch"] == 2
     assert [p.name for p in result.last_ckpt.parent.glob("last*")] == ["last.ckpt"]
+
+
+def _error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("error")]
+
+
+@pytest.mark.parametrize(
+    "word, says",
+    [
+        ("trainer.devices=abc", "trainer: `devices`"),
+        ("trainer.max_epochs=x", "trainer.max_epochs: expected an integer or null, got 'x' (override)"),
+        ("trainer.strategy=nope", "trainer: You selected an invalid strategy name"),
+    ],
+)
+def test_bad_trainer_argument_is_one_error_and_writes_nothing(word, says, tiny, tmp_path, capsys):
+    assert main(["train", "pix2pix_4ch", *tiny, "cpu_preset=true", word]) == 2
+    err = capsys.readouterr().err
+    assert len(_error_lines(err)) == 1 and says in _error_lines(err)[0] and "Traceback" not in err
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "data").exists()  # the Trainer came first
+
+
+def test_output_dir_under_a_file_is_one_error(tiny, tmp_path, capsys):
+    (tmp_path / "outputs").write_text("a file")
+    assert main(["train", "pix2pix_4ch", *tiny, "cpu_preset=true"]) == 2
+    err = _error_lines(capsys.readouterr().err)
+    assert len(err) == 1 and "outputs" in err[0] and "cannot create this folder" in err[0]
+
+
+def test_a_failed_start_removes_the_run_folder(tiny, tmp_path):
+    class Boom(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        run_training(load_experiment("pix2pix_4ch", tiny, cpu_preset=True), callbacks=[Boom()])
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_fast_dev_run_trains_and_validates_one_batch_and_writes_nothing(tiny, tmp_path, capsys):
+    class Count(L.Callback):
+        batches = {"train": 0, "val": 0}
+
+        def on_train_batch_end(self, *args):
+            self.batches["train"] += 1
+
+        def on_validation_batch_end(self, *args):
+            self.batches["val"] += 1
+
+    count = Count()
+    result = run_training(
+        load_experiment("patch_mask", tiny + ["trainer.fast_dev_run=true"], cpu_preset=True), callbacks=[count]
+    )
+    assert count.batches == {"train": 1, "val": 1} and result.run_dir is None
+    assert main(["train", "patch_mask", *tiny, "cpu_preset=true", "trainer.fast_dev_run=true"]) == 0
+    assert "fast_dev_run" in capsys.readouterr().out
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_kill_9_during_training_then_resume_continues_from_last_ckpt(tiny, tmp_path):
+    """A run killed with SIGKILL (no chance to save or clean up) continues from its last.ckpt: the resumed loop
+    starts at that checkpoint's global step and the run finishes its epochs."""
+    run_dir = tmp_path / "outputs" / "pix2pix_4ch" / "k"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    cmd = [sys.executable, "-m", "defocus_lit.cli", "train", "pix2pix_4ch", *tiny, "cpu_preset=true", "run=k"]
+    proc = subprocess.Popen(
+        [*cmd, "trainer.max_epochs=1000"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (last.is_file() and torch.load(last, weights_only=False)["epoch"] >= 0):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+    killed = torch.load(last, weights_only=False)
+    per_epoch = killed["global_step"] // (killed["epoch"] + 1)
+    assert per_epoch == 4  # 2 batches, a G and a D step each
+
+    class StartStep(L.Callback):
+        step = None
+
+        def on_train_start(self, trainer, pl_module):
+            self.step = trainer.global_step
+
+    start, epochs = StartStep(), killed["epoch"] + 3
+    words = [*tiny, "resume=true", f"trainer.max_epochs={epochs}"]
+    result = run_training(load_experiment("pix2pix_4ch", words, cpu_preset=True), callbacks=[start])
+    assert result.run_dir == run_dir and start.step == killed["global_step"]
+    final = torch.load(result.last_ckpt, weights_only=False)
+    assert final["global_step"] == epochs * per_epoch  # last.ckpt is the finished run, whatever its val/psnr
+    assert (run_dir / "summary.json").is_file()

@@ -1,8 +1,8 @@
 """`defocus-lit predict`: defocus your own photo, or a folder of photos, with a trained checkpoint.
 
-The mask is an 8-bit grey image of the photo's size: black (< 128) marks what stays sharp, white what is
-blurred. A checkpoint trained on patch masks (`data.mask_kind=patch`) also takes the 3-level mask
-0 / 128 / 255 (sharp / partial blur / full blur); a binary mask works for it too.
+The mask is a grey image (any mode: 1-bit, palette, 16-bit ...) of the photo's size: black (< 128) marks what
+stays sharp, white what is blurred. A checkpoint trained on patch masks (`data.mask_kind=patch`) also takes the
+3-level mask 0 / 128 / 255 (sharp / partial blur / full blur); a binary mask works for it too.
 
 The generator runs at a working size of `--max-side` px (long side, default 256) and the blur at full resolution:
 see `defocus_lit.models.inference`. A folder is processed file by file: every good pair is written (atomically),
@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from defocus_lit.errors import UserError
-from defocus_lit.io import icc_profile, read_mask, read_rgb, write_rgb
+from defocus_lit.io import ensure_folder, icc_profile, read_mask, read_rgb, write_rgb
 from defocus_lit.models.checkpoint import load_checkpoint
 from defocus_lit.models.defocuser import Defocuser
 from defocus_lit.models.inference import DEVICES, MAX_SIDE, defocus_array, select_device
@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     model, cfg = load_checkpoint(args.ckpt)
     model.to(device)
+    if folder:
+        ensure_folder(out)  # an --out that cannot be made is one error, not one per image
     start = time.perf_counter()
     if not folder:
         predict_file(model, cfg.data.mask_kind, image, mask, out, device, args.max_side)

@@ -15,7 +15,7 @@ import numpy as np
 from defocus_lit.data import planes
 from defocus_lit.data.samples import frame_maps
 from defocus_lit.errors import UserError
-from defocus_lit.io import read_gray, read_rgb, write_rgb
+from defocus_lit.io import read_gray, read_mask_grey, read_rgb, warn_if_all_in_focus, write_rgb
 from defocus_lit.models.inference import select_device
 from defocus_lit.render import BLUR_MODELS, RenderSettings, render_uint8
 
@@ -122,12 +122,13 @@ def _focus_on_region(in_focus: np.ndarray, grey: np.ndarray) -> _Focus:
 
 
 def _focus_from_mask(args: argparse.Namespace, image: np.ndarray, depth: np.ndarray, grey: np.ndarray) -> _Focus:
-    mask = read_gray(args.mask)
+    mask = read_mask_grey(args.mask)  # any mode: 1-bit, palette, 16-bit, alpha ...
     if mask.shape != image.shape[:2]:
         raise UserError(f"{args.mask}: mask is {_size(mask)} but the image {args.image} is {_size(image)}")
-    in_focus = mask < (128 if mask.dtype == np.uint8 else 32768)
+    in_focus = mask < 128
     if not (in_focus & planes.valid_depth(depth)).any():
         raise UserError(f"{args.mask}: no black (in-focus) pixel with a valid depth")
+    warn_if_all_in_focus(in_focus, args.mask)
     return _focus_on_region(in_focus, grey)
 
 

@@ -34,6 +34,9 @@ def run(args: argparse.Namespace) -> int:
     result = run_training(cfg)
     if not is_rank_zero():  # every DDP process under srun runs this command; one of them reports
         return 0
+    if result.run_dir is None:
+        print("fast_dev_run: training and validation ran on one batch each; nothing was written")
+        return 0
     print(f"checkpoints: {result.best_ckpt} (best val/psnr), {result.last_ckpt} (last)")
     print(f"metrics:     {result.metrics_csv}, W&B run in {result.run_dir / 'wandb'}")
     print(f"images:      {result.run_dir / 'images'}")

@@ -311,7 +311,7 @@ def build_dataset(
 
     size: output (H,W) (default: the frames' size if all equal, else 256x256); workers: processes that read
     and render frames (default `default_workers(device)`, 0 = this process); block: samples per HDF5 write.
-    Writes `.OUT.PID.tmp` beside `out` and renames it when complete; on any error or interrupt (SIGTERM
+    Writes `.OUT.HOST.PID.tmp` beside `out` and renames it when complete; on any error or interrupt (SIGTERM
     included) the temporary file is removed and `out` is left untouched."""
     settings = settings or RenderSettings()
     sample_filter = sample_filter or SampleFilter()
