@@ -1,2 +1,19 @@
 """The `defocus-lit` subcommands, one module each: `configure_parser(parser)` declares the options and
 `run(args) -> int` does the work, raising `UserError` for bad input (printed by `defocus_lit.cli`)."""
+
+import argparse
+
+from defocus_lit.models.inference import DEVICES, MAX_SIDE
+
+
+def add_inference_options(parser: argparse.ArgumentParser) -> None:
+    """--device and --max-side, which mean the same in every command that runs a model (predict, evaluate, demo)."""
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="auto = CUDA when present, else CPU")
+    parser.add_argument(
+        "--max-side",
+        type=int,
+        default=MAX_SIDE,
+        metavar="PX",
+        help="the generator's working long side: larger photos are decided at this size and blurred at full "
+        f"resolution (default: {MAX_SIDE}, the training scale; 0 = generator at full resolution)",
+    )

@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from defocus_lit.baselines import NAMES as BASELINE_NAMES
 from defocus_lit.baselines import GlobalBlur, alt_batch, baselines
+from defocus_lit.commands import add_inference_options
 from defocus_lit.config import to_container
 from defocus_lit.data.datamodule import DefocusDataModule
 from defocus_lit.data.hdf5 import read_info
@@ -54,7 +55,7 @@ from defocus_lit.io import atomic_path, write_rgb
 from defocus_lit.metrics import IMAGE_METRICS, MetricSet, PlaneSensitivity, per_sample_metrics
 from defocus_lit.models.callbacks import gains
 from defocus_lit.models.checkpoint import Defocuser, defocuser_of, extras_of, read_checkpoint
-from defocus_lit.models.inference import DEVICES, MAX_SIDE, defocus, select_device
+from defocus_lit.models.inference import defocus, select_device
 from defocus_lit.render import BLUR_MODELS, RenderSettings
 from defocus_lit.visualize import panel_row
 
@@ -78,14 +79,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="score only this baseline (with --ckpt: the model and this baseline)",
     )
     parser.add_argument("--limit", type=int, help="score only the first N samples")
-    parser.add_argument("--device", choices=DEVICES, default="auto", help="auto = CUDA when present, else CPU")
-    parser.add_argument(
-        "--max-side",
-        type=int,
-        default=MAX_SIDE,
-        metavar="PX",
-        help=f"the generator's working long side, as in predict (default: {MAX_SIDE}; 0 = full resolution)",
-    )
+    add_inference_options(parser)
     render = parser.add_argument_group("manifest frames and renderer overrides (--manifest only)")
     render.add_argument(
         "--frame-side",

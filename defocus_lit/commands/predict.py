@@ -20,11 +20,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from defocus_lit.commands import add_inference_options
 from defocus_lit.errors import UserError
 from defocus_lit.io import ensure_folder, icc_profile, read_mask, read_rgb, write_rgb
 from defocus_lit.models.checkpoint import load_checkpoint
 from defocus_lit.models.defocuser import Defocuser
-from defocus_lit.models.inference import DEVICES, MAX_SIDE, defocus_array, select_device
+from defocus_lit.models.inference import defocus_array, select_device
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -39,15 +40,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="grey mask of the photo's size, black = keep sharp (or a folder: paired by file stem)",
     )
     parser.add_argument("--out", required=True, help="output .png/.jpg (or a folder, for folder input)")
-    parser.add_argument("--device", choices=DEVICES, default="auto", help="auto = CUDA when present, else CPU")
-    parser.add_argument(
-        "--max-side",
-        type=int,
-        default=MAX_SIDE,
-        metavar="PX",
-        help="run the network on larger photos at this long side; the blur is still applied at "
-        f"full resolution (default: {MAX_SIDE}; 0 = network at full resolution)",
-    )
+    add_inference_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
