@@ -27,6 +27,7 @@ import argparse
 import atexit
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -320,9 +321,9 @@ def _instructions(demo_model: DemoModel) -> str:
     else:
         paint = ("This checkpoint wants a **binary mask**: paint what stays **sharp** with the brush; everything "
                  "unpainted is blurred.")
-    return (f"## Portrait mode\nCheckpoint {ckpt}.\n\n1. Upload a photo (up to {demo_model.max_megapixels:g} MP). "
-            f"2. {paint} Or upload a mask file instead (black = sharp, the photo's size). 3. **Run**, then drag the "
-            "slider to compare and download the full-resolution PNG.")
+    return (f"## Portrait mode\nCheckpoint {ckpt}.\n\n1. Upload a photo (up to {demo_model.max_megapixels:g} MP).\n"
+            f"2. {paint} Or upload a mask file instead (black = sharp, the photo's size).\n3. **Run**, then drag the "
+            "slider to compare, and download the full-resolution PNG.")
 
 
 def make_run_handler(demo_model: DemoModel, output_dir: Path) -> Callable[..., tuple[Any, Any]]:
@@ -331,7 +332,8 @@ def make_run_handler(demo_model: DemoModel, output_dir: Path) -> Callable[..., t
     gr = import_gradio()
 
     def on_run(editor: dict | None, mask_file: str | None, strength: float | None,
-               progress: gr.Progress = gr.Progress()) -> tuple[Any, Any]:  # noqa: B008 (Gradio's convention)
+               progress: Any = gr.Progress()) -> tuple[Any, Any]:  # noqa: B008 (Gradio's convention)
+        # (annotations stay plain: Gradio evaluates them, and `gr` is not a module-level name here)
         from defocus_lit.imageio import write_rgb
 
         try:
@@ -359,8 +361,8 @@ def build_page(demo_model: DemoModel, examples: Sequence[Path] = (), output_dir:
         atexit.register(shutil.rmtree, output_dir, ignore_errors=True)
     brushes = demo_model.brushes()
     # local fonts only: the default theme would fetch a Google font
-    theme = gr.themes.Default(font=[gr.themes.LocalFont("IBM Plex Sans"), "ui-sans-serif", "system-ui", "sans-serif"],
-                              font_mono=[gr.themes.LocalFont("IBM Plex Mono"), "ui-monospace", "monospace"])
+    theme = gr.themes.Default(font=[gr.themes.utils.fonts.LocalFont("IBM Plex Sans"), "ui-sans-serif", "system-ui", "sans-serif"],
+                              font_mono=[gr.themes.utils.fonts.LocalFont("IBM Plex Mono"), "ui-monospace", "monospace"])
 
     on_run = make_run_handler(demo_model, output_dir)
 
@@ -393,13 +395,58 @@ def build_page(demo_model: DemoModel, examples: Sequence[Path] = (), output_dir:
     return page
 
 
+# Gradio's page template loads an iframe-resizer script from cdnjs (only useful when embedded elsewhere) and
+# preconnects to Google Fonts; a local demo must not reach the internet, so these tags are cut from the HTML.
+_EXTERNAL_TAGS = re.compile(rb'<script[^>]*\ssrc="https?://[^"]*"[^>]*>\s*</script>|<link[^>]*\shref="https?://[^"]*"[^>]*>')
+
+
+class NoExternalAssets:
+    """ASGI middleware: removes <script src=...> and <link href=...> tags that point to another host from the
+    HTML pages the app serves (responses of other types pass through untouched, streamed as before)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") != "GET":
+            await self.app(scope, receive, send)
+            return
+        start: dict | None = None
+        chunks: list[bytes] = []
+
+        async def filtered_send(message: dict) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers") or [])
+                if b"text/html" not in headers.get(b"content-type", b""):
+                    await send(message)
+                    return
+                start = message  # hold it until the body is complete: its content-length will change
+                return
+            if start is None or message["type"] != "http.response.body":
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            body = _EXTERNAL_TAGS.sub(b"", b"".join(chunks))
+            headers = [(k, v) for k, v in start.get("headers") or [] if k.lower() != b"content-length"]
+            await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, filtered_send)
+
+
 def launch(page: gr.Blocks, host: str, port: int) -> str:
     """Start serving the page in a background thread (one Run at a time: the model uses every core); returns its
     URL. `page.block_thread()` then waits for Ctrl+C, `page.close()` stops it."""
+    from starlette.middleware import Middleware
+
     page.queue(default_concurrency_limit=1)
     try:
         page.launch(server_name=host, server_port=port, share=False, inbrowser=False, show_api=False, quiet=True,
-                    max_file_size=MAX_UPLOAD, prevent_thread_lock=True, ssr_mode=False)
+                    max_file_size=MAX_UPLOAD, prevent_thread_lock=True, ssr_mode=False,
+                    app_kwargs={"middleware": [Middleware(NoExternalAssets)]})
     except OSError as err:
         raise UserError(f"cannot serve on {host}:{port} ({str(err).splitlines()[0]}): is the port in use? "
                         "choose another with --port") from None
