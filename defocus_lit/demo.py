@@ -342,11 +342,12 @@ def make_run_handler(demo_model: DemoModel, output_dir: Path) -> Callable[..., t
             out = output_dir / uuid.uuid4().hex / "defocused.png"
             write_rgb(out, result)
         except UserError as err:
-            raise gr.Error(str(err), title="Cannot run") from None
+            print(f"demo: refused: {err}", file=sys.stderr)
+            raise gr.Error(str(err), title="Cannot run", print_exception=False) from None
         except Exception as err:  # never a stack trace on the page; the server keeps serving
             log.exception("demo: unexpected error")
             raise gr.Error(f"unexpected error ({type(err).__name__}: {str(err)[:200]}); details are in the server's "
-                           "console", title="Error") from None
+                           "console", title="Error", print_exception=False) from None
         return (photo, str(out)), gr.DownloadButton(value=str(out), visible=True)
 
     return on_run
