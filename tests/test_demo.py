@@ -13,10 +13,10 @@ from PIL import Image
 
 pytest.importorskip("gradio", reason="the demo extra is not installed: pip install -e '.[demo]'")
 
-from defocus_lit import demo  # noqa: E402
-from defocus_lit.cli import main  # noqa: E402
-from defocus_lit.errors import UserError  # noqa: E402
-from defocus_lit.predict import defocus_array  # noqa: E402
+from defocus_lit import demo
+from defocus_lit.cli import main
+from defocus_lit.errors import UserError
+from defocus_lit.predict import defocus_array
 
 GREEN, AMBER, BLUE = ((34, 197, 94), (245, 158, 11), (59, 130, 246))  # the three brush colours
 
@@ -195,7 +195,7 @@ def test_handler_shows_errors_as_messages_and_writes_a_full_size_png(demo_model,
     import gradio as gr
 
     handler = demo.make_run_handler(demo_model, tmp_path)
-    no_progress = lambda *args, **kwargs: None  # noqa: E731
+    no_progress = lambda *args, **kwargs: None
     with pytest.raises(gr.Error, match="no photo"):
         handler(None, None, None, progress=no_progress)
     photo = _photo()
