@@ -57,6 +57,7 @@ MAX_MEGAPIXELS = 16.0  # default photo limit: a 12 MP phone photo (4032x3024) fi
 MAX_UPLOAD = "100mb"  # Gradio rejects larger uploads before they reach the handler
 CHECKPOINT_GLOB = "*/*/checkpoints/best-*.ckpt"
 PAINTED_ALPHA = 128  # a layer pixel counts as painted from this alpha on
+BRUSH_OPACITY = 0.65  # the photo shows through the paint; still above PAINTED_ALPHA
 # A config key a checkpoint will carry once its model takes a blur strength (the real-photo issue). Absent today,
 # so the strength slider stays hidden; when present, `process` passes `strength=` to the inference function.
 STRENGTH_KEY = "model.strength_input"
@@ -374,8 +375,8 @@ def build_page(demo_model: DemoModel, examples: Sequence[Path] = (), output_dir:
                 editor = gr.ImageEditor(
                     label="Photo: upload, then paint what stays sharp", type="numpy", image_mode="RGBA",
                     sources=("upload", "clipboard"), transforms=(), layers=False, format="png",
-                    brush=gr.Brush(colors=[c for _, c, _ in brushes], default_color=brushes[0][1],
-                                   color_mode="fixed"),
+                    brush=gr.Brush(colors=[(c, BRUSH_OPACITY) for _, c, _ in brushes],
+                                   default_color=(brushes[0][1], BRUSH_OPACITY), color_mode="fixed"),
                     eraser=gr.Eraser(), elem_id="photo", height=520)
                 if len(brushes) > 1:
                     gr.Markdown(" · ".join(f"<span style='color:{c}'>&#9632;</span> {n}" for n, c, _ in brushes),

@@ -56,7 +56,7 @@ def paint(page, subject: np.ndarray) -> None:
     spill."""
     h, w = subject.shape
     left, top, width, height = image_box(page)
-    inner = ndimage.binary_erosion(subject, iterations=BRUSH_RADIUS // 2)
+    inner = ndimage.binary_erosion(subject, iterations=BRUSH_RADIUS - 4)
     page.locator("#photo button[aria-label='Brush']").first.click()
     for y in range(0, h, BRUSH_RADIUS):
         row = inner[y]
@@ -64,12 +64,14 @@ def paint(page, subject: np.ndarray) -> None:
         for x0, x1 in zip(edges[::2], edges[1::2]):
             page.mouse.move(left + (x0 + 0.5) / w * width, top + (y + 0.5) / h * height)
             page.mouse.down()
-            for x in np.linspace(x0, x1 - 1, max(2, (x1 - x0) // 8)):
+            for x in np.linspace(x0, x1 - 1, max(2, (x1 - x0) // 30)):
                 page.mouse.move(left + (x + 0.5) / w * width, top + (y + 0.5) / h * height)
             page.mouse.up()
 
 
 def save(page, path: Path, width: int = 960) -> None:
+    page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_timeout(300)
     with tempfile.NamedTemporaryFile(suffix=".png") as shot:
         page.screenshot(path=shot.name)
         img = Image.open(shot.name).convert("RGB")
