@@ -21,11 +21,11 @@ from scipy import ndimage
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from test_demo_browser import CHROMIUM_FLAGS, VIEWPORT, chromium_path, start_demo
+from test_demo_browser import CHROMIUM_FLAGS, VIEWPORT, chromium_path, start_demo  # noqa: E402 (after the sys.path line)
 
-from defocus_lit.data.planes import foreground_subject, nearness, valid_depth
-from defocus_lit.data.synthetic import synthetic_scene
-from defocus_lit.demo import find_checkpoint
+from defocus_lit.commands.demo import find_checkpoint  # noqa: E402 (after the sys.path line)
+from defocus_lit.data.planes import foreground_subject, nearness, valid_depth  # noqa: E402 (after the sys.path line)
+from defocus_lit.data.synthetic import synthetic_scene  # noqa: E402 (after the sys.path line)
 
 BRUSH_RADIUS = 25  # image px: the editor's "auto" brush size
 
@@ -47,8 +47,12 @@ def image_box(page) -> tuple[float, float, float, float]:
     background = pixels[2, 2]
     ys, xs = np.nonzero(np.abs(pixels - background).sum(axis=2) > 30)
     sx, sy = box["width"] / pixels.shape[1], box["height"] / pixels.shape[0]
-    return box["x"] + xs.min() * sx, box["y"] + ys.min() * sy, (xs.max() - xs.min() + 1) * sx, \
-        (ys.max() - ys.min() + 1) * sy
+    return (
+        box["x"] + xs.min() * sx,
+        box["y"] + ys.min() * sy,
+        (xs.max() - xs.min() + 1) * sx,
+        (ys.max() - ys.min() + 1) * sy,
+    )
 
 
 def paint(page, subject: np.ndarray) -> None:

@@ -24,8 +24,16 @@ import pytest
 from PIL import Image
 
 HOW = "install chromium (apt-get install chromium) and pip install -e '.[demo,browser]', or run .ci/browser.sh"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 VIEWPORT = {"width": 1280, "height": 900}
 
 
@@ -60,9 +68,13 @@ def start_demo(ckpt: Path, cwd: Path, extra: list[str] | None = None) -> tuple[s
     log = cwd / f"demo-{port}.log"
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "NO_PROXY": "127.0.0.1,localhost"}
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "defocus_lit.cli", "demo", "--ckpt", str(ckpt),
-                                 "--port", str(port), *(extra or [])],
-                                cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "defocus_lit.cli", "demo", "--ckpt", str(ckpt), "--port", str(port), *(extra or [])],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_for(url, proc, timeout=180)
@@ -132,7 +144,7 @@ def paint_stroke(page, dx: float, steps: int = 20) -> None:
 def laplacian_energy(image: np.ndarray) -> float:
     grey = image.astype(np.float64).mean(axis=2)
     lap = 4 * grey[1:-1, 1:-1] - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:]
-    return float((lap ** 2).mean())
+    return float((lap**2).mean())
 
 
 def test_paint_run_compare_download(browser, demo_url, tmp_path):
@@ -175,7 +187,7 @@ def test_paint_run_compare_download(browser, demo_url, tmp_path):
     out = np.asarray(Image.open(tmp_path / "out.png").convert("RGB"))
     assert out.shape == photo.shape  # full resolution
     same = (out == photo).all(axis=2)
-    assert same[h // 2 - 3:h // 2 + 4, w // 2 - 20:w // 2 + 21].all()  # unchanged under the stroke
+    assert same[h // 2 - 3 : h // 2 + 4, w // 2 - 20 : w // 2 + 21].all()  # unchanged under the stroke
     rows = np.nonzero(same.any(axis=1))[0]
     assert rows.min() > h // 4 and rows.max() < 3 * h // 4  # ... and only around it: a horizontal band
     for band in (slice(0, h // 5), slice(4 * h // 5, h)):  # blurred elsewhere

@@ -2,7 +2,7 @@
 uploads a photo, paints what stays sharp (or uploads a mask file), runs, compares before/after with a slider and
 downloads the full-resolution PNG.
 
-The page calls `predict.defocus_array`, the function `defocus-lit predict` uses, with the same working size
+The page calls `models.inference.defocus_array`, the function `defocus-lit predict` uses, with the same working size
 (`--max-side`), so the page and the command give the same pixels for the same photo and mask.
 
 Painting: the editor returns the photo and the painted layers (RGBA). A pixel is painted where a layer's alpha is
@@ -73,19 +73,32 @@ Progress = Callable[[float, str], None]
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    from defocus_lit.predict import DEVICES, MAX_SIDE
+    from defocus_lit.models.inference import DEVICES, MAX_SIDE
 
     parser.add_argument("--ckpt", help="checkpoint (.ckpt); default: the newest outputs/" + CHECKPOINT_GLOB)
-    parser.add_argument("--host", default=DEFAULT_HOST,
-                        help=f"address to bind (default: {DEFAULT_HOST}, this machine only; 0.0.0.0 = every "
-                             "network interface: the page has no login)")
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"address to bind (default: {DEFAULT_HOST}, this machine only; 0.0.0.0 = every "
+        "network interface: the page has no login)",
+    )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
     parser.add_argument("--examples", metavar="DIR", help="a folder of photos offered as examples on the page")
     parser.add_argument("--device", choices=DEVICES, default="auto", help="auto = CUDA when present, else CPU")
-    parser.add_argument("--max-side", type=int, default=MAX_SIDE, metavar="PX",
-                        help=f"the generator's working long side, as for predict (default: {MAX_SIDE})")
-    parser.add_argument("--max-megapixels", type=float, default=MAX_MEGAPIXELS, metavar="MP",
-                        help=f"largest photo the page accepts (default: {MAX_MEGAPIXELS:g} MP)")
+    parser.add_argument(
+        "--max-side",
+        type=int,
+        default=MAX_SIDE,
+        metavar="PX",
+        help=f"the generator's working long side, as for predict (default: {MAX_SIDE})",
+    )
+    parser.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=MAX_MEGAPIXELS,
+        metavar="MP",
+        help=f"largest photo the page accepts (default: {MAX_MEGAPIXELS:g} MP)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -128,12 +141,13 @@ def find_checkpoint(root: Path) -> Path:
 
 
 def list_examples(folder: Path) -> list[Path]:
-    from defocus_lit.predict import IMAGE_SUFFIXES
+    from defocus_lit.commands.predict import IMAGE_SUFFIXES
 
     if not folder.is_dir():
         raise UserError(f"--examples {folder}: no such folder")
-    photos = sorted(p for p in folder.iterdir()
-                    if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+    photos = sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+    )
     if not photos:
         raise UserError(f"--examples {folder}: no photos ({', '.join(IMAGE_SUFFIXES)})")
     return photos
@@ -143,8 +157,10 @@ def host_warning(host: str, port: int) -> str | None:
     """A warning when the page is reachable from other machines (it has no login)."""
     if host in ("127.0.0.1", "localhost", "::1"):
         return None
-    return (f"warning: --host {host} serves the page to other machines on port {port}; it has no login: anyone "
-            "who can reach it can upload photos and use this machine's CPU/GPU")
+    return (
+        f"warning: --host {host} serves the page to other machines on port {port}; it has no login: anyone "
+        "who can reach it can upload photos and use this machine's CPU/GPU"
+    )
 
 
 def supports_strength(cfg: DictConfig) -> bool:
@@ -166,15 +182,22 @@ class DemoModel:
     max_megapixels: float = MAX_MEGAPIXELS
 
     @classmethod
-    def load(cls, ckpt: str | Path, device: str = "auto", max_side: int | None = None,
-             max_megapixels: float = MAX_MEGAPIXELS) -> DemoModel:
+    def load(
+        cls, ckpt: str | Path, device: str = "auto", max_side: int | None = None, max_megapixels: float = MAX_MEGAPIXELS
+    ) -> DemoModel:
         from defocus_lit.models.checkpoint import load_checkpoint
-        from defocus_lit.predict import MAX_SIDE, select_device
+        from defocus_lit.models.inference import MAX_SIDE, select_device
 
         torch_device = select_device(device)
         model, cfg = load_checkpoint(ckpt)
-        return cls(model.to(torch_device), cfg, torch_device, Path(ckpt),
-                   MAX_SIDE if max_side is None else max_side, max_megapixels)
+        return cls(
+            model.to(torch_device),
+            cfg,
+            torch_device,
+            Path(ckpt),
+            MAX_SIDE if max_side is None else max_side,
+            max_megapixels,
+        )
 
     @property
     def mask_kind(self) -> str:
@@ -220,8 +243,10 @@ def photo_rgb(photo: Any, max_megapixels: float) -> np.ndarray:
         raise UserError(f"photo: an image of shape {arr.shape} cannot be used (want height x width x RGB)")
     h, w = arr.shape[:2]
     if h * w > max_megapixels * 1e6:
-        raise UserError(f"the photo is {w}x{h} = {h * w / 1e6:.1f} MP; this page takes at most "
-                        f"{max_megapixels:g} MP (shrink it, or restart the demo with a larger --max-megapixels)")
+        raise UserError(
+            f"the photo is {w}x{h} = {h * w / 1e6:.1f} MP; this page takes at most "
+            f"{max_megapixels:g} MP (shrink it, or restart the demo with a larger --max-megapixels)"
+        )
     if arr.shape[2] == 4:
         alpha = arr[..., 3:].astype(np.float32) / 255
         arr = (arr[..., :3] * alpha + 255 * (1 - alpha)).round()
@@ -252,8 +277,9 @@ def mask_from_layers(layers: Sequence[Any], shape: tuple[int, int], mask_kind: s
         elif arr.shape[2] == 3:
             arr = np.concatenate([arr, np.where(arr.any(axis=2, keepdims=True), 255, 0).astype(np.uint8)], axis=2)
         if arr.shape[:2] != (h, w):  # the editor may work on a scaled canvas: nearest keeps colours exact
-            arr = np.asarray(Image.fromarray(np.ascontiguousarray(arr.astype(np.uint8))).resize(
-                (w, h), Image.Resampling.NEAREST))
+            arr = np.asarray(
+                Image.fromarray(np.ascontiguousarray(arr.astype(np.uint8))).resize((w, h), Image.Resampling.NEAREST)
+            )
         painted = arr[..., 3] >= PAINTED_ALPHA
         if not painted.any():
             continue
@@ -267,14 +293,16 @@ def mask_from_layers(layers: Sequence[Any], shape: tuple[int, int], mask_kind: s
     if not painted_any:
         raise UserError("nothing is painted: paint what stays sharp with the brush, or upload a mask file")
     if not (mask == 0).any():
-        raise UserError("nothing is marked sharp: paint the subject with the 'sharp' brush "
-                        f"({BRUSHES[0][1]}); 'middle' and 'far' only grade the blur")
+        raise UserError(
+            "nothing is marked sharp: paint the subject with the 'sharp' brush "
+            f"({BRUSHES[0][1]}); 'middle' and 'far' only grade the blur"
+        )
     return mask
 
 
 def mask_from_file(path: str | os.PathLike, shape: tuple[int, int], mask_kind: str) -> np.ndarray:
     """An uploaded mask file, read as `predict` reads it (black = sharp), checked to be the photo's size."""
-    from defocus_lit.predict import read_mask
+    from defocus_lit.io import read_mask
 
     name = Path(path).name
     try:
@@ -287,13 +315,18 @@ def mask_from_file(path: str | os.PathLike, shape: tuple[int, int], mask_kind: s
     return mask
 
 
-def process(demo_model: DemoModel, editor: dict | None, mask_file: str | None = None,
-            strength: float | None = None, progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+def process(
+    demo_model: DemoModel,
+    editor: dict | None,
+    mask_file: str | None = None,
+    strength: float | None = None,
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """The Run button: (photo, defocused) as (H,W,3) uint8 at the photo's full resolution.
 
     `editor` is the ImageEditor's value ({"background", "layers", "composite"}); an uploaded `mask_file` takes
     precedence over the painting. Raises UserError for bad input."""
-    from defocus_lit.predict import defocus_array
+    from defocus_lit.models.inference import defocus_array
 
     report = progress or (lambda fraction, desc: None)
     report(0.0, "reading the photo")
@@ -316,15 +349,21 @@ def process(demo_model: DemoModel, editor: dict | None, mask_file: str | None = 
 def _instructions(demo_model: DemoModel) -> str:
     ckpt = f"`{demo_model.ckpt.name}` ({demo_model.describe()})"
     if demo_model.mask_kind == "patch":
-        paint = ("This checkpoint wants a **3-level patch mask**: paint the subject with the **sharp** brush "
-                 "(green), optionally what should blur a little with **middle** (amber) and the far background "
-                 "with **far** (blue). Unpainted areas count as far.")
+        paint = (
+            "This checkpoint wants a **3-level patch mask**: paint the subject with the **sharp** brush "
+            "(green), optionally what should blur a little with **middle** (amber) and the far background "
+            "with **far** (blue). Unpainted areas count as far."
+        )
     else:
-        paint = ("This checkpoint wants a **binary mask**: paint what stays **sharp** with the brush; everything "
-                 "unpainted is blurred.")
-    return (f"## Portrait mode\nCheckpoint {ckpt}.\n\n1. Upload a photo (up to {demo_model.max_megapixels:g} MP).\n"
-            f"2. {paint} Or upload a mask file instead (black = sharp, the photo's size).\n3. **Run**, then drag the "
-            "slider to compare, and download the full-resolution PNG.")
+        paint = (
+            "This checkpoint wants a **binary mask**: paint what stays **sharp** with the brush; everything "
+            "unpainted is blurred."
+        )
+    return (
+        f"## Portrait mode\nCheckpoint {ckpt}.\n\n1. Upload a photo (up to {demo_model.max_megapixels:g} MP).\n"
+        f"2. {paint} Or upload a mask file instead (black = sharp, the photo's size).\n3. **Run**, then drag the "
+        "slider to compare, and download the full-resolution PNG."
+    )
 
 
 def make_run_handler(demo_model: DemoModel, output_dir: Path) -> Callable[..., tuple[Any, Any]]:
@@ -332,14 +371,18 @@ def make_run_handler(demo_model: DemoModel, output_dir: Path) -> Callable[..., t
     turned into a message box on the page (`gr.Error`) instead of a stack trace."""
     gr = import_gradio()
 
-    def on_run(editor: dict | None, mask_file: str | None, strength: float | None,
-               progress: Any = gr.Progress()) -> tuple[Any, Any]:  # noqa: B008 (Gradio's convention)
+    track = gr.Progress()  # a gr.Progress default makes Gradio pass the page's progress bar
+
+    def on_run(
+        editor: dict | None, mask_file: str | None, strength: float | None, progress: Any = track
+    ) -> tuple[Any, Any]:
         # (annotations stay plain: Gradio evaluates them, and `gr` is not a module-level name here)
-        from defocus_lit.imageio import write_rgb
+        from defocus_lit.io import write_rgb
 
         try:
-            photo, result = process(demo_model, editor, mask_file, strength,
-                                    lambda fraction, desc: progress(fraction, desc=desc))
+            photo, result = process(
+                demo_model, editor, mask_file, strength, lambda fraction, desc: progress(fraction, desc=desc)
+            )
             out = output_dir / uuid.uuid4().hex / "defocused.png"
             write_rgb(out, result)
         except UserError as err:
@@ -347,8 +390,11 @@ def make_run_handler(demo_model: DemoModel, output_dir: Path) -> Callable[..., t
             raise gr.Error(str(err), title="Cannot run", print_exception=False) from None
         except Exception as err:  # never a stack trace on the page; the server keeps serving
             log.exception("demo: unexpected error")
-            raise gr.Error(f"unexpected error ({type(err).__name__}: {str(err)[:200]}); details are in the server's "
-                           "console", title="Error", print_exception=False) from None
+            raise gr.Error(
+                f"unexpected error ({type(err).__name__}: {str(err)[:200]}); details are in the server's console",
+                title="Error",
+                print_exception=False,
+            ) from None
         return (photo, str(out)), gr.DownloadButton(value=str(out), visible=True)
 
     return on_run
@@ -363,8 +409,10 @@ def build_page(demo_model: DemoModel, examples: Sequence[Path] = (), output_dir:
         atexit.register(shutil.rmtree, output_dir, ignore_errors=True)
     brushes = demo_model.brushes()
     # local fonts only: the default theme would fetch a Google font
-    theme = gr.themes.Default(font=[gr.themes.utils.fonts.LocalFont("IBM Plex Sans"), "ui-sans-serif", "system-ui", "sans-serif"],
-                              font_mono=[gr.themes.utils.fonts.LocalFont("IBM Plex Mono"), "ui-monospace", "monospace"])
+    theme = gr.themes.Default(
+        font=[gr.themes.utils.fonts.LocalFont("IBM Plex Sans"), "ui-sans-serif", "system-ui", "sans-serif"],
+        font_mono=[gr.themes.utils.fonts.LocalFont("IBM Plex Mono"), "ui-monospace", "monospace"],
+    )
 
     on_run = make_run_handler(demo_model, output_dir)
 
@@ -373,33 +421,70 @@ def build_page(demo_model: DemoModel, examples: Sequence[Path] = (), output_dir:
         with gr.Row(equal_height=False):
             with gr.Column():
                 editor = gr.ImageEditor(
-                    label="Photo: upload, then paint what stays sharp", type="numpy", image_mode="RGBA",
-                    sources=("upload", "clipboard"), transforms=(), layers=False, format="png",
-                    brush=gr.Brush(colors=[(c, BRUSH_OPACITY) for _, c, _ in brushes],
-                                   default_color=(brushes[0][1], BRUSH_OPACITY), color_mode="fixed"),
-                    eraser=gr.Eraser(), elem_id="photo", height=520)
+                    label="Photo: upload, then paint what stays sharp",
+                    type="numpy",
+                    image_mode="RGBA",
+                    sources=("upload", "clipboard"),
+                    transforms=(),
+                    layers=False,
+                    format="png",
+                    brush=gr.Brush(
+                        colors=[(c, BRUSH_OPACITY) for _, c, _ in brushes],
+                        default_color=(brushes[0][1], BRUSH_OPACITY),
+                        color_mode="fixed",
+                    ),
+                    eraser=gr.Eraser(),
+                    elem_id="photo",
+                    height=520,
+                )
                 if len(brushes) > 1:
-                    gr.Markdown(" · ".join(f"<span style='color:{c}'>&#9632;</span> {n}" for n, c, _ in brushes),
-                                elem_id="brush-legend")
-                mask_file = gr.File(label="...or upload a mask file (black = sharp; replaces the painting)",
-                                    file_types=["image"], type="filepath", elem_id="mask-file")
-                strength = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label="Blur strength",
-                                     visible=demo_model.strength, elem_id="strength")
+                    gr.Markdown(
+                        " · ".join(f"<span style='color:{c}'>&#9632;</span> {n}" for n, c, _ in brushes),
+                        elem_id="brush-legend",
+                    )
+                mask_file = gr.File(
+                    label="...or upload a mask file (black = sharp; replaces the painting)",
+                    file_types=["image"],
+                    type="filepath",
+                    elem_id="mask-file",
+                )
+                strength = gr.Slider(
+                    0.0,
+                    1.0,
+                    value=1.0,
+                    step=0.05,
+                    label="Blur strength",
+                    visible=demo_model.strength,
+                    elem_id="strength",
+                )
                 run_button = gr.Button("Run", variant="primary", elem_id="run")
             with gr.Column():
-                result = gr.ImageSlider(label="Before / after (drag the handle)", type="filepath", format="png",
-                                        interactive=False, elem_id="result", max_height=520)
+                result = gr.ImageSlider(
+                    label="Before / after (drag the handle)",
+                    type="filepath",
+                    format="png",
+                    interactive=False,
+                    elem_id="result",
+                    max_height=520,
+                )
                 download = gr.DownloadButton("Download full-resolution PNG", visible=False, elem_id="download")
         if examples:
             gr.Examples(examples=[[str(p)] for p in examples], inputs=[editor], label="Example photos")
-        run_button.click(on_run, inputs=[editor, mask_file, strength], outputs=[result, download],
-                         show_progress="full", concurrency_limit=1)
+        run_button.click(
+            on_run,
+            inputs=[editor, mask_file, strength],
+            outputs=[result, download],
+            show_progress="full",
+            concurrency_limit=1,
+        )
     return page
 
 
 # Gradio's page template loads an iframe-resizer script from cdnjs (only useful when embedded elsewhere) and
 # preconnects to Google Fonts; a local demo must not reach the internet, so these tags are cut from the HTML.
-_EXTERNAL_TAGS = re.compile(rb'<script[^>]*\ssrc="https?://[^"]*"[^>]*>\s*</script>|<link[^>]*\shref="https?://[^"]*"[^>]*>')
+_EXTERNAL_TAGS = re.compile(
+    rb'<script[^>]*\ssrc="https?://[^"]*"[^>]*>\s*</script>|<link[^>]*\shref="https?://[^"]*"[^>]*>'
+)
 
 
 class NoExternalAssets:
@@ -446,11 +531,22 @@ def launch(page: gr.Blocks, host: str, port: int) -> str:
 
     page.queue(default_concurrency_limit=1)
     try:
-        page.launch(server_name=host, server_port=port, share=False, inbrowser=False, show_api=False, quiet=True,
-                    max_file_size=MAX_UPLOAD, prevent_thread_lock=True, ssr_mode=False,
-                    app_kwargs={"middleware": [Middleware(NoExternalAssets)]})
+        page.launch(
+            server_name=host,
+            server_port=port,
+            share=False,
+            inbrowser=False,
+            show_api=False,
+            quiet=True,
+            max_file_size=MAX_UPLOAD,
+            prevent_thread_lock=True,
+            ssr_mode=False,
+            app_kwargs={"middleware": [Middleware(NoExternalAssets)]},
+        )
     except OSError as err:
-        raise UserError(f"cannot serve on {host}:{port} ({str(err).splitlines()[0]}): is the port in use? "
-                        "choose another with --port") from None
+        raise UserError(
+            f"cannot serve on {host}:{port} ({str(err).splitlines()[0]}): is the port in use? "
+            "choose another with --port"
+        ) from None
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     return f"http://{shown}:{port}/"
