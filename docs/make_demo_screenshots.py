@@ -112,6 +112,13 @@ def main() -> None:
             page.click("#run")
             page.locator("#result img").nth(1).wait_for(timeout=60_000)
             page.wait_for_timeout(1500)
+            # move the before/after handle left, so "after" shows the sharp subject on the blurred background
+            box = page.locator("#result img").nth(1).bounding_box()
+            y = box["y"] + box["height"] / 2
+            page.mouse.move(box["x"] + box["width"] / 2, y)
+            page.mouse.down()
+            page.mouse.move(box["x"] + box["width"] * 0.12, y, steps=8)
+            page.mouse.up()
             save(page, args.out / "demo-result.png")
             browser.close()
     finally:
