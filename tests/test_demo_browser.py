@@ -128,7 +128,7 @@ def _screenshot(page, name: str) -> None:
         page.screenshot(path=str(Path(folder) / f"{name}.png"))
 
 
-def paint_stroke(page, dx: float, steps: int = 20) -> None:
+def paint_stroke(page, dx: float, steps: int = 4) -> None:
     """Select the brush and drag horizontally through the centre of the editor's canvas (the photo is shown
     centred in it), from -dx to +dx CSS pixels."""
     page.locator("#photo button[aria-label='Brush']").first.click()
