@@ -53,7 +53,7 @@ log = logging.getLogger("defocus_lit.demo")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
-MAX_MEGAPIXELS = 16.0  # default photo limit: a 12 MP phone photo (4032x3024) fits; ~5 GB peak on CPU at the limit
+MAX_MEGAPIXELS = 16.0  # default photo limit: a 12 MP phone photo (4032x3024) fits
 MAX_UPLOAD = "100mb"  # Gradio rejects larger uploads before they reach the handler
 CHECKPOINT_GLOB = "*/*/checkpoints/best-*.ckpt"
 PAINTED_ALPHA = 128  # a layer pixel counts as painted from this alpha on
