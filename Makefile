@@ -1,4 +1,4 @@
-# defocus_lit: `make install` once (a no-op when done), then `make test`, `make train EXP=patch_mask`.
+# defocus_lit: `make install` once (a no-op when done), then `make test`, `make train EXP=patch_mask`, `make demo`.
 VENV    ?= .venv
 PYTHON  ?= python3
 PY      := $(VENV)/bin/python
@@ -7,14 +7,14 @@ EXP     ?= patch_mask
 SWEEP   ?= lr_lambda
 ARGS    ?=
 
-.PHONY: install lint test train data sweep bench clean
+.PHONY: install lint test train data sweep bench demo clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev,onnx]'
+	$(PY) -m pip install --quiet -e '.[dev,onnx,demo]'
 	touch $@
 
 lint: install
@@ -32,6 +32,9 @@ data: install
 
 sweep: install
 	$(CLI) sweep experiments/sweeps/$(SWEEP).yaml $(ARGS)
+
+demo: install
+	$(CLI) demo $(ARGS)
 
 bench: install
 	mkdir -p outputs && $(CLI) bench --json outputs/bench.json $(ARGS)
