@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from defocus_lit.commands import add_inference_options
 from defocus_lit.errors import UserError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -73,8 +74,6 @@ Progress = Callable[[float, str], None]
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    from defocus_lit.models.inference import DEVICES, MAX_SIDE
-
     parser.add_argument("--ckpt", help="checkpoint (.ckpt); default: the newest outputs/" + CHECKPOINT_GLOB)
     parser.add_argument(
         "--host",
@@ -84,14 +83,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
     parser.add_argument("--examples", metavar="DIR", help="a folder of photos offered as examples on the page")
-    parser.add_argument("--device", choices=DEVICES, default="auto", help="auto = CUDA when present, else CPU")
-    parser.add_argument(
-        "--max-side",
-        type=int,
-        default=MAX_SIDE,
-        metavar="PX",
-        help=f"the generator's working long side, as for predict (default: {MAX_SIDE})",
-    )
+    add_inference_options(parser)
     parser.add_argument(
         "--max-megapixels",
         type=float,
