@@ -28,7 +28,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 @pytest.mark.parametrize("exp", EXPERIMENTS)
 def test_each_experiment_trains_and_logs_metrics(exp, tiny):
-    result = run_training(load_experiment(exp, tiny, cpu_preset=True))
+    result = run_training(load_experiment(exp, [*tiny, "loss.gan_weight=1"], cpu_preset=True))
     assert result.best_ckpt.is_file() and result.last_ckpt.is_file()
     for key in (
         "val/psnr",
@@ -61,9 +61,8 @@ def test_each_experiment_trains_and_logs_metrics(exp, tiny):
 
 
 def test_one_step_moves_generator_and_discriminator(tiny):
-    cfg = load_experiment(
-        "two_stage", tiny + ["trainer.limit_train_batches=1", "trainer.limit_val_batches=0"], cpu_preset=True
-    )
+    words = ["trainer.limit_train_batches=1", "trainer.limit_val_batches=0", "loss.gan_weight=1"]
+    cfg = load_experiment("two_stage", tiny + words, cpu_preset=True)
     module = build_module(cfg)
     before = {k: v.clone() for k, v in module.state_dict().items() if v.is_floating_point()}
     import lightning as L
@@ -279,7 +278,7 @@ def test_kill_9_during_training_then_resume_continues_from_last_ckpt(tiny, tmp_p
         proc.wait(timeout=30)
     killed = torch.load(last, weights_only=False)
     per_epoch = killed["global_step"] // (killed["epoch"] + 1)
-    assert per_epoch == 4  # 2 batches, a G and a D step each
+    assert per_epoch == 2  # 2 batches, one G step each (the CPU preset has no GAN term: no D step)
 
     class StartStep(L.Callback):
         step = None
@@ -294,3 +293,18 @@ def test_kill_9_during_training_then_resume_continues_from_last_ckpt(tiny, tmp_p
     final = torch.load(result.last_ckpt, weights_only=False)
     assert final["global_step"] == epochs * per_epoch  # last.ckpt is the finished run, whatever its val/psnr
     assert (run_dir / "summary.json").is_file()
+
+
+def test_without_the_gan_term_the_discriminator_is_left_alone(tiny):
+    """The CPU preset's loss.gan_weight=0: G trains on its reconstruction terms only and D is neither run nor
+    trained (no loss_d, no D accuracy), so its weights stay at their initial values."""
+    cfg = load_experiment("pix2pix_4ch", tiny, cpu_preset=True)
+    assert cfg.loss.gan_weight == 0
+    result = run_training(cfg)
+    state = torch.load(result.last_ckpt, weights_only=False)["state_dict"]
+    torch.manual_seed(cfg.seed)
+    initial = build_module(cfg).state_dict()
+    d_keys = [k for k in state if k.startswith("discriminator.") and state[k].is_floating_point()]
+    assert d_keys and all(torch.equal(state[k], initial[k]) for k in d_keys)
+    columns = set().union(*read_metrics(result.run_dir))
+    assert "train/loss_g_epoch" in columns and not {c for c in columns if "loss_d" in c or "d_acc" in c}

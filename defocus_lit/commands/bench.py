@@ -190,13 +190,14 @@ def _plain_images_per_s(cfg, batch: dict, steps: int, warmup: int) -> float:
 
 def bench_train(args: argparse.Namespace) -> dict:
     """Images/s at 256x256, batch 4, with each experiment's network as `make train` builds it on this machine
-    (CPU preset without a GPU), Lightning vs plain PyTorch, alternating so machine load hits both alike."""
+    (CPU preset without a GPU) and the GAN term on, Lightning vs plain PyTorch, alternating so machine load hits
+    both alike."""
     from defocus_lit.config import load_experiment
 
     batch = fake_batch(4, 256)
     lightning, plain = {}, {}
     for name in args.experiments:
-        cfg = load_experiment(name, ["logger.wandb=disabled"])
+        cfg = load_experiment(name, ["logger.wandb=disabled", "loss.gan_weight=1"])  # the full pix2pix step, D too
         torch.manual_seed(0)
         runs_l, runs_p = [], []
         for _ in range(ROUNDS):

@@ -88,36 +88,40 @@ class GANStepMixin:
         return total, terms
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """D then G, as the reference pix2pix. With `loss.gan_weight` 0 (the CPU preset) D takes no part: neither
+        trained nor asked."""
         opt_g, opt_d = self.optimizers()
-        image, mask, target = batch["image"], batch["mask"], batch["target"]
+        image, mask = batch["image"], batch["mask"]
         outs = self.outputs(image, mask)
-        fake = outs["output"]
+        gan_weight = self.cfg.loss.gan_weight
+        logs = self._discriminator_step(opt_d, batch, outs["output"]) if gan_weight else {}
 
+        self.toggle_optimizer(opt_g)
+        loss_g, terms = self.reconstruction_loss(outs, batch)
+        if gan_weight:
+            logs["train/gan_g"] = self.gan_loss(
+                self._discriminate(image, mask, outs["output"]), True, for_discriminator=False
+            )
+            loss_g = loss_g + gan_weight * logs["train/gan_g"]
+        self._step(opt_g, loss_g)
+        self.untoggle_optimizer(opt_g)
+        train_terms = {f"train/{name}": value for name, value in terms.items()}
+        self._log_train({"train/loss_g": loss_g, **logs, **train_terms}, image.shape[0])
+
+    def _discriminator_step(self, opt_d, batch: dict[str, Tensor], fake: Tensor) -> dict[str, Tensor]:
+        """One D step on the batch's targets (real) and `fake` (detached); its loss and patch accuracies."""
+        image, mask = batch["image"], batch["mask"]
         self.toggle_optimizer(opt_d)
-        real_logits = self._discriminate(image, mask, target)
+        real_logits = self._discriminate(image, mask, batch["target"])
         fake_logits = self._discriminate(image, mask, fake.detach())
         loss_d = 0.5 * (self.gan_loss(real_logits, True) + self.gan_loss(fake_logits, False))
         self._step(opt_d, loss_d)
         self.untoggle_optimizer(opt_d)
-
-        self.toggle_optimizer(opt_g)
-        loss_gan = self.gan_loss(self._discriminate(image, mask, fake), True, for_discriminator=False)
-        recon, terms = self.reconstruction_loss(outs, batch)
-        loss_g = self.cfg.loss.gan_weight * loss_gan + recon
-        self._step(opt_g, loss_g)
-        self.untoggle_optimizer(opt_g)
-
-        self._log_train(
-            {
-                "train/loss_g": loss_g,
-                "train/loss_d": loss_d,
-                "train/gan_g": loss_gan,
-                "train/d_acc_real": self.gan_loss.accuracy(real_logits.detach(), True),
-                "train/d_acc_fake": self.gan_loss.accuracy(fake_logits.detach(), False),
-                **{f"train/{name}": value for name, value in terms.items()},
-            },
-            image.shape[0],
-        )
+        return {
+            "train/loss_d": loss_d,
+            "train/d_acc_real": self.gan_loss.accuracy(real_logits.detach(), True),
+            "train/d_acc_fake": self.gan_loss.accuracy(fake_logits.detach(), False),
+        }
 
     def _log_train(self, values: dict[str, Tensor], batch_size: int) -> None:
         """Logs `values` as NAME_step on the Trainer's logging steps (`log_every_n_steps`) and their epoch means as
@@ -129,10 +133,9 @@ class GANStepMixin:
         self._train_sums = stacked if self._train_sums is None else self._train_sums + stacked
         self._train_count += batch_size
         if self.trainer._logger_connector.should_update_logs:
-            self.log_dict({f"{k}_step": values[k].detach() for k in ("train/loss_g", "train/loss_d")}, prog_bar=True)
-            self.log_dict(
-                {f"{k}_step": v.detach() for k, v in values.items() if k not in ("train/loss_g", "train/loss_d")}
-            )
+            progress = ("train/loss_g", "train/loss_d")
+            self.log_dict({f"{k}_step": v.detach() for k, v in values.items() if k in progress}, prog_bar=True)
+            self.log_dict({f"{k}_step": v.detach() for k, v in values.items() if k not in progress})
 
     def on_train_epoch_start(self) -> None:
         self._train_keys, self._train_sums, self._train_count = [], None, 0
