@@ -139,3 +139,10 @@ class SlurmAttempt(Callback):
             then = f"a requeued attempt resumes from {newest}" if newest else "a requeued attempt starts afresh"
             _say(f"slurm: job {self.job} stopped at global step {step} (SIGTERM: requeued or cancelled); {then}")
         os._exit(0)
+
+
+def ignore_late_warning() -> None:
+    """After training the job's warning signal (SIGUSR1) has nothing left to save: ignore it. Lightning restores the
+    default handler when fit ends, whose action kills a job that is finishing (its last lines, W&B) and has Slurm
+    record it as failed."""
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)

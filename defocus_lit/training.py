@@ -264,6 +264,8 @@ def run_training(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> TrainRe
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=last)
         finally:
+            if slurm.job_id():
+                slurm.ignore_late_warning()
             if any(isinstance(lg, WandbLogger) for lg in trainer.loggers) and trainer.is_global_zero:
                 import wandb
 

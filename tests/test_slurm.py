@@ -192,8 +192,8 @@ def test_readme_cpu_form_trains_with_two_ranks_from_a_fresh_clone(clone, complet
 def test_signalled_job_is_requeued_and_resumes_its_own_run(clone, completed_job):
     _, batches_per_epoch = completed_job
     # The script's own --signal=SIGUSR1@90 with a 3-minute limit: the signal comes 60-90 s after the start, some
-    # 20-50 s into training, and 60 epochs (2-4 s each with 2 ranks on 2 cores) last well beyond it.
-    epochs = 60
+    # 20-50 s into training, and 150 epochs (1.3-4 s each with 2 ranks on 2 cores, idle to loaded) last beyond it.
+    epochs = 150
     job = sbatch(
         clone,
         [*CPU_FORM, _memory_flag(), "--time=3"],

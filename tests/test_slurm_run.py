@@ -12,7 +12,7 @@ import pytest
 
 from defocus_lit import slurm
 from defocus_lit.config import load_experiment
-from defocus_lit.training import run_folder
+from defocus_lit.training import run_folder, run_training
 
 SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT")
 
@@ -190,3 +190,17 @@ def test_dataloader_workers_ignore_the_requeue_signal():
         assert signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN
     finally:
         signal.signal(signal.SIGUSR1, saved)
+
+
+def test_a_warning_signal_after_training_does_not_kill_the_job(tiny, monkeypatch):
+    """Lightning restores SIGUSR1's default action (terminate) when fit ends; a job still finishing when Slurm's
+    warning arrives must survive it (run_training ignores it under Slurm)."""
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    previous = signal.getsignal(signal.SIGUSR1)
+    try:
+        run_training(load_experiment("pix2pix_4ch", tiny, cpu_preset=True))
+        assert signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGUSR1)  # ignored: the test process lives on
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
