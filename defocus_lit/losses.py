@@ -5,6 +5,10 @@ A reconstruction term is one function decorated with ``@register_loss("name")``:
 ``depth_weight`` (B,1,H,W)). Every term averages only over ``batch["valid"]`` pixels (all pixels when absent), so
 padding and pixels without a depth measurement never count. Experiments list terms with weights
 (``loss.terms.<name>: weight``), summed by :func:`weighted_sum`.
+
+A term registered with ``uses="radius"`` is given the blur-stack head's expected blur radius (B,1,H,W) in px instead
+of the image, and compares it with the renderer's (``batch["radius"]``): in a flat region an image loss carries no
+signal about how much blur a pixel needs, the radius does.
 """
 
 from __future__ import annotations
@@ -20,16 +24,21 @@ from defocus_lit.errors import UserError
 
 LossFn = Callable[[Tensor, dict], Tensor]
 LOSSES: dict[str, LossFn] = {}
+USES: dict[str, str] = {}  # term name -> what it is given: "image" (B,3,H,W) or "radius" (B,1,H,W)
 PAPER_DEPTH_WEIGHT_SCALE = 2000.0  # the paper's weighted L1 scales the 0..1 depth weight to 0..2000
 
 
-def register_loss(name: str) -> Callable[[LossFn], LossFn]:
-    """Decorator that makes a term usable by name in experiments (``loss.terms.<name>``)."""
+def register_loss(name: str, uses: str = "image") -> Callable[[LossFn], LossFn]:
+    """Decorator that makes a term usable by name in experiments (``loss.terms.<name>``); `uses`: "image" (the
+    stage's output) or "radius" (the head's expected blur radius)."""
+    if uses not in ("image", "radius"):
+        raise ValueError(f"loss {name!r}: uses must be 'image' or 'radius', not {uses!r}")
 
     def add(fn: LossFn) -> LossFn:
         if name in LOSSES:
             raise ValueError(f"loss {name!r} is already registered")
         LOSSES[name] = fn
+        USES[name] = uses
         return fn
 
     return add
@@ -92,10 +101,26 @@ def ssim(pred: Tensor, batch: dict) -> Tensor:
     return 1 - masked_mean(ssim_map, _valid(pred, batch))
 
 
-def weighted_sum(terms: Mapping[str, float], pred: Tensor, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
-    """(sum of weight * term, {name: unweighted term value}) over the named terms; zero-weight terms are skipped."""
+@register_loss("radius_l1", uses="radius")
+def radius_l1(radius: Tensor, batch: dict) -> Tensor:
+    """Mean |radius - batch["radius"]| in px over valid pixels: the head's expected blur radius against the
+    renderer's, the direct supervision of how much blur each pixel gets."""
+    return masked_mean((radius - batch["radius"]).abs(), _valid(radius, batch))
+
+
+def weighted_sum(
+    terms: Mapping[str, float], pred: Tensor, batch: dict, radius: Tensor | None = None
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """(sum of weight * term, {name: unweighted term value}) over the named terms. Image terms get `pred`
+    (B,3,H,W), radius terms `radius` (B,1,H,W) px; zero-weight terms, and radius terms when `radius` is None (a
+    stage without a blur-stack head), are skipped."""
+    inputs = {"image": pred, "radius": radius}
     fns = {name: get_loss(name) for name in terms}
-    values = {name: fns[name](pred, batch) for name, weight in terms.items() if weight != 0}
+    values = {
+        name: fns[name](inputs[USES[name]], batch)
+        for name, weight in terms.items()
+        if weight != 0 and inputs[USES[name]] is not None
+    }
     total = sum((terms[name] * value for name, value in values.items()), pred.new_zeros(()))
     return total, values
 

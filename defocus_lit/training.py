@@ -59,11 +59,13 @@ def synthetic_dataset(cfg: DictConfig, cache_dir: Path = Path("data")) -> Path:
     """The embedded synthetic dataset for `cfg`, built once and cached under `cache_dir`."""
     from defocus_lit.data.build import build_dataset
     from defocus_lit.data.sources import open_source
+    from defocus_lit.data.synthetic import SCENES_VERSION
     from defocus_lit.render import RenderSettings
 
     s, r = cfg.data.synthetic, cfg.render
     height, width = s.size
-    name = f"synthetic_n{s.num}_{height}x{width}_s{s.seed}_{r.blur_model}_k{r.k:g}_r{r.max_radius:g}_l{r.layers}.h5"
+    renderer = f"{r.blur_model}_k{r.k:g}_r{r.max_radius:g}_l{r.layers}"
+    name = f"synthetic_v{SCENES_VERSION}_n{s.num}_{height}x{width}_s{s.seed}_{renderer}.h5"
     path = cache_dir / name
     if path.is_file():
         return path

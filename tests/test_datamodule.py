@@ -33,6 +33,7 @@ def _write(path, image, target, mask, patch, weight, depth, plane, frame, split)
         ):
             f.create_dataset(name, data=np.asarray(data, np.uint8), chunks=(1, *np.shape(data)[1:]))
         f.create_dataset("depth", data=np.asarray(depth, np.float16), chunks=(1, *np.shape(depth)[1:]))
+        f.create_dataset("radius", data=np.asarray(weight, np.float16) / 8, chunks=(1, *np.shape(depth)[1:]))
         f["plane"] = np.asarray(plane, np.uint8)
         f["frame"] = np.asarray(frame, np.int32)
         f["split"] = np.asarray(split, np.uint8)
@@ -45,7 +46,7 @@ def _write(path, image, target, mask, patch, weight, depth, plane, frame, split)
 
 def _coded_file(path, n=6):
     """Every pixel encodes its own position: image R = 4*col, G = 4*row, B = 40*sample; target = image; the mask
-    is a checkerboard of 8-px squares, the patch mask its 128 version, depth weight (row + col) and depth 0
+    is a checkerboard of 8-px squares, the patch mask its 128 version, depth weight (row + col), radius its 1/8, depth 0
     (unmeasured) in every 7th column. Samples 0-3 train, 4 val (fore), 5 val (back) of frame 4."""
     rows, cols = np.mgrid[:SIZE, :SIZE]
     image = np.stack(
@@ -98,7 +99,8 @@ def coded(tmp_path_factory):
 def test_batch_keys_shapes_ranges(built, mask_kind):
     dm = DefocusDataModule(str(built), batch_size=3, crop_size=32, mask_kind=mask_kind, pad_multiple=32)
     batch = next(iter(dm.train_dataloader()))
-    assert set(batch) == {"image", "target", "mask", "focus", "depth_weight", "valid", "plane", "frame", "mean_radius"}
+    keys = {"image", "target", "mask", "focus", "depth_weight", "valid", "radius", "plane", "frame", "mean_radius"}
+    assert set(batch) == keys
     for key in ("image", "target"):
         assert batch[key].shape == (3, 3, 32, 32) and batch[key].dtype == torch.float32
         assert -1 <= batch[key].min() and batch[key].max() <= 1
@@ -111,9 +113,16 @@ def test_batch_keys_shapes_ranges(built, mask_kind):
     assert torch.equal(batch["focus"], (batch["mask"] == 0).float())  # in focus = 0 in both mask kinds
     assert batch["plane"].dtype == torch.long and batch["frame"].dtype == torch.long and batch["plane"].shape == (3,)
     assert batch["mean_radius"].dtype == torch.float32 and (batch["mean_radius"] >= 0).all()
+    assert batch["radius"].shape == (3, 1, 32, 32) and batch["radius"].dtype == torch.float32
+    assert 0 <= batch["radius"].min() and batch["radius"].max() <= 4.0  # the fixture renders with max_radius 4
 
     val = next(iter(dm.val_dataloader()))
     assert {"alt_mask", "alt_target", "has_alt"} <= set(val) and val["has_alt"].dtype == torch.bool
+    # full frames: the per-pixel radius averages to the recorded mean radius over the blurred pixels
+    blurred = (val["mask"] > 0) & (val["valid"] > 0)
+    for i in range(val["radius"].shape[0]):
+        mean = val["radius"][i][blurred[i]].mean().item()
+        assert mean == pytest.approx(val["mean_radius"][i].item(), abs=0.02)
     assert val["image"].shape[-2:] == (SIZE, SIZE) and val["alt_mask"].shape == val["mask"].shape
 
 
@@ -131,6 +140,7 @@ def test_crop_and_flip_move_every_map_together(coded, mask_kind):
         assert np.array_equal(batch["mask"][:, 0].numpy(), expected)
         assert np.array_equal(batch["focus"][:, 0].numpy(), (~checker).astype(np.float32))
         assert np.array_equal(np.rint(batch["depth_weight"][:, 0].numpy() * 255), row + col)
+        assert np.array_equal(batch["radius"][:, 0].numpy(), (row + col) / 8)
         assert np.array_equal(batch["valid"][:, 0].numpy(), (col % 7 != 0).astype(np.float32))
         assert (image[..., 2] == 40 * batch["frame"].numpy()[:, None, None]).all()  # frame 0-3 = sample 0-3
         flipped |= {bool(c[0, 0] > c[0, -1]) for c in col}

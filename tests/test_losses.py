@@ -79,6 +79,7 @@ def test_unknown_loss_lists_registered_names():
 
 def test_registering_a_loss_makes_it_usable_by_name(monkeypatch):
     monkeypatch.setattr(losses, "LOSSES", dict(losses.LOSSES))
+    monkeypatch.setattr(losses, "USES", dict(losses.USES))
 
     @register_loss("mean_pred")
     def mean_pred(pred, batch):
@@ -92,6 +93,27 @@ def test_registering_a_loss_makes_it_usable_by_name(monkeypatch):
     assert total.item() == pytest.approx(2.0 * 1.0 + 10.0 * 0.75)
     with pytest.raises(ValueError, match="already registered"):
         register_loss("mean_pred")(mean_pred)
+
+
+def test_radius_l1_compares_the_head_radius_with_the_renderer_radius_on_valid_pixels():
+    radius = torch.tensor([[1.0, 2.0], [3.0, 16.0]]).view(1, 1, 2, 2)
+    batch = _batch(radius=[[1.0, 4.0], [0.0, 8.0]], valid=[[1, 1, 1, 0]])
+    assert get_loss("radius_l1")(radius, batch).item() == pytest.approx((0 + 2 + 3) / 3)  # px; the last is invalid
+    radius.requires_grad_(True)
+    get_loss("radius_l1")(radius, batch).backward()
+    assert radius.grad[0, 0, 1, 1] == 0 and radius.grad[0, 0, 0, 1] != 0
+
+
+def test_weighted_sum_gives_radius_terms_the_radius_and_skips_them_without_one():
+    batch = _batch(radius=[[2.0, 2.0], [2.0, 2.0]])
+    terms = {"l1": 10.0, "radius_l1": 0.5}
+    total, values = weighted_sum(terms, PRED, batch, radius=torch.zeros(1, 1, 2, 2))
+    assert values["radius_l1"].item() == pytest.approx(2.0)
+    assert total.item() == pytest.approx(10.0 * 0.25 + 0.5 * 2.0)
+    total, values = weighted_sum(terms, PRED, batch)  # e.g. two_stage's coarse stage: image terms only
+    assert set(values) == {"l1"} and total.item() == pytest.approx(2.5)
+    with pytest.raises(ValueError, match="uses"):
+        register_loss("bad", uses="depth")
 
 
 def test_weighted_sum_rejects_unknown_term():

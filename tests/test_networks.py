@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from defocus_lit.errors import UserError
+from defocus_lit.models.defocuser import BlurStack
 from defocus_lit.models.networks import (
     GENERATORS,
     PatchDiscriminator,
@@ -131,3 +132,25 @@ def test_bad_names():
         build_generator("pix2pix_4ch", norm="group", **TINY)
     with pytest.raises(UserError, match="model.num_downs"):
         build_generator("pix2pix_4ch", ngf=4, num_downs=1)
+
+
+def test_blur_stack_expected_radius_is_the_weighted_level_radius():
+    head = BlurStack([0.0, 2.0, 8.0])
+    raw = -torch.ones(1, 3, 4, 4)
+    raw[:, 1] = 1  # level 1 (2 px) almost alone
+    assert head.expected_radius(raw).shape == (1, 1, 4, 4)
+    torch.testing.assert_close(head.expected_radius(raw), torch.full((1, 1, 4, 4), 2.0), atol=0.02, rtol=0)
+    even = torch.zeros(1, 3, 4, 4)  # equal weights: the mean of the radii
+    torch.testing.assert_close(head.expected_radius(even), torch.full((1, 1, 4, 4), 10.0 / 3))
+
+
+def test_radius_loss_needs_the_blur_stack_head():
+    from defocus_lit.config import load_experiment
+    from defocus_lit.models.module import build_module
+
+    words = [f"model.{k}={v}" for k, v in TINY.items()]
+    module = build_module(load_experiment("pix2pix_4ch", [*words, "loss.terms={l1: 1.0, radius_l1: 1.0}"]))
+    outs = module.outputs(*_inputs(16, 16))
+    assert outs["radius"].shape == (2, 1, 16, 16) and 0 <= outs["radius"].min() and outs["radius"].max() <= 16
+    with pytest.raises(UserError, match="loss.terms.radius_l1: needs the blur-stack head"):
+        build_module(load_experiment("pix2pix_4ch", [*words, "model.head=rgb", "loss.terms={radius_l1: 1.0}"]))

@@ -179,9 +179,9 @@ def _plain_images_per_s(cfg, batch: dict, steps: int, warmup: int) -> float:
         opt_d.step()
         d_net.requires_grad_(False)
         loss_g = gan(d_net(torch.cat([image, mask, fake], 1)), True, for_discriminator=False)
-        for name, out in outs.items():
-            weight = 1.0 if name == "output" else cfg.loss.coarse_weight
-            loss_g = loss_g + weight * weighted_sum(cfg.loss.terms, out, batch)[0]
+        loss_g = loss_g + weighted_sum(cfg.loss.terms, fake, batch, outs.get("radius"))[0]
+        if "coarse" in outs:
+            loss_g = loss_g + cfg.loss.coarse_weight * weighted_sum(cfg.loss.terms, outs["coarse"], batch)[0]
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()

@@ -122,6 +122,7 @@ def _process(job: _Job, index: int) -> _FrameResult:
         "patch_mask": [deflate(patch_mask(m)) for m in samples.plane_map],
         "depth_weight": [deflate(w) for w in weights],
         "depth": [depth_chunk] * p,
+        "radius": [deflate(r.astype(np.float16)) for r in samples.radius],
     }
     return _FrameResult(index, frame.kind, frame.split, rejected, arrays, {"image": image}, chunks)
 

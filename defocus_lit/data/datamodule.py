@@ -28,9 +28,9 @@ from defocus_lit.data.hdf5 import SPLITS, open_dataset
 from defocus_lit.data.planes import MASK_KINDS, PLANES
 from defocus_lit.errors import UserError
 
-READ = ("image", "target", "mask", "patch_mask", "depth_weight", "depth")  # the HDF5 datasets a sample reads
+READ = ("image", "target", "mask", "patch_mask", "depth_weight", "depth", "radius")  # the HDF5 datasets a sample reads
 # How the single-channel maps of a sample are padded (as blurred, not in focus, not valid); colour is reflected.
-PAD_FILL = {"mask": 255, "patch": 255, "alt_mask": 255, "weight": 0, "valid": 0}
+PAD_FILL = {"mask": 255, "patch": 255, "alt_mask": 255, "weight": 0, "valid": 0, "radius": 0}
 COLOUR, UNIT = (1 / 127.5, -1.0), (1 / 255, 0.0)
 # uint8 batch map -> (scale, offset) to its float value
 FLOAT_SCALE = {
@@ -151,7 +151,13 @@ class DefocusDataset(Dataset):
             A.Compose(
                 transforms,
                 strict=True,
-                additional_targets={"target": "image", "patch": "mask", "weight": "mask", "valid": "mask"},
+                additional_targets={
+                    "target": "image",
+                    "patch": "mask",
+                    "weight": "mask",
+                    "valid": "mask",
+                    "radius": "mask",
+                },
             )
             if train
             else None
@@ -192,6 +198,7 @@ class DefocusDataset(Dataset):
             "mask": ds["mask"][index, rows, cols],
             "weight": ds["depth_weight"][index, rows, cols],
             "valid": (ds["depth"][index, rows, cols] != 0).view(np.uint8),
+            "radius": ds["radius"][index, rows, cols].astype(np.float32),
         }
         if self.mask_kind == "patch":
             maps["patch"] = ds["patch_mask"][index, rows, cols]
@@ -259,6 +266,7 @@ def collate_uint8(samples: list[dict]) -> dict[str, torch.Tensor]:
         "focus": (binary == 0).view(torch.uint8),
         "depth_weight": _stack(samples, "weight"),
         "valid": _stack(samples, "valid"),
+        "radius": _stack(samples, "radius").float(),
         "plane": torch.tensor([s["plane"] for s in samples], dtype=torch.long),
         "frame": torch.tensor([s["frame"] for s in samples], dtype=torch.long),
         "mean_radius": torch.tensor([s["mean_radius"] for s in samples], dtype=torch.float32),
@@ -297,7 +305,8 @@ def to_float(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
-    """The float batch of the spec (see `to_float`) plus plane, frame (B,) long, mean_radius (B,) float and, for
+    """The float batch of the spec (see `to_float`) plus radius (B,1,H,W) float px (the renderer's blur radius of
+    each pixel), plane, frame (B,) long, mean_radius (B,) float and, for
     val/test, has_alt (B,) bool."""
     return to_float(collate_uint8(samples))
 

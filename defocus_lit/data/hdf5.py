@@ -22,6 +22,7 @@ LAYOUT: dict[str, tuple[np.dtype, tuple[int, ...] | None]] = {
     "patch_mask": (np.dtype(np.uint8), ()),
     "depth_weight": (np.dtype(np.uint8), ()),
     "depth": (np.dtype(np.float16), ()),
+    "radius": (np.dtype(np.float16), ()),  # px, the renderer's blur radius of each pixel
     "plane": (np.dtype(np.uint8), None),
     "frame": (np.dtype(np.int32), None),
     "split": (np.dtype(np.uint8), None),
@@ -29,7 +30,7 @@ LAYOUT: dict[str, tuple[np.dtype, tuple[int, ...] | None]] = {
 }
 # Maps that compress well (few levels, smooth; 10-50x) are stored deflated at level 1, which decompresses faster
 # than LZF here and is readable by any HDF5 tool; colour stays raw for fast window reads.
-COMPRESSED = ("mask", "patch_mask", "depth_weight", "depth")
+COMPRESSED = ("mask", "patch_mask", "depth_weight", "depth", "radius")
 REQUIRED_ATTRS = ("source", "renderer", "planes", "filter_counts", "depth_kind", "version", "split_sizes")
 
 
@@ -55,6 +56,8 @@ def _check_layout(file: h5py.File, path: Path) -> None:
     n = hw = None
     for name, (dtype, trailing) in LAYOUT.items():
         ds = file.get(name)
+        if not isinstance(ds, h5py.Dataset) and name == "radius" and "image" in file:
+            raise UserError(f"{path}: made by an older defocus_lit (no 'radius' dataset); rebuild it with `data build`")
         if not isinstance(ds, h5py.Dataset):
             raise UserError(
                 f"{path}: not a defocus_lit dataset (no '{name}' dataset; build one with `defocus-lit data build`)"

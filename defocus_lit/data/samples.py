@@ -135,6 +135,7 @@ class FrameSamples:
     mask: np.ndarray  # (P,H,W) uint8 binary mask, 0 = in focus, 255 = blurred
     target: np.ndarray  # (P,H,W,3) uint8 sRGB
     mean_radius: np.ndarray  # (P,) float32 px over the blurred pixels
+    radius: np.ndarray  # (P,H,W) float32 px, the blur radius the renderer used per pixel
 
 
 def frame_samples(
@@ -172,4 +173,5 @@ def frame_samples(
     image_t = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1).float().div(255)
     target = uint8_images(render_defocus(image_t.expand(p, -1, -1, -1), radius, near_t, layers=settings.layers))
     plane = np.array([k[0] for k in kept], np.uint8)
-    return FrameSamples(plane, plane_maps, masks, target, mean_radius(radius, masks > 0)), rejected
+    radius_px = radius[:, 0].cpu().numpy()
+    return FrameSamples(plane, plane_maps, masks, target, mean_radius(radius, masks > 0), radius_px), rejected

@@ -43,13 +43,21 @@ class BlurStack(nn.Module):
     def channels(self) -> int:
         return len(self.radii)
 
+    def weights(self, raw: Tensor) -> Tensor:
+        """raw (B,K,H,W) in [-1,1] -> the per-pixel weights of the K levels (B,K,H,W), summing to 1."""
+        return torch.softmax(raw.float() * self.sharpness, dim=1)
+
+    def expected_radius(self, raw: Tensor) -> Tensor:
+        """raw (B,K,H,W) -> (B,1,H,W): the weights times the level radii, in px at the generator's scale."""
+        radii = torch.tensor(self.radii, device=raw.device).view(1, -1, 1, 1)
+        return (self.weights(raw) * radii).sum(dim=1, keepdim=True)
+
     def forward(self, image: Tensor, raw: Tensor, radius_scale: float = 1.0) -> Tensor:
         """image (B,3,H,W) in [-1,1]; raw (B,K,H,W) in [-1,1] -> (B,3,H,W) in [-1,1]."""
         linear = srgb_to_linear((image.float() + 1) / 2)
         kernels = disk_stack([r * radius_scale for r in self.radii]).to(linear)
         stack = fft_blur(linear, kernels)
-        weights = torch.softmax(raw.float() * self.sharpness, dim=1).unsqueeze(2)
-        out = linear_to_srgb((weights * stack).sum(dim=1).clamp(0, 1)) * 2 - 1
+        out = linear_to_srgb((self.weights(raw).unsqueeze(2) * stack).sum(dim=1).clamp(0, 1)) * 2 - 1
         return out.to(image.dtype)
 
 
@@ -81,9 +89,13 @@ class Defocuser(nn.Module):
         return self._stages(image, mask)[1]
 
     def stages(self, image: Tensor, mask: Tensor) -> dict[str, Tensor]:
-        """Every stage's image (B,3,H,W) in [-1,1], the final one under "output" (two_stage adds "coarse")."""
+        """Every stage's image (B,3,H,W) in [-1,1], the final one under "output" (two_stage adds "coarse"); with a
+        blur-stack head also the final stage's expected blur radius (B,1,H,W) px under "radius"."""
         coarse, raw = self._stages(image, mask)
-        return {"output": self.finish(image, mask, raw)} | ({"coarse": coarse} if coarse is not None else {})
+        outs = {"output": self.finish(image, mask, raw)}
+        if self.head is not None:
+            outs["radius"] = self.head.expected_radius(raw)
+        return outs | ({"coarse": coarse} if coarse is not None else {})
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
         """image (B,3,H,W) in [-1,1], mask (B,1,H,W) in [0,1] (0 = keep sharp) -> (B,3,H,W) in [-1,1]."""

@@ -14,7 +14,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from defocus_lit.losses import GANLoss, get_loss, weighted_sum
+from defocus_lit.errors import UserError
+from defocus_lit.losses import USES, GANLoss, get_loss, weighted_sum
 from defocus_lit.metrics import MetricSet
 from defocus_lit.models.defocuser import Defocuser, build_defocuser
 from defocus_lit.models.networks import build_discriminator
@@ -48,12 +49,14 @@ class GANStepMixin:
         self.gan_loss = GANLoss(self.cfg.loss.gan_mode)
         for name in self.cfg.loss.terms:
             get_loss(name)  # an unknown term fails here, before any training
+            if USES[name] == "radius" and self.defocuser.head is None:
+                raise UserError(f"loss.terms.{name}: needs the blur-stack head's radius (model.head: blur_stack)")
         self.val_metrics = MetricSet(prefix="val/")
         self.on_train_epoch_start()
 
     # ----- generation -------------------------------------------------------------------------------------------
     def outputs(self, image: Tensor, mask: Tensor) -> dict[str, Tensor]:
-        """Every stage's output (B,3,H,W) in [-1,1], the final one under "output"."""
+        """Every stage's output (B,3,H,W) in [-1,1], the final one under "output" (see `Defocuser.stages`)."""
         return self.defocuser.stages(image, mask)
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
@@ -80,7 +83,7 @@ class GANStepMixin:
         optimizer.step()
 
     def reconstruction_loss(self, outs: dict[str, Tensor], batch: dict[str, Tensor]) -> tuple[Tensor, dict]:
-        total, terms = weighted_sum(self.cfg.loss.terms, outs["output"], batch)
+        total, terms = weighted_sum(self.cfg.loss.terms, outs["output"], batch, outs.get("radius"))
         if "coarse" in outs:
             coarse, coarse_terms = weighted_sum(self.cfg.loss.terms, outs["coarse"], batch)
             total = total + self.cfg.loss.coarse_weight * coarse
