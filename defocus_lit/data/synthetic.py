@@ -21,7 +21,7 @@ from __future__ import annotations
 import colorsys
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -30,6 +30,8 @@ from defocus_lit.errors import UserError
 
 SCENES_VERSION = 2  # bumped whenever a seed's scene or the dataset layout changes (names the cached dataset)
 MAX_DEPTH = 10.0
+CLOSE_UP_CHANCE = 0.5  # share of indoor scenes built at a smaller scale (a desk, a tabletop, a shelf)
+CLOSE_UP_SCALE = (0.25, 0.8)  # their scale factor, log-uniform
 MIN_SIZE = 8
 TILE = 256  # texels per tile side (a power of two: texel indices wrap with a bit mask)
 LEVELS = 8  # mip levels; level k is the tile blurred with sigma 0.5 * 2**(k-1) texels (level 0 = sharp)
@@ -637,8 +639,35 @@ def _atmosphere(canvas: Canvas, draws: _Draws, outdoor: bool, haze: np.ndarray) 
         canvas.rgb *= 1.0 - strength * np.sqrt(far)
 
 
+def _close_up_scale(seed: int, outdoor: bool) -> float:
+    """1, or for CLOSE_UP_CHANCE of the indoor scenes a log-uniform CLOSE_UP_SCALE factor; from its own stream, so
+    the scene's other draws do not depend on it."""
+    draws = _Draws(np.random.default_rng([seed, 1]), 2)
+    chosen = draws.chance(CLOSE_UP_CHANCE)
+    return draws.log_uniform(*CLOSE_UP_SCALE) if chosen and not outdoor else 1.0
+
+
+def _scaled(
+    scale: float, cam: _Camera, planes: list[_Plane], shapes: list[_Shape]
+) -> tuple[_Camera, list[_Plane], list[_Shape]]:
+    """The scene with every length times `scale` (camera height, plane distances, object positions and sizes).
+
+    The projection alone is scale-free, so what shows the scale in the image is what real close-ups show:
+    textures keep their density in texels per metre (coarser on screen), haze and light fall-off follow metres.
+    The depth, and so the blur of a focal plane, scales with it: a desk photo gets the larger blur that a room
+    photo does not."""
+    if scale == 1.0:
+        return cam, planes, shapes
+    shapes = [
+        replace(o, x=o.x * scale, y=o.y * scale, z=o.z * scale, width=o.width * scale, height=o.height * scale)
+        for o in shapes
+    ]
+    return replace(cam, height=cam.height * scale), [replace(p, c=p.c * scale) for p in planes], shapes
+
+
 def synthetic_scene(seed: int, size: tuple[int, int] = (256, 256)) -> tuple[np.ndarray, np.ndarray]:
-    """One procedural scene: image (H,W,3) uint8 sRGB and depth (H,W) float32 metres in about 1..10."""
+    """One procedural scene: image (H,W,3) uint8 sRGB and depth (H,W) float32 metres in about 0.25..10 (rooms
+    from 1 m, close-ups nearer)."""
     height, width = size
     rng = np.random.default_rng(seed)
     draws = _Draws(rng, 96)
@@ -647,6 +676,8 @@ def synthetic_scene(seed: int, size: tuple[int, int] = (256, 256)) -> tuple[np.n
     planes = _outdoor_planes(draws, rng, cam) if outdoor else _indoor_planes(draws, cam)
     shapes = _shapes(rng, draws, cam, planes, outdoor)
     lights = [_light(_Draws(rng, 8)) for _ in range(int(draws.uniform(3, 12)))]
+    cam, planes, shapes = _scaled(_close_up_scale(seed, outdoor), cam, planes, shapes + lights)
+    shapes, lights = shapes[: len(shapes) - len(lights)], shapes[len(shapes) - len(lights) :]
     canvas = Canvas(height, width)
     _paint_planes(canvas, cam, planes)
     haze = _paint_sky(canvas, cam, draws)
