@@ -101,6 +101,11 @@ class GlobalBlur:
             raise ValueError("GlobalBlur.fit: no batch to fit on")
         return cls({level: grid[int(total[i].argmin())] for i, level in enumerate(LEVELS)})
 
+    def scaled(self, strength: float, max_radius: float) -> GlobalBlur:
+        """The radii for targets rendered with the thin-lens k times `strength`: each times `strength`, clamped at
+        `max_radius` px as the renderer clamps (the model's blur-stack head scales its radii alike)."""
+        return GlobalBlur({level: min(r * strength, max_radius) for level, r in self.radii.items()})
+
     def __call__(self, batch: dict[str, Tensor]) -> Tensor:
         """batch["radius_scale"] (B,), if present, scales the radii (for frames larger than the training scale;
         the batch shares its first sample's scale)."""

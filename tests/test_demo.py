@@ -91,17 +91,26 @@ def test_examples_lists_photos_only(tmp_path):
 
 
 def test_strength_slider_follows_the_checkpoint(demo_model):
-    from omegaconf import OmegaConf
+    """Shown for a blur-stack head (its radii scale), hidden for an RGB head; it starts at --strength."""
+    from dataclasses import replace
 
-    def slider_visible(model: demo.DemoModel) -> bool:
+    from defocus_lit.models.defocuser import Defocuser
+
+    def slider(model: demo.DemoModel):
         page = demo.build_page(model, output_dir=Path("."))
-        (slider,) = [b for b in page.blocks.values() if getattr(b, "elem_id", None) == "strength"]
-        return bool(slider.visible)
+        (found,) = [b for b in page.blocks.values() if getattr(b, "elem_id", None) == "strength"]
+        return found
 
-    assert not demo.supports_strength(demo_model.cfg) and not slider_visible(demo_model)
-    cfg = OmegaConf.merge(demo_model.cfg, OmegaConf.create({"model": {"strength_input": True}}))
-    with_strength = demo.DemoModel(demo_model.model, cfg, demo_model.device, demo_model.ckpt, demo_model.max_side)
-    assert demo.supports_strength(cfg) and slider_visible(with_strength)
+    assert demo_model.takes_strength and slider(demo_model).visible and slider(demo_model).value == 1
+    started = slider(replace(demo_model, strength=3.0))  # beyond the usual span: the slider widens to take it
+    assert started.value == 3 and started.maximum == 3
+    rgb = Defocuser(demo_model.model.generator, None, keep_focus=True, multiple=demo_model.model.multiple)
+    assert not slider(replace(demo_model, model=rgb)).visible
+
+
+def test_demo_strength_must_suit_the_checkpoint(tiny_checkpoint, capsys):
+    assert main(["demo", "--ckpt", str(tiny_checkpoint), "--strength", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: --strength: must be a number > 0")
 
 
 # ----- painted layers -> mask ---------------------------------------------------------------------------------
@@ -166,6 +175,9 @@ def test_process_is_predicts_inference_and_keeps_the_painted_subject(demo_model)
     mask = np.ones(photo.shape[:2], np.float32)
     mask[30:60, 40:90] = 0
     assert (after == defocus_array(demo_model.model, photo, mask, demo_model.device, demo_model.max_side)).all()
+    _, stronger = demo.process(demo_model, {"background": photo, "layers": [layer]}, strength=2.0)
+    expected = defocus_array(demo_model.model, photo, mask, demo_model.device, demo_model.max_side, strength=2.0)
+    assert (stronger == expected).all() and not (stronger == after).all()  # the slider's strength
     assert steps and steps[0] == "reading the photo"
 
 

@@ -206,3 +206,36 @@ def test_the_model_runs_as_predict_runs_it(tiny_checkpoint, tmp_path):
     small, full = outs["24"]["samples"][0], outs["0"]["samples"][0]
     assert small["model"]["psnr"] != full["model"]["psnr"]  # a different working size: a different output
     assert small["mask_blur"]["psnr_defocus"] != full["mask_blur"]["psnr_defocus"]  # targets with 3x the blur
+
+
+def test_manifest_strength_renders_targets_with_k_times_strength(tiny_checkpoint, tmp_path):
+    """--strength 0.5 = the targets of k/2 (the baselines told the answer score the same as with --k k/2) and the
+    model run with half its radii; global_blur's radii are halved alike."""
+    from defocus_lit.models.checkpoint import load_checkpoint
+
+    k = load_checkpoint(tiny_checkpoint)[1].render.k
+    args = ["evaluate", "--ckpt", str(tiny_checkpoint), "--manifest", str(manifest(tmp_path, frames=1)), "--limit", "2"]
+    reports = {}
+    for name, flags in {"strength": ["--strength", "0.5"], "k": ["--k", str(k / 2)], "default": []}.items():
+        assert main([*args, "--out", str(tmp_path / name), *flags]) == 0
+        reports[name] = load_report(tmp_path / name)
+    halved, at_k, default = reports["strength"], reports["k"], reports["default"]
+    assert halved["settings"]["strength"] == 0.5 and at_k["settings"]["strength"] == 1
+    assert halved["settings"]["renderer"]["k"] == at_k["settings"]["renderer"]["k"] == k / 2
+    assert halved["settings"]["renderer"]["max_radius"] == default["settings"]["renderer"]["max_radius"]
+    assert [(s["name"], s["plane"]) for s in halved["samples"]] == [(s["name"], s["plane"]) for s in at_k["samples"]]
+    for a, b in zip(halved["samples"], at_k["samples"]):
+        assert a["identity"] == b["identity"] and a["mask_blur"] == b["mask_blur"]  # the same targets
+        assert a["model"]["psnr"] != b["model"]["psnr"]  # the model: half its blur
+    assert halved["mean"]["identity"]["psnr"] > default["mean"]["identity"]["psnr"]  # less blur than at k
+    fitted = default["settings"]["global_blur"]
+    assert halved["settings"]["global_blur"] == {level: r / 2 for level, r in fitted.items()}
+
+
+@pytest.mark.parametrize("strength, named", [("2", "--strength 2: applies to --manifest only"), ("0", "--strength")])
+def test_strength_with_a_dataset_or_not_positive(tiny_checkpoint, dataset, tmp_path, capsys, strength, named):
+    out = tmp_path / "report"
+    args = ["evaluate", "--ckpt", str(tiny_checkpoint), "--data", str(dataset), "--out", str(out)]
+    assert main([*args, "--strength", strength]) == 2
+    _assert_one_line_error(capsys, named)
+    assert not out.exists()

@@ -309,3 +309,73 @@ def test_downscaled_generator_blurs_at_full_resolution_with_scaled_radii():
     expected = keep_focus(model.head(image, raw, radius_scale=3.0), image, mask)  # a 6 px disk on the photo
     torch.testing.assert_close(out, expected)
     assert not torch.allclose(out, keep_focus(model.head(image, raw), image, mask), atol=1e-2)
+
+
+# ----- --strength: the blur amount ----------------------------------------------------------------------------
+def test_strength_scales_each_level_radius_and_clamps_at_the_top():
+    """On a one-level stack, strength s is the head with its radii times s (at most the top radius), and the
+    downscaled generator's radius_scale multiplies after the clamp."""
+    radii = [0.0, 2.0, 4.0]
+    model = Defocuser(OneLevel(1, 3), BlurStack(radii), keep_focus=True, multiple=4).eval()
+    image = torch.rand(1, 3, 60, 90) * 2 - 1
+    mask = torch.ones(1, 1, 60, 90)
+    mask[..., :30] = 0
+    raw = OneLevel(1, 3)(image, mask)
+    for strength, scaled in ((0.5, [0.0, 1.0, 2.0]), (3.0, [0.0, 4.0, 4.0])):  # 3 x 2 px clamps at 4 px
+        out = defocus(model, image, mask, max_side=30, strength=strength)  # the generator sees 20x30: 3x smaller
+        expected = keep_focus(BlurStack(scaled)(image, raw, radius_scale=3.0), image, mask)
+        torch.testing.assert_close(out, expected)
+        assert not torch.allclose(out, defocus(model, image, mask, max_side=30), atol=1e-2)
+
+
+def _predict(ckpt: Path, image: Path, mask: Path, out: Path, *flags: str) -> int:
+    return main(["predict", "--ckpt", str(ckpt), "--image", str(image), "--mask", str(mask), "--out", str(out), *flags])
+
+
+def test_strength_one_is_the_default_and_applies_to_files_and_folders(tiny_checkpoint, tmp_path):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir(), masks.mkdir()
+    photo(images / "a.png", 16, 24), left_sharp_mask(masks / "a.png", 16, 24)
+    outs = {}
+    for name, flags in {"default": (), "1": ("--strength", "1"), "0.5": ("--strength", "0.5")}.items():
+        assert _predict(tiny_checkpoint, images, masks, tmp_path / name, *flags) == 0
+        assert _predict(tiny_checkpoint, images / "a.png", masks / "a.png", tmp_path / f"{name}.png", *flags) == 0
+        outs[name] = read(tmp_path / name / "a.png")
+        assert np.array_equal(read(tmp_path / f"{name}.png"), outs[name])  # a file as in a folder
+    assert np.array_equal(outs["1"], outs["default"])  # bit-identical to no flag
+    assert not np.array_equal(outs["0.5"], outs["default"])
+
+
+@pytest.fixture
+def rgb_checkpoint(tiny_checkpoint, tmp_path) -> Path:
+    """The tiny run's checkpoint with an RGB head (model.head=rgb) and freshly initialised weights."""
+    from omegaconf import OmegaConf
+
+    from defocus_lit.models.defocuser import build_defocuser
+
+    checkpoint = torch.load(tiny_checkpoint, map_location="cpu", weights_only=False)
+    cfg = OmegaConf.merge(checkpoint["hyper_parameters"]["cfg"], {"model": {"head": "rgb"}})
+    checkpoint["hyper_parameters"]["cfg"] = cfg
+    checkpoint["state_dict"] = {f"defocuser.{k}": v for k, v in build_defocuser(cfg).state_dict().items()}
+    path = tmp_path / "rgb.ckpt"
+    torch.save(checkpoint, path)
+    return path
+
+
+def test_strength_needs_the_blur_stack_head(rgb_checkpoint, tmp_path, capsys):
+    photo(tmp_path / "in.png", 16, 16), left_sharp_mask(tmp_path / "mask.png", 16, 16)
+    out = tmp_path / "out.png"
+    assert _predict(rgb_checkpoint, tmp_path / "in.png", tmp_path / "mask.png", out, "--strength", "1") == 0
+    out.unlink()
+    assert _predict(rgb_checkpoint, tmp_path / "in.png", tmp_path / "mask.png", out, "--strength", "2") == 2
+    _assert_one_line_error(capsys, "--strength 2: needs a checkpoint with the blur_stack head (model.head=blur_stack)")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("strength", ["0", "-1", "nan"])
+def test_strength_must_be_positive(strength, tiny_checkpoint, tmp_path, capsys):
+    photo(tmp_path / "in.png", 16, 16), left_sharp_mask(tmp_path / "mask.png", 16, 16)
+    out = tmp_path / "out.png"
+    assert _predict(tiny_checkpoint, tmp_path / "in.png", tmp_path / "mask.png", out, "--strength", strength) == 2
+    _assert_one_line_error(capsys, "--strength: must be a number > 0")
+    assert not out.exists()

@@ -7,7 +7,8 @@ from defocus_lit.models.inference import DEVICES, MAX_SIDE
 
 
 def add_inference_options(parser: argparse.ArgumentParser) -> None:
-    """--device and --max-side, which mean the same in every command that runs a model (predict, evaluate, demo)."""
+    """--device, --max-side and --strength, which mean the same in every command that runs a model (predict,
+    evaluate, demo)."""
     parser.add_argument("--device", choices=DEVICES, default="auto", help="auto = CUDA when present, else CPU")
     parser.add_argument(
         "--max-side",
@@ -16,4 +17,14 @@ def add_inference_options(parser: argparse.ArgumentParser) -> None:
         metavar="PX",
         help="the generator's working long side: larger photos are decided at this size and blurred at full "
         f"resolution (default: {MAX_SIDE}, the training scale; 0 = generator at full resolution)",
+    )
+    parser.add_argument(
+        "--strength",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="blur amount, as if the aperture were S times wider: every blur radius times S, at most the "
+        "training's largest (render.max_radius); 1 = the trained look (default), 0.5 = half the blur; other than 1 "
+        "needs a blur_stack checkpoint (evaluate --manifest: targets rendered with k times S; demo: the slider's "
+        "start)",
     )

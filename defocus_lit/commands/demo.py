@@ -3,7 +3,8 @@ uploads a photo, paints what stays sharp (or uploads a mask file), runs, compare
 downloads the full-resolution PNG.
 
 The page calls `models.inference.defocus_array`, the function `defocus-lit predict` uses, with the same working size
-(`--max-side`), so the page and the command give the same pixels for the same photo and mask.
+(`--max-side`), so the page and the command give the same pixels for the same photo and mask. A blur-strength slider
+(`--strength` in predict; the command's `--strength` is its starting value) shows for blur_stack checkpoints.
 
 Painting: the editor returns the photo and the painted layers (RGBA). A pixel is painted where a layer's alpha is
 >= 128 (the brush's soft edge below that counts as unpainted); unpainted pixels are blurred. For a binary-mask
@@ -59,9 +60,7 @@ MAX_UPLOAD = "100mb"  # Gradio rejects larger uploads before they reach the hand
 CHECKPOINT_GLOB = "*/*/checkpoints/best-*.ckpt"
 PAINTED_ALPHA = 128  # a layer pixel counts as painted from this alpha on
 BRUSH_OPACITY = 0.65  # the photo shows through the paint; still above PAINTED_ALPHA
-# A config key a checkpoint will carry once its model takes a blur strength (the real-photo issue). Absent today,
-# so the strength slider stays hidden; when present, `process` passes `strength=` to the inference function.
-STRENGTH_KEY = "model.strength_input"
+STRENGTH_RANGE = (0.25, 2.0)  # the strength slider's span (widened to take the --strength it starts at)
 
 # (name, colour, mask value): the brushes; binary checkpoints get the first one only
 BRUSHES: tuple[tuple[str, str, float], ...] = (
@@ -101,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     examples = list_examples(Path(args.examples)) if args.examples else []
     ckpt = Path(args.ckpt) if args.ckpt else find_checkpoint(Path("outputs"))
     import_gradio()
-    demo_model = DemoModel.load(ckpt, args.device, args.max_side, args.max_megapixels)
+    demo_model = DemoModel.load(ckpt, args.device, args.max_side, args.max_megapixels, args.strength)
     warning = host_warning(args.host, args.port)
     if warning:
         print(warning, file=sys.stderr)
@@ -155,13 +154,6 @@ def host_warning(host: str, port: int) -> str | None:
     )
 
 
-def supports_strength(cfg: DictConfig) -> bool:
-    """Whether the checkpoint's model takes a blur strength (hook for the real-photo issue; none does yet)."""
-    from omegaconf import OmegaConf
-
-    return bool(OmegaConf.select(cfg, STRENGTH_KEY, default=False))
-
-
 @dataclass
 class DemoModel:
     """A loaded checkpoint and the settings the page's handler needs."""
@@ -172,16 +164,23 @@ class DemoModel:
     ckpt: Path
     max_side: int
     max_megapixels: float = MAX_MEGAPIXELS
+    strength: float = 1.0  # the slider's starting value
 
     @classmethod
     def load(
-        cls, ckpt: str | Path, device: str = "auto", max_side: int | None = None, max_megapixels: float = MAX_MEGAPIXELS
+        cls,
+        ckpt: str | Path,
+        device: str = "auto",
+        max_side: int | None = None,
+        max_megapixels: float = MAX_MEGAPIXELS,
+        strength: float = 1.0,
     ) -> DemoModel:
         from defocus_lit.models.checkpoint import load_checkpoint
-        from defocus_lit.models.inference import MAX_SIDE, select_device
+        from defocus_lit.models.inference import MAX_SIDE, check_strength, select_device
 
         torch_device = select_device(device)
         model, cfg = load_checkpoint(ckpt)
+        check_strength(model, strength)
         return cls(
             model.to(torch_device),
             cfg,
@@ -189,6 +188,7 @@ class DemoModel:
             Path(ckpt),
             MAX_SIDE if max_side is None else max_side,
             max_megapixels,
+            strength,
         )
 
     @property
@@ -196,8 +196,9 @@ class DemoModel:
         return str(self.cfg.data.mask_kind)
 
     @property
-    def strength(self) -> bool:
-        return supports_strength(self.cfg)
+    def takes_strength(self) -> bool:
+        """Whether the model's blur can be scaled: a blur-stack head has radii, an RGB one paints its pixels."""
+        return self.model.head is not None
 
     def brushes(self) -> tuple[tuple[str, str, float], ...]:
         return BRUSHES if self.mask_kind == "patch" else BRUSHES[:1]
@@ -317,7 +318,8 @@ def process(
     """The Run button: (photo, defocused) as (H,W,3) uint8 at the photo's full resolution.
 
     `editor` is the ImageEditor's value ({"background", "layers", "composite"}); an uploaded `mask_file` takes
-    precedence over the painting. Raises UserError for bad input."""
+    precedence over the painting; `strength` is the slider's (None: the model's starting value). Raises UserError
+    for bad input."""
     from defocus_lit.models.inference import defocus_array
 
     report = progress or (lambda fraction, desc: None)
@@ -328,11 +330,9 @@ def process(
         mask = mask_from_file(mask_file, shape, demo_model.mask_kind)
     else:
         mask = mask_from_layers((editor or {}).get("layers") or [], shape, demo_model.mask_kind)
-    kwargs: dict[str, Any] = {}
-    if demo_model.strength and strength is not None:
-        kwargs["strength"] = float(strength)
+    strength = demo_model.strength if strength is None else float(strength)
     report(0.2, f"defocusing {shape[1]}x{shape[0]} on {demo_model.device.type}")
-    result = defocus_array(demo_model.model, photo, mask, demo_model.device, demo_model.max_side, **kwargs)
+    result = defocus_array(demo_model.model, photo, mask, demo_model.device, demo_model.max_side, strength)
     report(0.9, "writing the PNG")
     return photo, result
 
@@ -441,12 +441,12 @@ def build_page(demo_model: DemoModel, examples: Sequence[Path] = (), output_dir:
                     elem_id="mask-file",
                 )
                 strength = gr.Slider(
-                    0.0,
-                    1.0,
-                    value=1.0,
+                    min(STRENGTH_RANGE[0], demo_model.strength),
+                    max(STRENGTH_RANGE[1], demo_model.strength),
+                    value=demo_model.strength,
                     step=0.05,
-                    label="Blur strength",
-                    visible=demo_model.strength,
+                    label="Blur strength (1 = as trained; a wider or narrower aperture)",
+                    visible=demo_model.takes_strength,
                     elem_id="strength",
                 )
                 run_button = gr.Button("Run", variant="primary", elem_id="run")

@@ -12,6 +12,11 @@ Data, one of:
   --blur-model` override either). A frame larger than `--max-side` is rendered with k and max_radius scaled by the
   factor by which predict scales the blur, so target and model mean the same amount of blur.
 
+`--strength S` (as in predict; default 1): the model runs with its blur radii times S (clamped at the top of its
+blur stack) and the manifest's targets are rendered with k times S (max_radius unchanged): the same wider aperture.
+global_blur's radii are scaled and clamped alike (fitted at strength 1); mask_blur and oracle_blur are told the
+targets' blur. `--data` needs strength 1: the file's targets are rendered at one k.
+
 Methods: the checkpoint's model (`--ckpt`) and the baselines (`defocus_lit.baselines`): identity, mask_blur,
 global_blur (its radii fitted on the checkpoint's training split, so it needs `--ckpt`) and oracle_blur;
 `--baseline NAME` keeps only that baseline (alone when there is no `--ckpt`). Metrics (defocus_lit.metrics) count
@@ -55,7 +60,7 @@ from defocus_lit.io import atomic_path, write_rgb
 from defocus_lit.metrics import IMAGE_METRICS, MetricSet, PlaneSensitivity, per_sample_metrics
 from defocus_lit.models.callbacks import gains
 from defocus_lit.models.checkpoint import Defocuser, defocuser_of, extras_of, read_checkpoint
-from defocus_lit.models.inference import defocus, select_device
+from defocus_lit.models.inference import check_strength, defocus, select_device
 from defocus_lit.render import BLUR_MODELS, RenderSettings
 from defocus_lit.visualize import panel_row
 
@@ -118,6 +123,12 @@ def run(args: argparse.Namespace) -> int:
         model.to(device)
         fitted = extras_of(checkpoint).get("global_blur")
         global_blur = GlobalBlur({float(k): v for k, v in fitted.items()}) if fitted else None
+    check_strength(model, args.strength)
+    if args.data and args.strength != 1:
+        raise UserError(
+            f"--strength {args.strength:g}: applies to --manifest only (the targets in {args.data} are already "
+            "rendered at one k)"
+        )
     if args.baseline == "global_blur" and global_blur is None:
         raise UserError(
             "--baseline global_blur: needs --ckpt of a run that fitted it on its training split "
@@ -129,13 +140,14 @@ def run(args: argparse.Namespace) -> int:
         samples, total, details = dataset_samples(Path(args.data), mask_kind, device, cfg)
         max_radius = float(details["renderer"]["max_radius"])
     else:
-        settings = manifest_settings(cfg, overrides)
+        settings = manifest_settings(cfg, overrides, args.strength)
         samples, total, details = manifest_samples(
             Path(args.manifest), settings, mask_kind, args.frame_side, args.max_side, device
         )
         max_radius = settings["max_radius"] * radius_scale(args.frame_side, args.max_side)
+        global_blur = global_blur.scaled(args.strength, settings["max_radius"]) if global_blur else None
     names = BASELINE_NAMES if args.baseline is None else (args.baseline,)
-    methods = build_methods(model, args.max_side, baselines(global_blur, max_radius, names))
+    methods = build_methods(model, args.max_side, args.strength, baselines(global_blur, max_radius, names))
     info = {
         "checkpoint": args.ckpt,
         "arch": cfg.arch if cfg is not None else None,
@@ -144,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         "mask_kind": mask_kind,
         "device": device.type,
         "max_side": args.max_side,
+        "strength": args.strength,
         "global_blur": global_blur.radii if global_blur else None,
         **details,
     }
@@ -160,12 +173,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ----- methods ------------------------------------------------------------------------------------------------
-def build_methods(model: Defocuser | None, max_side: int, baseline_methods: dict[str, Method]) -> dict[str, Method]:
+def build_methods(
+    model: Defocuser | None, max_side: int, strength: float, baseline_methods: dict[str, Method]
+) -> dict[str, Method]:
     """name -> fn(batch) -> output (B,3,H,W) in [-1,1] for batch["mask"]: the model as predict runs it, then the
     baselines."""
     methods: dict[str, Method] = {}
     if model is not None:
-        methods["model"] = lambda batch: defocus(model, batch["image"], batch["mask"], max_side)
+        methods["model"] = lambda batch: defocus(model, batch["image"], batch["mask"], max_side, strength)
     return methods | baseline_methods
 
 
@@ -217,10 +232,18 @@ def dataset_samples(
     return samples(), len(loader), {"split": split, "renderer": info["renderer"]}
 
 
-def manifest_settings(cfg: DictConfig | None, overrides: dict) -> dict:
-    """The checkpoint's renderer settings (defaults without one), with the command-line overrides."""
-    base = to_container(cfg.render) if cfg is not None else RenderSettings().to_dict()
-    return RenderSettings(**{**base, **overrides}).to_dict()
+def manifest_settings(cfg: DictConfig | None, overrides: dict, strength: float = 1.0) -> dict:
+    """The checkpoint's renderer settings (defaults without one), with the command-line overrides and the thin-lens
+    k times `strength` (a wider aperture; max_radius unchanged). The blur_map renderer has no k: it takes strength 1
+    only."""
+    settings = RenderSettings(**{**(to_container(cfg.render) if cfg is not None else {}), **overrides})
+    if strength != 1 and settings.blur_model != "thin_lens":
+        raise UserError(
+            f"--strength {strength:g}: scales the thin-lens k; the {settings.blur_model} renderer has none "
+            "(use --blur-model thin_lens)"
+        )
+    settings.k *= strength
+    return settings.to_dict()
 
 
 def _to_tensor(array: np.ndarray, device: torch.device) -> Tensor:
@@ -435,8 +458,8 @@ def write_report(report: dict, folder: Path) -> None:
         "",
         f"- checkpoint: {s['checkpoint'] or 'none (baseline only)'}" + (f" ({s['arch']})" if s["arch"] else ""),
         f"- samples: {len(report['samples'])}; mask: {s['mask_kind']}; renderer: {renderer}",
-        f"- the model runs as predict runs it (working long side {s['max_side']} px); global_blur radii per mask "
-        f"level: {s['global_blur'] or 'not fitted (no checkpoint)'}",
+        f"- the model runs as predict runs it (working long side {s['max_side']} px, strength {s['strength']:g}); "
+        f"global_blur radii per mask level: {s['global_blur'] or 'not fitted (no checkpoint)'}",
         "- metrics over pixels with measured depth; PSNR in dB; plane sensitivity over the pixels out of focus in "
         "both masks of a fore/back pair (1 = the blur follows the focal plane as the targets do, 0 = ignores it); "
         "depth_gain / oracle_gap: the model's psnr_defocus minus global_blur's / oracle_blur's",

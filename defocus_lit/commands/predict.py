@@ -5,8 +5,10 @@ stays sharp, white what is blurred. A checkpoint trained on patch masks (`data.m
 3-level mask 0 / 128 / 255 (sharp / partial blur / full blur); a binary mask works for it too.
 
 The generator runs at a working size of `--max-side` px (long side, default 256) and the blur at full resolution:
-see `defocus_lit.models.inference`. A folder is processed file by file: every good pair is written (atomically),
-each bad one is named in one line, and the command exits with status 2 at the end if any failed.
+see `defocus_lit.models.inference`. `--strength S` scales the blur of a photo or a folder (radii times S, clamped at
+the training's largest; 1 = the trained look); other than 1 it needs a blur_stack checkpoint. A folder is processed
+file by file: every good pair is written (atomically), each bad one is named in one line, and the command exits with
+status 2 at the end if any failed.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from defocus_lit.errors import UserError
 from defocus_lit.io import ensure_folder, icc_profile, read_mask, read_rgb, write_rgb
 from defocus_lit.models.checkpoint import load_checkpoint
 from defocus_lit.models.defocuser import Defocuser
-from defocus_lit.models.inference import defocus_array, select_device
+from defocus_lit.models.inference import check_strength, defocus_array, select_device
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -57,15 +59,16 @@ def run(args: argparse.Namespace) -> int:
     jobs = pair_folders(image, mask) if folder else []
     device = select_device(args.device)
     model, cfg = load_checkpoint(args.ckpt)
+    check_strength(model, args.strength)
     model.to(device)
     if folder:
         ensure_folder(out)  # an --out that cannot be made is one error, not one per image
     start = time.perf_counter()
     if not folder:
-        predict_file(model, cfg.data.mask_kind, image, mask, out, device, args.max_side)
+        predict_file(model, cfg.data.mask_kind, image, mask, out, device, args.max_side, args.strength)
         print(f"wrote {out} ({device.type}, {time.perf_counter() - start:.1f} s)")
         return 0
-    failed = predict_folder(model, cfg.data.mask_kind, jobs, out, device, args.max_side)
+    failed = predict_folder(model, cfg.data.mask_kind, jobs, out, device, args.max_side, args.strength)
     print(
         f"wrote {len(jobs) - failed} of {len(jobs)} images to {out} ({device.type}, "
         f"{time.perf_counter() - start:.1f} s)"
@@ -123,10 +126,12 @@ def predict_file(
     out: Path,
     device: torch.device,
     max_side: int = 0,
+    strength: float = 1.0,
 ) -> None:
     """Defocus one photo and write it (atomically) with the input's size and ICC profile."""
     image, mask = read_pair(image_path, mask_path, mask_kind)
-    write_rgb(out, defocus_array(model, image, mask, device, max_side), icc_profile=icc_profile(image_path))
+    result = defocus_array(model, image, mask, device, max_side, strength)
+    write_rgb(out, result, icc_profile=icc_profile(image_path))
 
 
 def predict_folder(
@@ -136,13 +141,14 @@ def predict_folder(
     out_dir: Path,
     device: torch.device,
     max_side: int = 0,
+    strength: float = 1.0,
 ) -> int:
     """Defocus every pair into `out_dir`, each file written atomically; a pair that cannot be read is named in one
     `error:` line and skipped. Returns the number of failed pairs."""
     failed = 0
     for image_path, mask_path, name in tqdm(jobs, desc="predict", unit="image"):
         try:
-            predict_file(model, mask_kind, image_path, mask_path, out_dir / name, device, max_side)
+            predict_file(model, mask_kind, image_path, mask_path, out_dir / name, device, max_side, strength)
         except UserError as err:
             tqdm.write(f"error: {err}", file=sys.stderr)
             failed += 1

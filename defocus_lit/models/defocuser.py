@@ -30,7 +30,9 @@ class BlurStack(nn.Module):
     with disks of radii `radii` (0 = sharp); the output is their weighted sum. Colours therefore always come
     from the photo (no checkerboard, no colour cast) and the network learns what matters: how much blur each
     pixel gets given the image and the mask. `radius_scale` multiplies the radii: a photo defocused at k times the
-    resolution the generator saw needs k times the radii for the same look.
+    resolution the generator saw needs k times the radii for the same look. `strength` is the user's aperture: it
+    multiplies every level's radius as it multiplies the renderer's thin-lens k, and, as the renderer clamps at
+    max_radius, no level grows past the stack's top radius.
     """
 
     sharpness = 6.0  # tanh range [-1,1] -> logits [-6,6]: a weight can reach ~1 on one level
@@ -52,10 +54,12 @@ class BlurStack(nn.Module):
         radii = torch.tensor(self.radii, device=raw.device).view(1, -1, 1, 1)
         return (self.weights(raw) * radii).sum(dim=1, keepdim=True)
 
-    def forward(self, image: Tensor, raw: Tensor, radius_scale: float = 1.0) -> Tensor:
-        """image (B,3,H,W) in [-1,1]; raw (B,K,H,W) in [-1,1] -> (B,3,H,W) in [-1,1]."""
+    def forward(self, image: Tensor, raw: Tensor, radius_scale: float = 1.0, strength: float = 1.0) -> Tensor:
+        """image (B,3,H,W) in [-1,1]; raw (B,K,H,W) in [-1,1] -> (B,3,H,W) in [-1,1]. Level radius r becomes
+        min(r * strength, top radius) * radius_scale px."""
         linear = srgb_to_linear((image.float() + 1) / 2)
-        kernels = disk_stack([r * radius_scale for r in self.radii]).to(linear)
+        top = max(self.radii)
+        kernels = disk_stack([min(r * strength, top) * radius_scale for r in self.radii]).to(linear)
         stack = fft_blur(linear, kernels)
         out = linear_to_srgb((self.weights(raw).unsqueeze(2) * stack).sum(dim=1).clamp(0, 1)) * 2 - 1
         return out.to(image.dtype)
@@ -71,11 +75,14 @@ class Defocuser(nn.Module):
         self.keep_focus = keep_focus
         self.multiple = multiple  # H and W must be multiples of this
 
-    def finish(self, image: Tensor, mask: Tensor, raw: Tensor, radius_scale: float = 1.0) -> Tensor:
-        """A generator output -> the defocused image (B,3,H,W) in [-1,1]: the head (radii times `radius_scale`),
-        then keep-focus. `raw` may come from a downscaled copy of `image` and be upsampled: the head and the
-        keep-focus composite work at the photo's full resolution."""
-        out = self.head(image, raw, radius_scale) if self.head is not None else raw
+    def finish(
+        self, image: Tensor, mask: Tensor, raw: Tensor, radius_scale: float = 1.0, strength: float = 1.0
+    ) -> Tensor:
+        """A generator output -> the defocused image (B,3,H,W) in [-1,1]: the head (radii times `radius_scale`,
+        blur `strength`; see BlurStack), then keep-focus. `raw` may come from a downscaled copy of `image` and be
+        upsampled: the head and the keep-focus composite work at the photo's full resolution. An RGB output (no
+        head) has no radii: it ignores `strength` (`inference.check_strength` refuses one other than 1)."""
+        out = self.head(image, raw, radius_scale, strength) if self.head is not None else raw
         return keep_focus(out, image, mask) if self.keep_focus else out
 
     def _stages(self, image: Tensor, mask: Tensor) -> tuple[Tensor | None, Tensor]:

@@ -8,11 +8,17 @@ scaled by the same factor, so the blur keeps the proportions it has in training)
 computed on the full-resolution photo, so the subject keeps every pixel and the bokeh is not upscaled.
 `max_side=0` runs the generator at full resolution.
 
+Strength: `strength` s multiplies the blur-stack head's radii (clamped at its top radius, render.max_radius), as an
+aperture s times wider multiplies the renderer's thin-lens k; 1 is the look the model was trained for. A model with
+an RGB head paints its pixels and has no radii to scale.
+
 The input is padded to the network's multiple (`Defocuser.multiple`) with reflected pixels (edge pixels when the
 photo is smaller than half a multiple) and a "blur" mask, and the output is cropped back.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -38,6 +44,18 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def check_strength(model: Defocuser | None, strength: float) -> None:
+    """UserError (naming --strength) unless `strength` is a finite number > 0 that `model` can apply: a strength
+    other than 1 needs the blur-stack head. `model` None (baselines alone) takes any valid strength."""
+    if not 0 < strength < math.inf:
+        raise UserError(f"--strength: must be a number > 0 (1 = the trained look), got {strength:g}")
+    if strength != 1 and model is not None and model.head is None:
+        raise UserError(
+            f"--strength {strength:g}: needs a checkpoint with the blur_stack head (model.head=blur_stack); "
+            "this one paints RGB (model.head=rgb)"
+        )
+
+
 def pad_to_multiple(image: Tensor, mask: Tensor, multiple: int) -> tuple[Tensor, Tensor, tuple[int, int]]:
     """Pad image (B,3,H,W) and mask (B,1,H,W) on all sides (centred) to multiples of `multiple`: the image by
     reflection (edge replication where the image is too small to reflect), the mask with 1 (blur).
@@ -52,14 +70,16 @@ def pad_to_multiple(image: Tensor, mask: Tensor, multiple: int) -> tuple[Tensor,
 
 
 @torch.inference_mode()
-def defocus(model: Defocuser, image: Tensor, mask: Tensor, max_side: int = 0) -> Tensor:
+def defocus(model: Defocuser, image: Tensor, mask: Tensor, max_side: int = 0, strength: float = 1.0) -> Tensor:
     """image (B,3,H,W) in [-1,1], mask (B,1,H,W) in [0,1] of any H, W, on the model's device
     -> (B,3,H,W) in [-1,1]. Above `max_side` (long side, 0 = never) the generator runs on a downscaled copy; its
-    output is upsampled and the blur-stack head (radii scaled alike) and keep-focus run at full resolution."""
+    output is upsampled and the blur-stack head (radii scaled alike) and keep-focus run at full resolution.
+    `strength` multiplies the blur (see the module's docstring; UserError where `check_strength` refuses it)."""
+    check_strength(model, strength)
     h, w = image.shape[-2:]
     scale = max(h, w) / max_side if max_side else 1.0
     if scale <= 1:
-        return model.finish(image, mask, _generator_output(model, image, mask))
+        return model.finish(image, mask, _generator_output(model, image, mask), strength=strength)
     size = (max(1, round(h / scale)), max(1, round(w / scale)))
     raw = _generator_output(
         model, F.interpolate(image, size=size, mode="area"), F.interpolate(mask, size=size, mode="nearest")
@@ -70,7 +90,7 @@ def defocus(model: Defocuser, image: Tensor, mask: Tensor, max_side: int = 0) ->
         raw = F.interpolate(_smooth(raw), size=(h, w), mode="bilinear", align_corners=False)
     else:
         raw = F.interpolate(raw, size=(h, w), mode="bicubic", align_corners=False).clamp(-1, 1)
-    return model.finish(image, mask, raw, radius_scale=max(h / size[0], w / size[1]))
+    return model.finish(image, mask, raw, radius_scale=max(h / size[0], w / size[1]), strength=strength)
 
 
 def _smooth(x: Tensor) -> Tensor:
@@ -89,9 +109,14 @@ def _generator_output(model: Defocuser, image: Tensor, mask: Tensor) -> Tensor:
 
 
 def defocus_array(
-    model: Defocuser, image: np.ndarray, mask: np.ndarray, device: torch.device, max_side: int = 0
+    model: Defocuser,
+    image: np.ndarray,
+    mask: np.ndarray,
+    device: torch.device,
+    max_side: int = 0,
+    strength: float = 1.0,
 ) -> np.ndarray:
     """image (H,W,3) uint8 sRGB, mask (H,W) float32 in [0,1] -> defocused (H,W,3) uint8."""
     x = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float().div(127.5).sub(1)
     m = torch.from_numpy(mask).to(device)[None, None]
-    return to_uint8(defocus(model, x, m, max_side)[0])
+    return to_uint8(defocus(model, x, m, max_side, strength)[0])
