@@ -28,7 +28,7 @@ import numpy as np
 from defocus_lit.data.frames import RGBDFrame, RGBDSource
 from defocus_lit.errors import UserError
 
-SCENES_VERSION = 2  # bumped whenever a seed's scene or the dataset layout changes (names the cached dataset)
+SCENES_VERSION = 3  # bumped whenever a seed's scene or the dataset layout changes (names the cached dataset)
 MAX_DEPTH = 10.0
 MIN_SIZE = 8
 TILE = 256  # texels per tile side (a power of two: texel indices wrap with a bit mask)
