@@ -94,6 +94,7 @@ def test_layout_dtypes_and_attributes(built):
             ("frame", np.int32, (n,)),
             ("split", np.uint8, (n,)),
             ("mean_radius", np.float32, (n,)),
+            ("source", np.uint8, (n,)),
         ):
             assert f[name].dtype == dtype and f[name].shape == shape, name
             if len(shape) > 1:
@@ -105,6 +106,7 @@ def test_layout_dtypes_and_attributes(built):
         assert (f["depth"][:] > 0).all() and set(np.unique(f["plane"][:])) <= {0, 1, 2}
         assert (f["mean_radius"][:] > 0).all() and (f["mean_radius"][:] <= FAST.max_radius).all()
         assert not np.array_equal(f["image"][:], f["target"][:])
+        assert (f["source"][:] == 0).all()  # a single source is source 0 of weight 1
         attrs = {k: f.attrs[k] for k in f.attrs}
     assert json.loads(attrs["renderer"]) == FAST.to_dict()
     assert json.loads(attrs["source"])["num"] == 10 and json.loads(attrs["planes"]) == ["fore", "mid", "back"]
@@ -114,6 +116,7 @@ def test_layout_dtypes_and_attributes(built):
     assert set(summary["filtered"]) == {"no_focus", "focus_too_small", "mostly_in_focus", "invalid_depth"}
     assert sum(summary["filtered"].values()) + n == 30
     assert json.loads(attrs["settings"])["size"] == [SIZE, SIZE]
+    assert json.loads(attrs["sources"]) == [{"name": "synthetic", "path": None, "weight": 1.0, "frames": 10}]
 
 
 def test_splits_assign_whole_frames(built):

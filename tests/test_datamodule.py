@@ -38,8 +38,10 @@ def _write(path, image, target, mask, patch, weight, depth, plane, frame, split)
         f["frame"] = np.asarray(frame, np.int32)
         f["split"] = np.asarray(split, np.uint8)
         f["mean_radius"] = np.full(n, 3.0, np.float32)
+        f["source"] = np.zeros(n, np.uint8)
         for key in ("source", "renderer", "planes", "filter_counts", "split_sizes"):
             f.attrs[key] = json.dumps({})
+        f.attrs["sources"] = json.dumps([{"name": "test", "path": None, "weight": 1.0, "frames": n}])
         f.attrs["depth_kind"] = "depth"
         f.attrs["version"] = "test"
 

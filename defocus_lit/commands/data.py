@@ -42,16 +42,26 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "and write them with their masks to one HDF5 file.",
     )
     build.add_argument("--source", required=True, help=f"one of {', '.join(SOURCES)}")
-    build.add_argument("--path", help="nyu_depth_v2_labeled.mat (nyu-mat) or a CSV image,depth[,kind,scale] (manifest)")
+    build.add_argument(
+        "--path",
+        help="nyu_depth_v2_labeled.mat (nyu-mat), a CSV image,depth[,kind,scale] (manifest) or a YAML list of "
+        "sources with weights (mix: `sources: [{source: synthetic, num: 240}, {source: manifest, path: "
+        "photos.csv, weight: 4}]`)",
+    )
     build.add_argument("--out", required=True, help="output .h5 file (written atomically)")
     build.add_argument("--num", type=int, help="frames to use (synthetic: to make, default 100; files: the first N)")
     build.add_argument(
         "--size",
         type=_size,
         help="output frame size HxW (default: the frames' size if all equal, "
-        "else 256x256 after resizing the short side and center-cropping)",
+        "else and for a mix 256x256 after resizing the short side and center-cropping)",
     )
-    build.add_argument("--seed", type=int, default=0, help="synthetic scenes and the train/val/test split")
+    build.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="synthetic scenes (mix: per source in its file) and the train/val/test split",
+    )
     build.add_argument(
         "--planes", type=_planes, default=PLANES, help="comma-separated focal planes (default fore,mid,back)"
     )

@@ -32,7 +32,7 @@ from defocus_lit.data.frames import RGBDFrame, RGBDSource
 from defocus_lit.data.hdf5 import COMPRESSED, LAYOUT, SPLITS
 from defocus_lit.data.planes import PLANES, REJECT_REASONS, SampleFilter, depth_weight, patch_mask
 from defocus_lit.data.samples import clean_depth, fit_frame, frame_samples
-from defocus_lit.data.sources import ManifestSource
+from defocus_lit.data.sources import ManifestSource, MixedSource
 from defocus_lit.errors import UserError
 from defocus_lit.io import atomic_path
 from defocus_lit.render import RenderSettings
@@ -61,6 +61,7 @@ class _FrameResult:
     chunk per sample (the frame's depth is one chunk, repeated, and pickled once)."""
 
     index: int
+    source: int  # the index of the frame's source within a mix (`RGBDSource.locate`), else 0
     kind: str
     split: str | None
     rejected: list[str]
@@ -78,9 +79,11 @@ class _FrameResult:
 
 
 def _output_size(first: RGBDFrame, source: RGBDSource, size: tuple[int, int] | None) -> tuple[int, int]:
-    """`size` when given; else the frames' common size (DEFAULT_SIZE when they differ)."""
+    """`size` when given; else the frames' common size (DEFAULT_SIZE when they differ, and for a mix)."""
     if size is not None:
         return size
+    if isinstance(source, MixedSource):
+        return DEFAULT_SIZE
     first_size = first.depth.shape[:2]
     return first_size if all(s == first_size for s in _frame_sizes(source)) else DEFAULT_SIZE
 
@@ -103,17 +106,19 @@ def _frame_sizes(source: RGBDSource) -> list[tuple[int, int]]:
 def _process(job: _Job, index: int) -> _FrameResult:
     """Read frame `index`, fit it to the output size and make its samples (`frame_samples`)."""
     frame = job.source[index]
+    origin = job.source.locate(index)[0]
     image, depth = fit_frame(frame.image, frame.depth, job.size)
     image, depth = np.ascontiguousarray(image), clean_depth(depth)
     samples, rejected = frame_samples(image, depth, frame.kind, job.planes, job.settings, job.sample_filter, job.device)
     if samples is None:
-        return _FrameResult(index, frame.kind, frame.split, rejected, None)
+        return _FrameResult(index, origin, frame.kind, frame.split, rejected, None)
     p = len(samples.plane)
     arrays = {
         "target": samples.target,
         "plane": samples.plane,
         "frame": np.full(p, index, np.int32),
         "mean_radius": samples.mean_radius.astype(np.float32),
+        "source": np.full(p, origin, np.uint8),
     }
     depth_chunk = deflate(np.minimum(depth, FLOAT16_MAX).astype(np.float16))
     weights = np.rint(depth_weight(samples.plane_map) * 255).astype(np.uint8)
@@ -124,7 +129,7 @@ def _process(job: _Job, index: int) -> _FrameResult:
         "depth": [depth_chunk] * p,
         "radius": [deflate(r.astype(np.float16)) for r in samples.radius],
     }
-    return _FrameResult(index, frame.kind, frame.split, rejected, arrays, {"image": image}, chunks)
+    return _FrameResult(index, origin, frame.kind, frame.split, rejected, arrays, {"image": image}, chunks)
 
 
 _WORKER_JOB: _Job | None = None
@@ -343,6 +348,7 @@ def _write(file: h5py.File, job: _Job, results: Iterator[_FrameResult], split, s
     writer = _Writer(file, job.size, block)
     counts: Counter = Counter({reason: 0 for reason in REJECT_REASONS})
     frame_splits: dict[int, str | None] = {}
+    frame_sources: dict[int, int] = {}
     kinds: set[str] = set()
     bar = tqdm(
         total=len(job.source),
@@ -357,6 +363,7 @@ def _write(file: h5py.File, job: _Job, results: Iterator[_FrameResult], split, s
             counts.update(result.rejected)
             if result.samples is not None:
                 frame_splits[result.index] = result.split
+                frame_sources[result.index] = result.source
                 writer.add(result.arrays(), result.chunks)
             bar.update(1)
             bar.set_postfix(samples=writer.n + writer.pending_count(), refresh=False)
@@ -366,7 +373,10 @@ def _write(file: h5py.File, job: _Job, results: Iterator[_FrameResult], split, s
             f"{job.source.kind_name}: no sample passed the filters (filtered: {dict(counts)}); "
             "check the depth maps or loosen the filter"
         )
-    codes = assign_splits(frame_splits, split, seed)
+    codes: dict[int, int] = {}
+    for origin in sorted(set(frame_sources.values())):  # each source gets its own shares, as if built alone
+        frames = {i: name for i, name in frame_splits.items() if frame_sources[i] == origin}
+        codes.update(assign_splits(frames, split, seed))
     split_arr = np.array([codes[i] for i in file["frame"][:]], np.uint8)
     file.create_dataset("split", data=split_arr, chunks=True)
     summary = _summary(file["frame"][:], split_arr, counts, len(job.source), job.size)
@@ -404,6 +414,7 @@ def _write_attrs(
 ) -> None:
     attrs = file.attrs
     attrs["source"] = json.dumps(job.source.attrs())
+    attrs["sources"] = json.dumps(job.source.parts())
     attrs["renderer"] = json.dumps(job.settings.to_dict())
     attrs["planes"] = json.dumps(list(job.planes))
     attrs["plane_names"] = json.dumps(list(PLANES))

@@ -10,6 +10,7 @@ workers; under a Trainer on a GPU they travel as uint8 and become float on the d
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -60,10 +61,16 @@ class SeededSampler(Sampler):
     """A shuffling sampler that yields (position, augmentation seed) pairs drawn from a generator seeded with
     (seed, epoch), so every epoch's order and every sample's augmentation are reproducible whatever the number of
     workers, and a resumed run repeats the same epochs. Lightning calls `set_epoch`; iterating by hand moves on
-    one epoch per pass."""
+    one epoch per pass.
 
-    def __init__(self, size: int, seed: int):
+    `weights` (one per position, e.g. its source's weight in a mix): an epoch draws `size` positions with
+    replacement, each with probability proportional to its weight. Without them, or when they are all equal, an
+    epoch is a permutation (every position once), the same as before weights existed."""
+
+    def __init__(self, size: int, seed: int, weights: np.ndarray | None = None):
         self.size, self.seed, self.epoch = size, seed, 0
+        equal = weights is None or np.unique(weights).size <= 1
+        self.probabilities = None if equal else np.asarray(weights, np.float64) / np.sum(weights)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -74,7 +81,11 @@ class SeededSampler(Sampler):
     def __iter__(self) -> Iterator[tuple[int, int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
         self.epoch += 1
-        order = rng.permutation(self.size).tolist()
+        order = (
+            rng.permutation(self.size)
+            if self.probabilities is None
+            else rng.choice(self.size, self.size, p=self.probabilities)
+        ).tolist()
         seeds = rng.integers(0, 2**63 - 1, self.size).tolist()
         return iter(zip(order, seeds))
 
@@ -343,6 +354,7 @@ class DefocusDataModule(L.LightningDataModule):
         self.mask_kind, self.pad_multiple, self.seed, self.photometric = mask_kind, pad_multiple, seed, photometric
         self.uint8_batches = uint8_batches
         self.datasets: dict[str, DefocusDataset] = {}
+        self.train_weights: np.ndarray | None = None  # per train sample, its source's weight (set by `setup`)
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -350,6 +362,8 @@ class DefocusDataModule(L.LightningDataModule):
         with open_dataset(self.path) as f:
             split = f["split"][:]
             meta = {"plane": f["plane"][:], "frame": f["frame"][:], "mean_radius": f["mean_radius"][:]}
+            source_weights = np.array([part["weight"] for part in json.loads(f.attrs["sources"])], np.float64)
+            self.train_weights = source_weights[f["source"][:][split == 0]]
         common = {"crop_size": self.crop_size, "mask_kind": self.mask_kind, "pad_multiple": self.pad_multiple}
         for code, name in enumerate(SPLITS):
             self.datasets[name] = DefocusDataset(
@@ -396,7 +410,8 @@ class DefocusDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         self.setup()
         n = len(self.datasets["train"])
-        return self._loader("train", SeededSampler(n, self.seed), drop_last=n >= self.batch_size)
+        sampler = SeededSampler(n, self.seed, self.train_weights)
+        return self._loader("train", sampler, drop_last=n >= self.batch_size)
 
     def _eval_sampler(self, name: str) -> Sampler | None:
         """Under a multi-process Trainer, each process scores its own share of the samples, each sample once

@@ -37,6 +37,16 @@ class RGBDSource(Sequence[RGBDFrame], abc.ABC):
     def attrs(self) -> dict:
         """JSON-able description recorded in the HDF5 attributes."""
 
+    def locate(self, index: int) -> tuple[int, int]:
+        """(source index, frame within that source) of frame `index`; a mix of sources (`MixedSource`) has several,
+        any other source is source 0."""
+        return 0, index
+
+    def parts(self) -> list[dict]:
+        """The sources this one is made of as recorded in the file's `sources` attribute: name, path (None for
+        generated frames), sampling weight and frames read."""
+        return [{"name": self.kind_name, "path": self.attrs().get("path"), "weight": 1.0, "frames": len(self)}]
+
     def __getitem__(self, index: int) -> RGBDFrame:  # type: ignore[override]
         if not isinstance(index, (int, np.integer)):
             raise TypeError(f"frame index must be an integer, not {type(index).__name__}")

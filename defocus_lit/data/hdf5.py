@@ -27,11 +27,13 @@ LAYOUT: dict[str, tuple[np.dtype, tuple[int, ...] | None]] = {
     "frame": (np.dtype(np.int32), None),
     "split": (np.dtype(np.uint8), None),
     "mean_radius": (np.dtype(np.float32), None),
+    "source": (np.dtype(np.uint8), None),  # index into the `sources` attribute: which source the sample came from
 }
+ADDED = ("radius", "source")  # datasets newer than the first layout: a file without them is from an older version
 # Maps that compress well (few levels, smooth; 10-50x) are stored deflated at level 1, which decompresses faster
 # than LZF here and is readable by any HDF5 tool; colour stays raw for fast window reads.
 COMPRESSED = ("mask", "patch_mask", "depth_weight", "depth", "radius")
-REQUIRED_ATTRS = ("source", "renderer", "planes", "filter_counts", "depth_kind", "version", "split_sizes")
+REQUIRED_ATTRS = ("source", "sources", "renderer", "planes", "filter_counts", "depth_kind", "version", "split_sizes")
 
 
 def open_dataset(path: str | os.PathLike) -> h5py.File:
@@ -56,8 +58,8 @@ def _check_layout(file: h5py.File, path: Path) -> None:
     n = hw = None
     for name, (dtype, trailing) in LAYOUT.items():
         ds = file.get(name)
-        if not isinstance(ds, h5py.Dataset) and name == "radius" and "image" in file:
-            raise UserError(f"{path}: made by an older defocus_lit (no 'radius' dataset); rebuild it with `data build`")
+        if not isinstance(ds, h5py.Dataset) and name in ADDED and "image" in file:
+            raise UserError(f"{path}: made by an older defocus_lit (no '{name}' dataset); rebuild it with `data build`")
         if not isinstance(ds, h5py.Dataset):
             raise UserError(
                 f"{path}: not a defocus_lit dataset (no '{name}' dataset; build one with `defocus-lit data build`)"
@@ -89,10 +91,12 @@ def _json_attr(file: h5py.File, key: str, path: Path):
 
 
 def read_info(path: str | os.PathLike) -> dict:
-    """A JSON-able description of a built dataset: sizes, splits, planes, source, renderer, filter counts."""
+    """A JSON-able description of a built dataset: sizes, splits, planes, sources (with their samples per split),
+    renderer, filter counts."""
     path = Path(path)
     with open_dataset(path) as file:
         split_arr, plane_arr, frame_arr = file["split"][:], file["plane"][:], file["frame"][:]
+        source_arr = file["source"][:]
         n, h, w = file["image"].shape[:3]
         plane_names = _json_attr(file, "plane_names", path) or list(PLANES)
         return {
@@ -115,6 +119,16 @@ def read_info(path: str | os.PathLike) -> dict:
                 if (plane_arr == code).any()
             },
             "source": _json_attr(file, "source", path),
+            "sources": [
+                {
+                    **part,
+                    "samples": {
+                        name: int(((source_arr == index) & (split_arr == code)).sum())
+                        for code, name in enumerate(SPLITS)
+                    },
+                }
+                for index, part in enumerate(_json_attr(file, "sources", path))
+            ],
             "depth_kind": str(file.attrs["depth_kind"]),
             "renderer": _json_attr(file, "renderer", path),
             "filter_counts": _json_attr(file, "filter_counts", path),
@@ -141,8 +155,23 @@ def info_text(info: dict) -> str:
             "planes:   " + ", ".join(f"{k} {v}" for k, v in info["planes"].items()),
             f"source:   {source.pop('source', '?')} {json.dumps(source)} (depth kind: {info['depth_kind']}, "
             f"{info['source_frames']} frames read)",
+            *_sources_lines(info["sources"]),
             f"renderer: {renderer}",
             f"filtered: {filtered}",
             f"settings: {json.dumps(info['settings'])}",
         ]
     )
+
+
+def _sources_lines(sources: list[dict]) -> list[str]:
+    """One line per source: its index (the `source` dataset's value), name, path, weight and samples per split."""
+    lines = []
+    for index, part in enumerate(sources):
+        samples = part["samples"]
+        splits = ", ".join(f"{name} {count}" for name, count in samples.items())
+        path = f" {part['path']}" if part["path"] else ""
+        lines.append(
+            f"{'sources:' if index == 0 else '':10}{index} {part['name']}{path}: weight {part['weight']:g}, "
+            f"{part['frames']} frames read, {sum(samples.values())} samples ({splits})"
+        )
+    return lines

@@ -7,21 +7,29 @@ pixel) run when a frame is read. Every bad input raises `UserError` naming the f
 
 from __future__ import annotations
 
+import bisect
 import csv
+import math
 import os
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import h5py
 import numpy as np
 import scipy.io
+import yaml
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
 from defocus_lit.data.frames import KINDS, RGBDFrame, RGBDSource, check_frame
 from defocus_lit.data.synthetic import SyntheticSource
 from defocus_lit.errors import UserError
 from defocus_lit.io import read_gray, read_rgb
 
-SOURCES = ("synthetic", "nyu-mat", "manifest")
+MIXABLE = ("synthetic", "nyu-mat", "manifest")  # what a mix file may list
+SOURCES = (*MIXABLE, "mix")
 NYU_CROP = (45, 471, 41, 601)
 DEFAULT_DEPTH_SCALE = 0.001
 
@@ -245,6 +253,134 @@ def _frame_name(image: Path) -> str:
     return stem
 
 
+# ------------------------------------------------------------------------------------------------- mix
+
+
+class MixedSource(RGBDSource):
+    """Several sources as one lazy sequence: frame i is frame i - offset[k] of the source k whose range holds it,
+    named `NAME/frame` after its source. Each source carries the weight with which training draws its samples."""
+
+    kind_name = "mix"
+
+    def __init__(
+        self, sources: Sequence[RGBDSource], weights: Sequence[float], *, path: str | os.PathLike | None = None
+    ):
+        if not sources or len(sources) != len(weights):
+            raise UserError(f"mix: needs one weight per source, got {len(sources)} sources and {len(weights)} weights")
+        if len(sources) > 256:
+            raise UserError(f"mix: at most 256 sources (the file stores a uint8 source index), got {len(sources)}")
+        self.sources, self.weights = list(sources), [float(w) for w in weights]
+        self.path = None if path is None else Path(path)
+        kinds = Counter(source.kind_name for source in self.sources)
+        # a kind that occurs once is named by it; repeats by kind and position (manifest1, manifest2)
+        self.names = [s.kind_name if kinds[s.kind_name] == 1 else f"{s.kind_name}{i}" for i, s in enumerate(sources)]
+        self.offsets = np.cumsum([0, *(len(source) for source in self.sources)]).tolist()
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    def locate(self, index: int) -> tuple[int, int]:
+        part = bisect.bisect_right(self.offsets, index) - 1
+        return part, index - self.offsets[part]
+
+    def _read(self, index: int) -> RGBDFrame:
+        part, local = self.locate(index)
+        frame = self.sources[part][local]
+        return replace(frame, name=f"{self.names[part]}/{frame.name}")
+
+    def parts(self) -> list[dict]:
+        return [
+            {"name": name, "path": source.attrs().get("path"), "weight": weight, "frames": len(source)}
+            for name, source, weight in zip(self.names, self.sources, self.weights)
+        ]
+
+    def attrs(self) -> dict:
+        return {
+            "source": self.kind_name,
+            "path": None if self.path is None else str(self.path.resolve()),
+            "num": len(self),
+            "parts": [source.attrs() for source in self.sources],
+        }
+
+
+@dataclass
+class MixEntry:
+    """One source of a mix file: `open_source`'s arguments (paths relative to the file) and a sampling weight."""
+
+    source: str = MISSING
+    path: str | None = None
+    num: int | None = None
+    seed: int = 0
+    weight: float = 1.0
+    splits: str | None = None
+    crop: list[int] | None = None
+
+
+def read_mix(path: str | os.PathLike, size: tuple[int, int] | None = None) -> MixedSource:
+    """The sources a mix file lists (`sources:` and a list of `MixEntry` mappings), each opened by `open_source`
+    (`size` applies to synthetic ones); UserError naming the file and the key (`mix.yaml: sources[1].weight: ...`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        cfg = OmegaConf.load(path)
+    except (OSError, OmegaConfBaseException, ValueError, yaml.YAMLError) as err:
+        raise UserError(f"{path}: not a readable YAML file ({str(err).splitlines()[0]})") from None
+    unknown = [key for key in cfg if key != "sources"] if isinstance(cfg, DictConfig) else []
+    if unknown:
+        raise UserError(f"{path}: {unknown[0]}: unknown key (a mix file has only `sources`)")
+    entries = cfg.get("sources") if isinstance(cfg, DictConfig) else None
+    if not isinstance(entries, ListConfig) or len(entries) == 0:
+        raise UserError(f"{path}: sources: expected a list of sources ({{source: synthetic, num: 100}}, ...)")
+    sources = [_open_entry(path, f"{path}: sources[{i}]", raw, size) for i, raw in enumerate(entries)]
+    return MixedSource([source for source, _ in sources], [weight for _, weight in sources], path=path)
+
+
+def _open_entry(path: Path, where: str, raw, size: tuple[int, int] | None) -> tuple[RGBDSource, float]:
+    keys = [f.name for f in fields(MixEntry)]
+    if not isinstance(raw, DictConfig):
+        raise UserError(f"{where}: expected a mapping of {', '.join(keys)}, got {raw!r}")
+    try:
+        entry: MixEntry = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(MixEntry), raw))
+    except OmegaConfBaseException as err:
+        key = f"{where}.{err.full_key}" if err.full_key else where
+        if isinstance(err, ConfigKeyError):
+            raise UserError(f"{key}: unknown key (valid: {', '.join(keys)})") from None
+        if isinstance(err, MissingMandatoryValue):
+            raise UserError(f"{key}: missing (one of {', '.join(MIXABLE)})") from None
+        raise UserError(f"{key}: {str(err).splitlines()[0]}") from None
+    if entry.source == "mix":
+        raise UserError(f"{where}.source: a mix cannot hold another mix; list its sources here")
+    if entry.source not in MIXABLE:
+        raise UserError(f"{where}.source: '{entry.source}' is not one of {', '.join(MIXABLE)}")
+    if not math.isfinite(entry.weight):
+        raise UserError(f"{where}.weight: must be a finite number, got {entry.weight:g}")
+    if entry.weight <= 0:
+        raise UserError(f"{where}.weight: must be > 0, got {entry.weight:g}")
+    if entry.crop is not None and len(entry.crop) != 4:
+        raise UserError(f"{where}.crop: expected [r0, r1, c0, c1], got {entry.crop}")
+
+    def beside(value: str | None) -> str | None:
+        return None if value is None else str(path.parent / value)
+
+    try:
+        source = open_source(
+            entry.source,
+            beside(entry.path),
+            num=entry.num,
+            size=size,
+            seed=entry.seed,
+            splits=beside(entry.splits),
+            crop=None if entry.crop is None else tuple(entry.crop),
+        )
+    except UserError as err:
+        text = str(
+            err
+        )  # "num: ..." -> "mix.yaml: sources[1].num: ..."; "x.csv: ..." -> "mix.yaml: sources[1]: x.csv: ..."
+        raise UserError(f"{where}{'.' if text.split(':', 1)[0] in keys else ': '}{text}") from None
+    return source, entry.weight
+
+
 # ------------------------------------------------------------------------------------------------- open
 
 
@@ -259,8 +395,9 @@ def open_source(
     crop: tuple[int, int, int, int] | None = None,
 ) -> RGBDSource:
     """Open a source by name: "synthetic" (num frames of size (H,W), frame i from seed+i), "nyu-mat" (the
-    labelled .mat, optional splits.mat, crop rows r0:r1 cols c0:c1) or "manifest" (a CSV).
-    `num` keeps the first N frames of a file source; `size` applies to "synthetic" only."""
+    labelled .mat, optional splits.mat, crop rows r0:r1 cols c0:c1), "manifest" (a CSV) or "mix" (a YAML file of
+    sources with their own num and seed, see `read_mix`).
+    `num` keeps the first N frames of a file source; `size` applies to "synthetic" only (those of a mix too)."""
     if source not in SOURCES:
         raise UserError(f"{source}: unknown source (valid: {', '.join(SOURCES)})")
     if num is not None and num < 1:
@@ -269,10 +406,14 @@ def open_source(
         raise UserError(f"splits: only the nyu-mat source has a splits file, not {source}")
     if crop is not None and source != "nyu-mat":
         raise UserError(f"crop: only the nyu-mat source is cropped, not {source}")
+    if num is not None and source == "mix":
+        raise UserError("num: a mix takes the frames to use per source, in its file")
     if source == "synthetic":
         return SyntheticSource(100 if num is None else num, size=(256, 256) if size is None else size, seed=seed)
     if path is None:
         raise UserError(f"path: the {source} source needs a path")
     if source == "nyu-mat":
         return NyuMatSource(path, splits=splits, crop=NYU_CROP if crop is None else crop, num=num)
+    if source == "mix":
+        return read_mix(path, size)
     return ManifestSource(path, num=num)

@@ -28,7 +28,7 @@ import numpy as np
 from defocus_lit.data.frames import RGBDFrame, RGBDSource
 from defocus_lit.errors import UserError
 
-SCENES_VERSION = 2  # bumped whenever a seed's scene or the dataset layout changes (names the cached dataset)
+SCENES_VERSION = 3  # bumped whenever a seed's scene or the dataset layout changes (names the cached dataset)
 MAX_DEPTH = 10.0
 CLOSE_UP_CHANCE = 0.5  # share of indoor scenes built at a smaller scale (a desk, a tabletop, a shelf)
 CLOSE_UP_SCALE = (0.25, 0.8)  # their scale factor, log-uniform
