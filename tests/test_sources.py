@@ -14,6 +14,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
+from defocus_lit.data import synthetic
 from defocus_lit.data.frames import RGBDFrame
 from defocus_lit.data.sources import NYU_CROP, open_source
 from defocus_lit.data.synthetic import Canvas, SyntheticSource, synthetic_scene
@@ -285,7 +286,7 @@ def test_synthetic_frames_are_seeded_and_bit_identical():
     shifted = SyntheticSource(1, size=(48, 64), seed=6)[0]  # frame i comes from seed + i
     np.testing.assert_array_equal(shifted.image, f1.image)
     assert not np.array_equal(a[0].image, f1.image)
-    assert (f1.name, f1.kind, f1.split) == ("synthetic_00001", "depth", None)
+    assert (f1.name, f1.split) == ("synthetic_00001", None) and f1.kind in ("depth", "disparity")
     assert a.attrs() == {"source": "synthetic", "num": 3, "size": [48, 64], "seed": 5}
 
 
@@ -295,18 +296,46 @@ def test_synthetic_any_size_metric_depth(size):
         image, depth = synthetic_scene(seed, size)
         assert image.shape == (*size, 3) and image.dtype == np.uint8
         assert depth.shape == size and depth.dtype == np.float32
-        assert np.isfinite(depth).all() and depth.min() >= 0.5 and depth.max() <= 10.0
+        assert np.isfinite(depth).all() and depth.min() >= 0.1 and depth.max() <= 10.0
 
 
 def test_synthetic_scenes_have_depth_structure():
     for seed in range(4):
         image, depth = synthetic_scene(seed, (96, 96))
-        assert depth.std() > 0.5 and depth.max() - depth.min() > 3.0  # near and far things
+        assert depth.max() / depth.min() > 2.5  # near and far things, at any scale
         assert image.std() > 15  # textured, not flat
         # occlusion boundaries (depth jumps between neighbours) are visible edges in the image
-        jump = np.abs(np.diff(depth, axis=1)) > 0.5
+        jump = np.abs(np.diff(np.log(depth), axis=1)) > 0.2
         change = np.abs(np.diff(image.astype(np.float32), axis=1)).sum(-1)
         assert jump.sum() > 20 and change[jump].mean() > 2 * change[~jump].mean()
+
+
+def test_close_ups_scale_the_geometry_and_coarsen_the_textures(monkeypatch):
+    scaled = [seed for seed in range(40) if synthetic._close_up_scale(seed, outdoor=False) < 1.0]
+    assert 10 <= len(scaled) <= 30  # about half the indoor scenes
+    assert all(synthetic._close_up_scale(seed, outdoor=True) == 1.0 for seed in range(40))
+    indoor = [seed for seed in scaled if SyntheticSource(1, (64, 64), seed)[0].kind == "depth"][:2]
+    close = {seed: synthetic_scene(seed, (64, 64)) for seed in indoor}
+    monkeypatch.setattr(synthetic, "CLOSE_UP_CHANCE", 0.0)
+    for seed, (image, depth) in close.items():
+        room_image, room_depth = synthetic_scene(seed, (64, 64))
+        scale = synthetic._close_up_scale(seed, outdoor=False)  # 1 now: the same draws, room size
+        assert scale == 1.0
+        inside = room_depth < synthetic.MAX_DEPTH
+        ratio = depth[inside] / room_depth[inside]
+        assert np.median(ratio) < 0.8 and np.allclose(ratio, np.median(ratio), rtol=1e-4)  # one factor for all
+        assert not np.array_equal(image, room_image)  # same layout, coarser textures and less fall-off
+
+
+def test_outdoor_scenes_come_as_relative_disparity():
+    frames = SyntheticSource(20, (48, 48), seed=0)
+    kinds = {frames[i].kind for i in range(20)}
+    assert kinds == {"depth", "disparity"}
+    for i in range(20):
+        frame = frames[i]
+        _, metres = synthetic_scene(i, (48, 48))
+        expected = metres if frame.kind == "depth" else 1.0 / metres
+        np.testing.assert_allclose(frame.depth, expected, rtol=1e-6)
 
 
 def test_canvas_nearer_sprite_occludes_in_any_order():
