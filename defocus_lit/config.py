@@ -49,6 +49,7 @@ class ModelConfig:
     num_downs: int = key(minimum=1)
     norm: str = key(choices=lambda: NORMS)
     dropout: bool = key()
+    global_context: bool = key()
     ndf: int = key(minimum=1)
     d_layers: int = key(minimum=1)
     head: str = key(choices=lambda: HEADS)

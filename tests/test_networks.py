@@ -154,3 +154,20 @@ def test_radius_loss_needs_the_blur_stack_head():
     assert outs["radius"].shape == (2, 1, 16, 16) and 0 <= outs["radius"].min() and outs["radius"].max() <= 16
     with pytest.raises(UserError, match="loss.terms.radius_l1: needs the blur-stack head"):
         build_module(load_experiment("pix2pix_4ch", [*words, "model.head=rgb", "loss.terms={radius_l1: 1.0}"]))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_global_context_gives_every_region_the_scene(arch):
+    """With global context a change far away (another quadrant, beyond any local receptive field at this depth)
+    moves the output everywhere; the output size is the input size at any multiple of 2**num_downs."""
+    image, mask = _inputs(32, 48, batch=1)
+    far = image.clone()
+    far[..., 24:, 36:] = -1.0  # bottom-right corner only
+    for global_context in (False, True):
+        torch.manual_seed(0)  # batch norm in eval mode: per-pixel, so only the network's reach spreads a change
+        net = build_generator(arch, ngf=4, num_downs=2, norm="batch", global_context=global_context).eval()
+        with torch.no_grad():
+            out, moved = net(image, mask), net(far, mask)
+        assert out.shape == (1, 3, 32, 48)
+        reached = (moved - out)[..., :8, :8].abs().max() > 0  # did the top-left corner see it?
+        assert reached == global_context

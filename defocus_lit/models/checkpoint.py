@@ -44,9 +44,8 @@ def extras_of(checkpoint: dict) -> dict:
 
 def defocuser_of(checkpoint: dict, path: str | Path) -> tuple[Defocuser, DictConfig]:
     """The Defocuser (eval mode) and config of a checkpoint read by `read_checkpoint` from `path`."""
-    cfg = OmegaConf.merge(
-        OmegaConf.create({"model": {"head": "rgb", "stack_levels": 6}}), checkpoint["hyper_parameters"]["cfg"]
-    )  # checkpoints from before the head option
+    older = {"model": {"head": "rgb", "stack_levels": 6, "global_context": False}}  # before these options
+    cfg = OmegaConf.merge(OmegaConf.create(older), checkpoint["hyper_parameters"]["cfg"])
     model = build_defocuser(cfg)
     prefix = "defocuser."
     state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}

@@ -124,5 +124,6 @@ def build_defocuser(cfg) -> Defocuser:
         norm=m["norm"],
         dropout=m["dropout"],
         out_channels=head.channels if head else 3,
+        global_context=m["global_context"],
     )
     return Defocuser(generator, head, bool(cfg["keep_focus"]), 2 ** m["num_downs"])

@@ -111,6 +111,8 @@ class Decoder(nn.Module):
     """Up blocks from the bottleneck to the output; block k's input is cat(skip k, previous output) (reference order).
 
     ``skip_factor`` / ``bottleneck_factor``: how many encoders' features each skip / the bottleneck concatenates.
+    ``global_context``: every bottleneck cell also gets the whole image's mean bottleneck features, so how much blur
+    a region gets can depend on the scene as a whole (its layout, its scale), at any input size.
     """
 
     def __init__(
@@ -122,10 +124,12 @@ class Decoder(nn.Module):
         out_ch: int = 3,
         skip_factor: int = 1,
         bottleneck_factor: int = 1,
+        global_context: bool = False,
     ):
         super().__init__()
         n = len(widths)
-        blocks = [up_block(widths[-1] * bottleneck_factor, widths[-2], norm)]
+        self.global_context = global_context
+        blocks = [up_block(widths[-1] * bottleneck_factor * (1 + global_context), widths[-2], norm)]
         for k in range(n - 2, 0, -1):  # level k: decoder output widths[k] + skip widths[k] * skip_factor
             use_dropout = dropout and n - 1 - k <= DROPOUT_BLOCKS
             blocks.append(up_block(widths[k] * (1 + skip_factor), widths[k - 1], norm, dropout=use_dropout))
@@ -134,6 +138,9 @@ class Decoder(nn.Module):
 
     def forward(self, bottleneck: Tensor, skips: list[Tensor]) -> Tensor:
         """``skips`` finest first (encoder order, without the bottleneck)."""
+        if self.global_context:
+            scene = bottleneck.mean((2, 3), keepdim=True).expand_as(bottleneck)
+            bottleneck = torch.cat([bottleneck, scene], 1)
         x = self.blocks[0](bottleneck)
         for block, skip in zip(self.blocks[1:], reversed(skips)):
             x = block(torch.cat([skip, x], 1))
@@ -151,12 +158,13 @@ class UNetGenerator(nn.Module):
         norm: str = "batch",
         dropout: bool = True,
         out_channels: int = 3,
+        global_context: bool = False,
     ):
         super().__init__()
         self.num_downs = num_downs
         widths = _widths(ngf, num_downs)
         self.encoder = Encoder(in_channels, widths, norm)
-        self.decoder = Decoder(widths, norm, dropout, out_ch=out_channels)
+        self.decoder = Decoder(widths, norm, dropout, out_ch=out_channels, global_context=global_context)
         init_weights(self)
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
@@ -181,6 +189,7 @@ class DualEncoderGenerator(nn.Module):
         dropout: bool = True,
         mask_skips: bool = False,
         out_channels: int = 3,
+        global_context: bool = False,
     ):
         super().__init__()
         self.num_downs = num_downs
@@ -188,8 +197,15 @@ class DualEncoderGenerator(nn.Module):
         widths = _widths(ngf, num_downs)
         self.image_encoder = Encoder(3, widths, norm)
         self.mask_encoder = Encoder(mask_channels, widths, norm)
+        skip_factor = 2 if mask_skips else 1
         self.decoder = Decoder(
-            widths, norm, dropout, out_ch=out_channels, skip_factor=2 if mask_skips else 1, bottleneck_factor=2
+            widths,
+            norm,
+            dropout,
+            out_ch=out_channels,
+            skip_factor=skip_factor,
+            bottleneck_factor=2,
+            global_context=global_context,
         )
         init_weights(self)
 
@@ -212,10 +228,11 @@ class TwoStageGenerator(nn.Module):
         norm: str = "batch",
         dropout: bool = True,
         out_channels: int = 3,
+        global_context: bool = False,
     ):
         super().__init__()
-        self.g1 = UNetGenerator(3 + mask_channels, ngf, num_downs, norm, dropout, out_channels)
-        self.g2 = UNetGenerator(6 + mask_channels, ngf, num_downs, norm, dropout, out_channels)
+        self.g1 = UNetGenerator(3 + mask_channels, ngf, num_downs, norm, dropout, out_channels, global_context)
+        self.g2 = UNetGenerator(6 + mask_channels, ngf, num_downs, norm, dropout, out_channels, global_context)
 
     def stages(
         self, image: Tensor, mask: Tensor, finish: Callable[[Tensor], Tensor] | None = None
@@ -247,13 +264,20 @@ def build_generator(
     norm: str = "batch",
     dropout: bool = True,
     out_channels: int = 3,
+    global_context: bool = False,
 ) -> nn.Module:
     """One of the paper's generators, initialised N(0, 0.02); forward(image, mask) -> (B,out_channels,H,W) in
-    [-1,1] (an image with the default 3 channels)."""
+    [-1,1] (an image with the default 3 channels). `global_context`: see `Decoder`."""
     if arch not in GENERATORS:
         raise UserError(f"arch: unknown architecture {arch!r}; valid: {', '.join(GENERATORS)}")
     return GENERATORS[arch](
-        mask_channels=mask_channels, ngf=ngf, num_downs=num_downs, norm=norm, dropout=dropout, out_channels=out_channels
+        mask_channels=mask_channels,
+        ngf=ngf,
+        num_downs=num_downs,
+        norm=norm,
+        dropout=dropout,
+        out_channels=out_channels,
+        global_context=global_context,
     )
 
 
