@@ -286,7 +286,7 @@ def test_synthetic_frames_are_seeded_and_bit_identical():
     shifted = SyntheticSource(1, size=(48, 64), seed=6)[0]  # frame i comes from seed + i
     np.testing.assert_array_equal(shifted.image, f1.image)
     assert not np.array_equal(a[0].image, f1.image)
-    assert (f1.name, f1.split) == ("synthetic_00001", None) and f1.kind in ("depth", "disparity")
+    assert (f1.name, f1.kind, f1.split) == ("synthetic_00001", "depth", None)
     assert a.attrs() == {"source": "synthetic", "num": 3, "size": [48, 64], "seed": 5}
 
 
@@ -314,28 +314,21 @@ def test_close_ups_scale_the_geometry_and_coarsen_the_textures(monkeypatch):
     scaled = [seed for seed in range(40) if synthetic._close_up_scale(seed, outdoor=False) < 1.0]
     assert 10 <= len(scaled) <= 30  # about half the indoor scenes
     assert all(synthetic._close_up_scale(seed, outdoor=True) == 1.0 for seed in range(40))
-    indoor = [seed for seed in scaled if SyntheticSource(1, (64, 64), seed)[0].kind == "depth"][:2]
-    close = {seed: synthetic_scene(seed, (64, 64)) for seed in indoor}
+    close = {seed: synthetic_scene(seed, (64, 64)) for seed in scaled[:4]}
     monkeypatch.setattr(synthetic, "CLOSE_UP_CHANCE", 0.0)
+    close_ups = 0
     for seed, (image, depth) in close.items():
         room_image, room_depth = synthetic_scene(seed, (64, 64))
+        if np.array_equal(depth, room_depth):  # an outdoor scene: never scaled
+            continue
+        close_ups += 1
         scale = synthetic._close_up_scale(seed, outdoor=False)  # 1 now: the same draws, room size
         assert scale == 1.0
         inside = room_depth < synthetic.MAX_DEPTH
         ratio = depth[inside] / room_depth[inside]
         assert np.median(ratio) < 0.8 and np.allclose(ratio, np.median(ratio), rtol=1e-4)  # one factor for all
         assert not np.array_equal(image, room_image)  # same layout, coarser textures and less fall-off
-
-
-def test_outdoor_scenes_come_as_relative_disparity():
-    frames = SyntheticSource(20, (48, 48), seed=0)
-    kinds = {frames[i].kind for i in range(20)}
-    assert kinds == {"depth", "disparity"}
-    for i in range(20):
-        frame = frames[i]
-        _, metres = synthetic_scene(i, (48, 48))
-        expected = metres if frame.kind == "depth" else 1.0 / metres
-        np.testing.assert_allclose(frame.depth, expected, rtol=1e-6)
+    assert close_ups >= 1
 
 
 def test_canvas_nearer_sprite_occludes_in_any_order():

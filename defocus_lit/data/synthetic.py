@@ -28,7 +28,7 @@ import numpy as np
 from defocus_lit.data.frames import RGBDFrame, RGBDSource
 from defocus_lit.errors import UserError
 
-SCENES_VERSION = 4  # bumped whenever a seed's scene or the dataset layout changes (names the cached dataset)
+SCENES_VERSION = 3  # bumped whenever a seed's scene or the dataset layout changes (names the cached dataset)
 MAX_DEPTH = 10.0
 CLOSE_UP_CHANCE = 0.5  # share of indoor scenes built at a smaller scale (a desk, a tabletop, a shelf)
 CLOSE_UP_SCALE = (0.25, 0.8)  # their scale factor, log-uniform
@@ -668,22 +668,6 @@ def _scaled(
 def synthetic_scene(seed: int, size: tuple[int, int] = (256, 256)) -> tuple[np.ndarray, np.ndarray]:
     """One procedural scene: image (H,W,3) uint8 sRGB and depth (H,W) float32 metres in about 0.25..10 (rooms
     from 1 m, close-ups nearer)."""
-    return _scene(seed, size)[:2]
-
-
-def synthetic_frame(seed: int, size: tuple[int, int], name: str) -> RGBDFrame:
-    """`synthetic_scene` as a frame: indoor scenes with metric depth (kind "depth", as a depth sensor gives), outdoor
-    ones as relative disparity 1/depth (kind "disparity", what a monocular network gives for an outdoor photo,
-    where no sensor reaches the background). The pipeline normalises disparity per frame, so outdoor samples get
-    the large blur that disparity photos get (a subject against a far background)."""
-    image, depth, outdoor = _scene(seed, size)
-    if outdoor:
-        return RGBDFrame(name=name, image=image, depth=(1.0 / depth).astype(np.float32), kind="disparity")
-    return RGBDFrame(name=name, image=image, depth=depth, kind="depth")
-
-
-def _scene(seed: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, bool]:
-    """(image, depth in metres, whether the scene is outdoors): see `synthetic_scene`."""
     height, width = size
     rng = np.random.default_rng(seed)
     draws = _Draws(rng, 96)
@@ -706,12 +690,11 @@ def _scene(seed: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, bo
         _paint_shape(canvas, cam, light)
     noise = rng.random((3, height, width), np.float32)  # sensor noise, uniform +-2.5 levels
     image = np.clip(canvas.rgb * 255.0 + noise * 5.0 - 2.0, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(image.transpose(1, 2, 0)), np.minimum(canvas.depth, MAX_DEPTH), outdoor
+    return np.ascontiguousarray(image.transpose(1, 2, 0)), np.minimum(canvas.depth, MAX_DEPTH)
 
 
 class SyntheticSource(RGBDSource):
-    """`num` procedural scenes of `size` (H,W); frame i is `synthetic_frame(seed + i)` (indoors metric depth,
-    outdoors relative disparity)."""
+    """`num` procedural scenes of `size` (H,W); frame i is `synthetic_scene(seed + i)`, depth in metres."""
 
     kind_name = "synthetic"
 
@@ -728,7 +711,8 @@ class SyntheticSource(RGBDSource):
         return self.num
 
     def _read(self, index: int) -> RGBDFrame:
-        return synthetic_frame(self.seed + index, self.size, f"synthetic_{index:05d}")
+        image, depth = synthetic_scene(self.seed + index, self.size)
+        return RGBDFrame(name=f"synthetic_{index:05d}", image=image, depth=depth, kind="depth")
 
     def attrs(self) -> dict:
         return {"source": self.kind_name, "num": self.num, "size": list(self.size), "seed": self.seed}
