@@ -25,7 +25,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from defocus_lit.data.planes import MASK_KINDS
+from defocus_lit.data.planes import MASK_KINDS, PLANES
 from defocus_lit.errors import UserError
 from defocus_lit.losses import LOSSES, GANLoss
 from defocus_lit.models.defocuser import HEADS
@@ -78,6 +78,7 @@ class SyntheticConfig:
     num: int = key(minimum=1)
     size: list[int] = key()
     seed: int = key()
+    planes: list[str] = key(choices=lambda: PLANES)
 
 
 @dataclass
@@ -316,8 +317,10 @@ def check_values(layer: DictConfig, source: str) -> None:
                 valid = ", ".join(sorted(parent_meta["choices"]()))
                 raise UserError(f"{dotted}: unknown loss term '{name}'; registered: {valid}{where}")
         choices = meta.get("choices")
-        if choices and not isinstance(value, (DictConfig, dict)) and value not in choices():
-            raise UserError(f"{dotted}: expected one of {', '.join(choices())}, got {_value_text(value)}{where}")
+        values = list(value) if isinstance(value, ListConfig) else [value]  # a list: each item is a choice
+        bad = [v for v in values if v not in choices()] if choices and not isinstance(value, (DictConfig, dict)) else []
+        if bad:
+            raise UserError(f"{dotted}: expected one of {', '.join(choices())}, got {_value_text(bad[0])}{where}")
         minimum = meta.get("minimum")
         if minimum is not None and isinstance(value, int) and not isinstance(value, bool) and value < minimum:
             raise UserError(f"{dotted}: expected an integer >= {minimum}, got {value}{where}")

@@ -58,6 +58,7 @@ def _is_rank_zero() -> bool:
 def synthetic_dataset(cfg: DictConfig, cache_dir: Path = Path("data")) -> Path:
     """The embedded synthetic dataset for `cfg`, built once and cached under `cache_dir`."""
     from defocus_lit.data.build import build_dataset
+    from defocus_lit.data.planes import PAPER_PLANES
     from defocus_lit.data.sources import open_source
     from defocus_lit.data.synthetic import SCENES_VERSION
     from defocus_lit.render import RenderSettings
@@ -65,7 +66,8 @@ def synthetic_dataset(cfg: DictConfig, cache_dir: Path = Path("data")) -> Path:
     s, r = cfg.data.synthetic, cfg.render
     height, width = s.size
     renderer = f"{r.blur_model}_k{r.k:g}_r{r.max_radius:g}_l{r.layers}"
-    name = f"synthetic_v{SCENES_VERSION}_n{s.num}_{height}x{width}_s{s.seed}_{renderer}.h5"
+    planes = "" if tuple(s.planes) == PAPER_PLANES else "_" + "-".join(s.planes)
+    name = f"synthetic_v{SCENES_VERSION}_n{s.num}_{height}x{width}_s{s.seed}{planes}_{renderer}.h5"
     path = cache_dir / name
     if path.is_file():
         return path
@@ -76,7 +78,7 @@ def synthetic_dataset(cfg: DictConfig, cache_dir: Path = Path("data")) -> Path:
     print(f"Building the embedded synthetic dataset once: {path} ({s.num} frames of {height}x{width})")
     ensure_folder(cache_dir)
     source = open_source("synthetic", num=s.num, size=(height, width), seed=s.seed)
-    build_dataset(source, path, settings=RenderSettings(**to_container(r)), seed=s.seed)
+    build_dataset(source, path, planes=tuple(s.planes), settings=RenderSettings(**to_container(r)), seed=s.seed)
     return path
 
 

@@ -379,3 +379,29 @@ def test_kill_9_leaves_nothing_behind_a_rerun(tmp_path):
     rerun = subprocess.run([*argv, "--num", "4", "--size", "32x32", *FAST_ARGS], capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert _leftovers(tmp_path) == ["d.h5"] and read_info(out)["source_frames"] == 4
+
+
+def test_random_focal_plane_is_seeded_per_frame_and_left_out_of_scoring(tmp_path):
+    """`random` adds a sample per frame focused at a grey level drawn from (seed, frame): the same build gives the
+    same planes, another seed others; validation, test and the baselines' fit see the paper's planes only."""
+    from defocus_lit.data.datamodule import DefocusDataModule
+    from defocus_lit.data.planes import PLANES
+
+    frames = ListSource([_ramp(i) for i in range(10)])
+    random = PLANES.index("random")
+    masks = []
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        build_dataset(
+            frames, tmp_path / f"{name}.h5", planes=("fore", "random"), settings=FAST, seed=seed, progress=False
+        )
+        with h5py.File(tmp_path / f"{name}.h5") as f:
+            chosen = f["plane"][:] == random
+            assert set(f["plane"][:]) == {0, random} and chosen.sum() >= 5
+            masks.append(f["mask"][np.flatnonzero(chosen)[:3]])
+    np.testing.assert_array_equal(masks[0], masks[1])
+    assert not np.array_equal(masks[0], masks[2])
+    dm = DefocusDataModule(str(tmp_path / "a.h5"), crop_size=32, pad_multiple=16)
+    dm.setup()
+    for name in ("val", "test", "fit"):
+        assert all(dm.datasets[name].plane[i] != random for i in dm.datasets[name].indices)
+    assert any(dm.datasets["train"].plane[i] == random for i in dm.datasets["train"].indices)

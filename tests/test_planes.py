@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from defocus_lit.data.planes import (
+    PAPER_PLANES,
     PLANES,
     REJECT_REASONS,
     SampleFilter,
@@ -91,7 +92,7 @@ def test_depth_grey_for_disparity_keeps_near_black():
 
 def test_focal_planes():
     grey = np.array([[0.0, 64.0, 128.0, 192.0, 255.0]], np.float32)
-    assert PLANES == ("fore", "mid", "back")
+    assert PLANES == ("fore", "mid", "back", "random") and PAPER_PLANES == PLANES[:3]
     np.testing.assert_array_equal(focal_plane(grey, "fore"), grey)
     np.testing.assert_array_equal(focal_plane(grey, "back"), 255 - grey)
     mid = focal_plane(grey, "mid")  # median 128: the furthest grey (0) becomes 255
@@ -222,3 +223,12 @@ def test_sample_filter_settings_and_patch_masks():
         SampleFilter(max_focus=1.5)
     with pytest.raises(UserError, match="min_focus"):
         SampleFilter(min_focus=0.7, max_focus=0.6)
+
+
+def test_focal_plane_random_needs_a_generator():
+    grey = ramp(0.0, 255.0, 64)
+    np.testing.assert_array_equal(
+        focal_plane(grey, "random", rng=np.random.default_rng(3)), random_focus_plane(grey, np.random.default_rng(3))
+    )
+    with pytest.raises(ValueError, match="random generator"):
+        focal_plane(grey, "random")

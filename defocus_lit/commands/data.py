@@ -7,7 +7,7 @@ import json
 
 from defocus_lit.data.build import build_dataset, summary_line
 from defocus_lit.data.hdf5 import info_text, read_info
-from defocus_lit.data.planes import PLANES
+from defocus_lit.data.planes import PAPER_PLANES, PLANES
 from defocus_lit.data.sources import SOURCES, open_source
 from defocus_lit.errors import UserError
 from defocus_lit.models.inference import DEVICES, select_device
@@ -63,7 +63,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="synthetic scenes (mix: per source in its file) and the train/val/test split",
     )
     build.add_argument(
-        "--planes", type=_planes, default=PLANES, help="comma-separated focal planes (default fore,mid,back)"
+        "--planes",
+        type=_planes,
+        default=PAPER_PLANES,
+        help="comma-separated focal planes (default fore,mid,back; add random for a plane focused at a random depth "
+        "per frame, training augmentation that validation and test leave out)",
     )
     build.add_argument("--splits", help="nyu-mat: the official splits.mat (train frames -> train/val, test -> test)")
     build.add_argument("--blur-model", choices=BLUR_MODELS, help="renderer blur model (default thin_lens)")

@@ -52,7 +52,7 @@ from defocus_lit.commands import add_inference_options
 from defocus_lit.config import to_container
 from defocus_lit.data.datamodule import DefocusDataModule
 from defocus_lit.data.hdf5 import read_info
-from defocus_lit.data.planes import PLANES, SampleFilter, patch_mask, valid_depth
+from defocus_lit.data.planes import PAPER_PLANES, PLANES, SampleFilter, patch_mask, valid_depth
 from defocus_lit.data.samples import clean_depth, frame_samples, shrink
 from defocus_lit.data.sources import open_source
 from defocus_lit.errors import UserError
@@ -273,7 +273,7 @@ def manifest_samples(
             **{**settings, "k": settings["k"] * scale, "max_radius": settings["max_radius"] * scale}
         )
         kept, rejected = frame_samples(
-            np.ascontiguousarray(image), depth, frame.kind, PLANES, scaled, sample_filter, str(device)
+            np.ascontiguousarray(image), depth, frame.kind, PAPER_PLANES, scaled, sample_filter, str(device)
         )
         filtered.update(rejected)
         if kept is None:
@@ -312,7 +312,7 @@ def manifest_samples(
             yield from samples_of_frame(index)
 
     details = {"split": None, "renderer": settings, "frame_side": frame_side, "filtered": filtered}
-    return samples(), len(source) * len(PLANES), details
+    return samples(), len(source) * len(PAPER_PLANES), details
 
 
 # ----- scoring ------------------------------------------------------------------------------------------------

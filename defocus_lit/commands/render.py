@@ -47,7 +47,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     focus.add_argument("--mask", metavar="M.png", help="in-focus mask, the image's size: black (< 128) = in focus")
     focus.add_argument(
         "--plane",
-        choices=planes.PLANES,
+        choices=planes.PAPER_PLANES,
         help="focus on the foreground subject (the nearest depth cluster with a fair share of the "
         "frame's centre), the midground or the background",
     )

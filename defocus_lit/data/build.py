@@ -30,7 +30,7 @@ from tqdm import tqdm
 from defocus_lit import __version__
 from defocus_lit.data.frames import RGBDFrame, RGBDSource
 from defocus_lit.data.hdf5 import COMPRESSED, LAYOUT, SPLITS
-from defocus_lit.data.planes import PLANES, REJECT_REASONS, SampleFilter, depth_weight, patch_mask
+from defocus_lit.data.planes import PAPER_PLANES, PLANES, REJECT_REASONS, SampleFilter, depth_weight, patch_mask
 from defocus_lit.data.samples import clean_depth, fit_frame, frame_samples
 from defocus_lit.data.sources import ManifestSource, MixedSource
 from defocus_lit.errors import UserError
@@ -51,6 +51,7 @@ class _Job:
     settings: RenderSettings
     sample_filter: SampleFilter
     device: str
+    seed: int  # with the frame index, seeds the frame's random focal plane
 
 
 @dataclass
@@ -109,7 +110,10 @@ def _process(job: _Job, index: int) -> _FrameResult:
     origin = job.source.locate(index)[0]
     image, depth = fit_frame(frame.image, frame.depth, job.size)
     image, depth = np.ascontiguousarray(image), clean_depth(depth)
-    samples, rejected = frame_samples(image, depth, frame.kind, job.planes, job.settings, job.sample_filter, job.device)
+    rng = np.random.default_rng([job.seed, index])
+    samples, rejected = frame_samples(
+        image, depth, frame.kind, job.planes, job.settings, job.sample_filter, job.device, rng
+    )
     if samples is None:
         return _FrameResult(index, origin, frame.kind, frame.split, rejected, None)
     p = len(samples.plane)
@@ -300,7 +304,7 @@ def default_workers(device: str) -> int:
 def build_dataset(
     source: RGBDSource,
     out: str | os.PathLike,
-    planes: Sequence[str] = PLANES,
+    planes: Sequence[str] = PAPER_PLANES,
     settings: RenderSettings | None = None,
     sample_filter: SampleFilter | None = None,
     split: Sequence[float] = (0.8, 0.1, 0.1),
@@ -333,7 +337,7 @@ def build_dataset(
     out = Path(out)
     start = time.perf_counter()
     with _sigterm_raises_interrupt():
-        job = _Job(source, _output_size(source[0], source, size), tuple(planes), settings, sample_filter, device)
+        job = _Job(source, _output_size(source[0], source, size), tuple(planes), settings, sample_filter, device, seed)
         with atomic_path(out) as tmp:
             with _results(job, workers) as results, h5py.File(tmp, "w") as file:
                 summary = _write(file, job, results, split, seed, progress, block)

@@ -365,10 +365,12 @@ class DefocusDataModule(L.LightningDataModule):
             source_weights = np.array([part["weight"] for part in json.loads(f.attrs["sources"])], np.float64)
             self.train_weights = source_weights[f["source"][:][split == 0]]
         common = {"crop_size": self.crop_size, "mask_kind": self.mask_kind, "pad_multiple": self.pad_multiple}
+        # random focal planes are training augmentation: validation, test and the baselines' fit see the paper's
+        scored = meta["plane"] != PLANES.index("random")
         for code, name in enumerate(SPLITS):
             self.datasets[name] = DefocusDataset(
                 self.path,
-                np.flatnonzero(split == code),
+                np.flatnonzero((split == code) & (scored | (name == "train"))),
                 meta,
                 train=name == "train",
                 photometric=self.photometric and name == "train",
@@ -376,7 +378,7 @@ class DefocusDataModule(L.LightningDataModule):
             )
         fit_common = {**common, "crop_size": None}
         self.datasets["fit"] = DefocusDataset(
-            self.path, np.flatnonzero(split == 0), meta, train=False, photometric=False, **fit_common
+            self.path, np.flatnonzero((split == 0) & scored), meta, train=False, photometric=False, **fit_common
         )
 
     def _loader(self, name: str, sampler: Sampler | None, drop_last: bool) -> DataLoader:

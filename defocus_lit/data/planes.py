@@ -14,7 +14,8 @@ from scipy import ndimage
 
 from defocus_lit.errors import UserError
 
-PLANES = ("fore", "mid", "back")
+PLANES = ("fore", "mid", "back", "random")  # "random": focused at a random grey level (augmentation)
+PAPER_PLANES = PLANES[:3]  # the paper's planes: what datasets hold by default and what `evaluate` scores
 MASK_KINDS = ("binary", "patch")  # what a network is given: `binary_mask` or `patch_mask`
 REJECT_REASONS = ("no_focus", "focus_too_small", "mostly_in_focus", "invalid_depth")
 _PERCENTILES = (1.0, 99.0)
@@ -83,14 +84,21 @@ def _distance_plane(grey: np.ndarray, level: float) -> np.ndarray:
     return (np.abs(grey - np.float32(level)) / np.float32(span) * 255).astype(np.float32)
 
 
-def focal_plane(grey: np.ndarray, plane: str, mid: float | None = None) -> np.ndarray:
-    """float32 (H,W) 0..255, 0 = in focus. `mid` is the midground's focal grey level (default: median grey)."""
+def focal_plane(
+    grey: np.ndarray, plane: str, mid: float | None = None, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """float32 (H,W) 0..255, 0 = in focus. `mid` is the midground's focal grey level (default: median grey); "random"
+    draws its level from `rng` (`random_focus_plane`)."""
     if plane == "fore":
         return grey.astype(np.float32, copy=True)
     if plane == "back":
         return (255.0 - grey).astype(np.float32)
     if plane == "mid":
         return _distance_plane(grey, float(np.median(grey)) if mid is None else float(mid))
+    if plane == "random":
+        if rng is None:
+            raise ValueError("the random focal plane needs a random generator")
+        return random_focus_plane(grey, rng)
     raise UserError(f"plane: unknown focal plane '{plane}' (valid: {', '.join(PLANES)})")
 
 

@@ -146,16 +146,18 @@ def frame_samples(
     settings: RenderSettings,
     sample_filter: SampleFilter,
     device: str = "cpu",
+    rng: np.random.Generator | None = None,
 ) -> tuple[FrameSamples | None, list[str]]:
     """The samples of a frame's focal `planes` that pass the filter, all rendered in one batched renderer call
-    (None when every plane was rejected), and the reasons the other planes were rejected.
+    (None when every plane was rejected), and the reasons the other planes were rejected. `rng` draws the "random"
+    plane's focus.
 
     image (H,W,3) uint8; depth (H,W) as `clean_depth` returns it (0 = unmeasured)."""
     valid = valid_depth(depth)
     grey = depth_grey(depth, kind)
     kept, rejected = [], []
     for name in planes:
-        plane_map = focal_plane(grey, name)
+        plane_map = focal_plane(grey, name, rng=rng)
         mask = binary_mask(plane_map)
         reason = sample_filter.reject_reason(mask, valid)
         if reason is None:
