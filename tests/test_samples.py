@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from defocus_lit.data.planes import PLANES, SampleFilter
+from defocus_lit.data.planes import PAPER_PLANES, SampleFilter
 from defocus_lit.data.samples import blur_radius, clean_depth, frame_maps, frame_samples, mean_radius, shrink
 from defocus_lit.render import RenderSettings, render_uint8
 
@@ -59,7 +59,7 @@ def test_frame_samples_match_rendering_each_plane_alone():
     image, depth = numpy_scene()
     depth = clean_depth(depth)
     settings = RenderSettings()
-    samples, rejected = frame_samples(image, depth, "depth", PLANES, settings, SampleFilter(max_focus=0.9))
+    samples, rejected = frame_samples(image, depth, "depth", PAPER_PLANES, settings, SampleFilter(max_focus=0.9))
     assert samples is not None and len(samples.plane) + len(rejected) == 3
     for i in range(len(samples.plane)):
         in_focus = samples.mask[i] == 0
@@ -78,7 +78,7 @@ def test_frame_samples_match_rendering_each_plane_alone():
 def test_a_frame_with_every_plane_filtered_has_no_samples():
     image, depth = numpy_scene()
     samples, rejected = frame_samples(
-        image, clean_depth(depth), "depth", PLANES, RenderSettings(), SampleFilter(min_focus=0.99, max_focus=1.0)
+        image, clean_depth(depth), "depth", PAPER_PLANES, RenderSettings(), SampleFilter(min_focus=0.99, max_focus=1.0)
     )
     assert samples is None and len(rejected) == 3
 
