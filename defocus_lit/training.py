@@ -26,6 +26,7 @@ from defocus_lit.baselines import NAMES as BASELINE_NAMES
 from defocus_lit.config import to_container
 from defocus_lit.errors import UserError
 from defocus_lit.io import ensure_folder
+from defocus_lit.losses import USES
 
 SUMMARY_KEYS = (
     "val/psnr",
@@ -259,6 +260,7 @@ def run_training(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> TrainRe
         pad_multiple=2**cfg.model.num_downs,
         seed=cfg.seed,
         photometric=cfg.data.photometric,
+        radius=any(USES[name] == "radius" and weight for name, weight in cfg.loss.terms.items()),
     )
     module = build_module(cfg)
     if dry:

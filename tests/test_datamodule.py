@@ -99,10 +99,12 @@ def coded(tmp_path_factory):
 
 @pytest.mark.parametrize("mask_kind", ["binary", "patch"])
 def test_batch_keys_shapes_ranges(built, mask_kind):
-    dm = DefocusDataModule(str(built), batch_size=3, crop_size=32, mask_kind=mask_kind, pad_multiple=32)
+    dm = DefocusDataModule(str(built), batch_size=3, crop_size=32, mask_kind=mask_kind, pad_multiple=32, radius=True)
     batch = next(iter(dm.train_dataloader()))
-    keys = {"image", "target", "mask", "focus", "depth_weight", "valid", "radius", "plane", "frame", "mean_radius"}
-    assert set(batch) == keys
+    keys = {"image", "target", "mask", "focus", "depth_weight", "valid", "plane", "frame", "mean_radius"}
+    assert set(batch) == keys | {"radius"}
+    plain = DefocusDataModule(str(built), batch_size=3, crop_size=32, mask_kind=mask_kind, pad_multiple=32)
+    assert set(next(iter(plain.train_dataloader()))) == keys  # the radius is read only when a loss needs it
     for key in ("image", "target"):
         assert batch[key].shape == (3, 3, 32, 32) and batch[key].dtype == torch.float32
         assert -1 <= batch[key].min() and batch[key].max() <= 1
@@ -130,7 +132,9 @@ def test_batch_keys_shapes_ranges(built, mask_kind):
 
 @pytest.mark.parametrize("mask_kind", ["binary", "patch"])
 def test_crop_and_flip_move_every_map_together(coded, mask_kind):
-    dm = DefocusDataModule(str(coded), batch_size=4, crop_size=24, mask_kind=mask_kind, photometric=False, seed=5)
+    dm = DefocusDataModule(
+        str(coded), batch_size=4, crop_size=24, mask_kind=mask_kind, photometric=False, seed=5, radius=True
+    )
     flipped, loader = set(), dm.train_dataloader()
     for _ in range(3):  # three epochs
         batch = next(iter(loader))

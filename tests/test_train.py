@@ -308,3 +308,12 @@ def test_without_the_gan_term_the_discriminator_is_left_alone(tiny):
     assert d_keys and all(torch.equal(state[k], initial[k]) for k in d_keys)
     columns = set().union(*read_metrics(result.run_dir))
     assert "train/loss_g_epoch" in columns and not {c for c in columns if "loss_d" in c or "d_acc" in c}
+
+
+def test_radius_loss_trains_on_the_stored_radius(tiny):
+    result = run_training(
+        load_experiment("patch_mask", [*tiny, "loss.terms={l1: 50.0, radius_l1: 1.0}"], cpu_preset=True)
+    )
+    rows = read_metrics(result.run_dir)
+    values = [float(r["train/radius_l1_epoch"]) for r in rows if r.get("train/radius_l1_epoch")]
+    assert values and 0 < values[0] < 16  # mean |expected - rendered radius| in px, below the largest radius

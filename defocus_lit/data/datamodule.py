@@ -151,8 +151,10 @@ class DefocusDataset(Dataset):
         mask_kind: str,
         pad_multiple: int,
         photometric: bool,
+        radius: bool = False,
     ):
         self.path = str(path)
+        self.radius = radius  # read the per-pixel blur radius (a third of a sample's read time) only when asked
         self.indices = np.asarray(indices, dtype=np.int64)
         self.plane, self.frame, self.mean_radius = meta["plane"], meta["frame"], meta["mean_radius"]
         self.train, self.crop_size, self.mask_kind, self.pad_multiple = train, crop_size, mask_kind, pad_multiple
@@ -209,8 +211,9 @@ class DefocusDataset(Dataset):
             "mask": ds["mask"][index, rows, cols],
             "weight": ds["depth_weight"][index, rows, cols],
             "valid": (ds["depth"][index, rows, cols] != 0).view(np.uint8),
-            "radius": ds["radius"][index, rows, cols].astype(np.float32),
         }
+        if self.radius:
+            maps["radius"] = ds["radius"][index, rows, cols].astype(np.float32)
         if self.mask_kind == "patch":
             maps["patch"] = ds["patch_mask"][index, rows, cols]
         return maps
@@ -277,11 +280,12 @@ def collate_uint8(samples: list[dict]) -> dict[str, torch.Tensor]:
         "focus": (binary == 0).view(torch.uint8),
         "depth_weight": _stack(samples, "weight"),
         "valid": _stack(samples, "valid"),
-        "radius": _stack(samples, "radius").float(),
         "plane": torch.tensor([s["plane"] for s in samples], dtype=torch.long),
         "frame": torch.tensor([s["frame"] for s in samples], dtype=torch.long),
         "mean_radius": torch.tensor([s["mean_radius"] for s in samples], dtype=torch.float32),
     }
+    if "radius" in samples[0]:
+        batch["radius"] = _stack(samples, "radius").float()
     if "alt_mask" in samples[0]:
         batch["alt_target"] = _stack(samples, "alt_target")
         batch["alt_mask"] = _stack(samples, "alt_mask")
@@ -316,8 +320,8 @@ def to_float(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
-    """The float batch of the spec (see `to_float`) plus radius (B,1,H,W) float px (the renderer's blur radius of
-    each pixel), plane, frame (B,) long, mean_radius (B,) float and, for
+    """The float batch of the spec (see `to_float`) plus, when asked, radius (B,1,H,W) float px (the renderer's blur
+    radius of each pixel), plane, frame (B,) long, mean_radius (B,) float and, for
     val/test, has_alt (B,) bool."""
     return to_float(collate_uint8(samples))
 
@@ -336,9 +340,11 @@ class DefocusDataModule(L.LightningDataModule):
         seed: int = 0,
         photometric: bool = True,
         uint8_batches: bool | None = None,
+        radius: bool = False,
     ):
         """`uint8_batches`: loaders yield uint8 batches that `on_after_batch_transfer` makes float on the device (a
-        quarter of the bytes to share, pin and copy); None = when a Trainer trains on an accelerator."""
+        quarter of the bytes to share, pin and copy); None = when a Trainer trains on an accelerator. `radius`:
+        batches carry the renderer's per-pixel blur radius (for a radius loss term)."""
         super().__init__()
         if mask_kind not in MASK_KINDS:
             raise UserError(f"mask_kind: '{mask_kind}' is not one of {', '.join(MASK_KINDS)}")
@@ -353,6 +359,7 @@ class DefocusDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers, self.crop_size = batch_size, num_workers, crop_size
         self.mask_kind, self.pad_multiple, self.seed, self.photometric = mask_kind, pad_multiple, seed, photometric
         self.uint8_batches = uint8_batches
+        self.radius = radius
         self.datasets: dict[str, DefocusDataset] = {}
         self.train_weights: np.ndarray | None = None  # per train sample, its source's weight (set by `setup`)
 
@@ -364,7 +371,12 @@ class DefocusDataModule(L.LightningDataModule):
             meta = {"plane": f["plane"][:], "frame": f["frame"][:], "mean_radius": f["mean_radius"][:]}
             source_weights = np.array([part["weight"] for part in json.loads(f.attrs["sources"])], np.float64)
             self.train_weights = source_weights[f["source"][:][split == 0]]
-        common = {"crop_size": self.crop_size, "mask_kind": self.mask_kind, "pad_multiple": self.pad_multiple}
+        common = {
+            "crop_size": self.crop_size,
+            "mask_kind": self.mask_kind,
+            "pad_multiple": self.pad_multiple,
+            "radius": self.radius,
+        }
         # random focal planes are training augmentation: validation, test and the baselines' fit see the paper's
         scored = meta["plane"] != PLANES.index("random")
         for code, name in enumerate(SPLITS):
