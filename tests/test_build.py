@@ -325,7 +325,7 @@ def test_sigterm_stops_a_build_cleanly(tmp_path):
             "--source",
             "synthetic",
             "--num",
-            "5000",
+            "1000000",  # more than any machine renders in the second below (5000 finished first on 16 cores)
             "--size",
             "96x96",
             "--out",
@@ -358,7 +358,7 @@ def test_kill_9_leaves_nothing_behind_a_rerun(tmp_path):
     out = tmp_path / "d.h5"
     argv = [sys.executable, "-m", "defocus_lit.cli", "data", "build", "--source", "synthetic", "--out", str(out)]
     proc = subprocess.Popen(
-        [*argv, "--num", "5000", "--size", "96x96", "--workers", "0", *FAST_ARGS],
+        [*argv, "--num", "1000000", "--size", "96x96", "--workers", "0", *FAST_ARGS],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
