@@ -101,6 +101,17 @@ def ssim(pred: Tensor, batch: dict) -> Tensor:
     return 1 - masked_mean(ssim_map, _valid(pred, batch))
 
 
+@register_loss("log_mse")
+def log_mse(pred: Tensor, batch: dict) -> Tensor:
+    """Mean over the samples of 10 log10(MSE over the sample's valid pixels), images in [0,1]: minus the PSNR the
+    metrics average, so an error counts relative to its sample's (a 1-px error on a barely blurred sample as much
+    as a 4-px one on a strongly blurred one), as the mean PSNR weighs them."""
+    weight = _valid(pred, batch)
+    squared = ((pred - batch["target"]) / 2).square().mean(dim=1, keepdim=True) * weight
+    mse = squared.flatten(1).sum(1) / weight.flatten(1).sum(1).clamp_min(1)
+    return (10 * torch.log10(mse + 1e-6)).mean()
+
+
 @register_loss("radius_l1", uses="radius")
 def radius_l1(radius: Tensor, batch: dict) -> Tensor:
     """Mean |radius - batch["radius"]| in px over valid pixels: the head's expected blur radius against the

@@ -41,6 +41,16 @@ def test_depth_weighted_l1_paper_scale():
     assert get_loss("depth_weighted_l1")(PRED, batch).item() == pytest.approx(expected)
 
 
+def test_log_mse_is_minus_the_mean_psnr_of_the_samples_on_valid_pixels():
+    # [0,1] errors 0.05, 0.1, 0.15, 0.2 (half the [-1,1] ones); the second sample's error is 10x smaller
+    pred = torch.cat([PRED, _batch()["target"] * 0.9])
+    batch = {"target": torch.cat([_batch()["target"]] * 2), "valid": torch.ones(2, 1, 2, 2)}
+    batch["valid"][:, :, 0, 1] = 0  # drops the 0.2 pixel
+    mse = (0.05**2 + 0.15**2 + 0.2**2) / 3
+    expected = (10 * math.log10(mse + 1e-6) + 10 * math.log10(mse / 100 + 1e-6)) / 2
+    assert get_loss("log_mse")(pred, batch).item() == pytest.approx(expected, rel=1e-5)
+
+
 def test_ssim_closed_form_on_constant_region_and_valid_mask():
     # left half: pred constant a, target constant b -> SSIM = (2ab + C1) / (a^2 + b^2 + C1) on [0,1] images
     # float64: in float32 the windowed variances E[x^2] - E[x]^2 carry ~1e-4 rounding noise

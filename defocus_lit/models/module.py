@@ -147,7 +147,8 @@ class GANStepMixin:
         if self._train_sums is not None:
             means = self._train_sums / self._train_count
             self.log_dict({f"{k}_epoch": v for k, v in zip(self._train_keys, means)}, prog_bar=False, sync_dist=True)
-        for scheduler in self.lr_schedulers():
+        schedulers = self.lr_schedulers()
+        for scheduler in schedulers if self.cfg.loss.gan_weight else schedulers[:1]:  # D untrained: lr as it was
             scheduler.step()
         self.log("train/lr", self.lr_schedulers()[0].get_last_lr()[0], on_epoch=True, on_step=False)
 
