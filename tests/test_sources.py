@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 import pickle
 from concurrent.futures import ProcessPoolExecutor
@@ -329,6 +330,32 @@ def test_close_ups_scale_the_geometry_and_coarsen_the_textures(monkeypatch):
         assert np.median(ratio) < 0.8 and np.allclose(ratio, np.median(ratio), rtol=1e-4)  # one factor for all
         assert not np.array_equal(image, room_image)  # same layout, coarser textures and less fall-off
     assert close_ups >= 1
+
+
+def test_a_camera_tilted_down_sees_the_floor_at_height_over_sine_of_the_tilt():
+    tilt, height = 0.6, 0.5
+    cam = synthetic._Camera(f=100.0, cx=50.0, cy=50.0, height=height, light=(0.0, -1.0, 0.0), tilt=tilt)
+    assert np.allclose(cam.to_level(*cam.from_level(0.3, -0.2, 1.5)), (0.3, -0.2, 1.5))
+    floor = synthetic._Plane((0, 1, 0), height, (1, 0, 0), (0, 0, 1), None, 1.0)
+    (turned,), _ = synthetic._tilted(tilt, cam, [floor], [])[1:]
+    centre = synthetic._plane_depth(turned, np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32), cam)
+    assert centre.item() == pytest.approx(height / math.sin(tilt), rel=1e-5)  # a level camera never sees it there
+    assert np.isinf(synthetic._plane_depth(floor, np.zeros((1, 1)), np.zeros((1, 1)), cam)).all()
+
+
+def test_tilted_scenes_look_down_at_the_floor(monkeypatch):
+    tilted = [seed for seed in range(40) if synthetic._tilt(seed, outdoor=False) > 0.5]
+    assert all(synthetic._tilt(seed, outdoor=True) == 0.0 for seed in range(40))
+    scenes = {seed: synthetic_scene(seed, (48, 48))[1] for seed in tilted[:6]}
+    monkeypatch.setattr(synthetic, "TILT_CHANCE", 0.0)
+    nearer = 0
+    for seed, depth in scenes.items():
+        level = synthetic_scene(seed, (48, 48))[1]
+        if np.array_equal(depth, level):  # an outdoor scene: never tilted
+            continue
+        # the top rows: wall, sky or far floor for the level camera; the floor nearer by for the tilted one
+        nearer += np.median(depth[:8]) < 0.7 * np.median(level[:8])
+    assert nearer >= 2
 
 
 def test_canvas_nearer_sprite_occludes_in_any_order():

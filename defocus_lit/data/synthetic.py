@@ -28,10 +28,12 @@ import numpy as np
 from defocus_lit.data.frames import RGBDFrame, RGBDSource
 from defocus_lit.errors import UserError
 
-SCENES_VERSION = 3  # bumped whenever a seed's scene or the dataset layout changes (names the cached dataset)
+SCENES_VERSION = 5  # bumped whenever a seed's scene or the dataset layout changes (names the cached dataset)
 MAX_DEPTH = 10.0
 CLOSE_UP_CHANCE = 0.5  # share of indoor scenes built at a smaller scale (a desk, a tabletop, a shelf)
 CLOSE_UP_SCALE = (0.25, 0.8)  # their scale factor, log-uniform
+TILT_CHANCE = 0.5  # share of indoor scenes seen by a camera tilted down (a tabletop, a desk, a floor from above)
+TILT_RANGE = (0.1, 0.9)  # their downward tilt, radians (6 to 52 degrees), uniform
 MIN_SIZE = 8
 TILE = 256  # texels per tile side (a power of two: texel indices wrap with a bit mask)
 LEVELS = 8  # mip levels; level k is the tile blurred with sigma 0.5 * 2**(k-1) texels (level 0 = sharp)
@@ -183,13 +185,25 @@ class _Draws:
 
 @dataclass
 class _Camera:
-    """Level pinhole camera: x right, y down, z forward; the horizon is row cy."""
+    """Pinhole camera: x right, y down, z forward; level (the horizon is row cy) unless tilted down by `tilt`.
+    Scenes are laid out in the level camera's coordinates and turned into the tilted one's (`from_level`)."""
 
     f: float  # focal length, pixels
     cx: float
     cy: float
     height: float  # above the floor, metres
     light: tuple[float, float, float]  # unit vector towards the key light
+    tilt: float = 0.0  # downward rotation about the x axis, radians
+
+    def from_level(self, x: float, y: float, z: float) -> tuple[float, float, float]:
+        """A point or direction in the level camera's coordinates -> in this camera's."""
+        cos, sin = math.cos(self.tilt), math.sin(self.tilt)
+        return x, y * cos - z * sin, y * sin + z * cos
+
+    def to_level(self, x: float, y: float, z: float) -> tuple[float, float, float]:
+        """The inverse of `from_level`."""
+        cos, sin = math.cos(self.tilt), math.sin(self.tilt)
+        return x, y * cos + z * sin, z * cos - y * sin
 
     def rays(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         """Ray direction (rx, ry, 1) per pixel centre: rx (1,W), ry (H,1)."""
@@ -519,6 +533,8 @@ def _window(
 ) -> tuple[slice, slice, float, float, float, float] | None:
     """Projected bounding box (clipped to the frame), centre and half size in pixels; None when off-frame.
     Rotated shapes, blobs (wavy outline) and lights (glow) get a box 1.5 times their half size."""
+    if shape.z < 0.05:  # at or behind the camera (a tilted camera looks away from high, near things)
+        return None
     uc, vc = cam.cx + cam.f * shape.x / shape.z, cam.cy + cam.f * shape.y / shape.z
     half_w = max(cam.f * shape.width / 2 / shape.z, 0.5)
     half_h = max(cam.f * shape.height / 2 / shape.z, 0.5)
@@ -583,11 +599,13 @@ def _relief(
 
 
 def _paint_shadow(canvas: Canvas, cam: _Camera, shape: _Shape) -> None:
-    """Soft contact shadow on the floor under a grounded shape, drawn before the shape itself."""
+    """Soft contact shadow on the floor under a grounded shape, drawn before the shape itself: an ellipse
+    flattened as the floor is seen (by the cosine of the view ray to the floor normal, camera height / distance)."""
     spread = shape.width * 1.3
-    footprint = _Shape(
-        "sphere", shape.x, cam.height, shape.z, spread, spread * 0.6 * cam.height / shape.z, shape.material
-    )
+    x, _, z = cam.to_level(shape.x, shape.y, shape.z)
+    fx, fy, fz = cam.from_level(x, cam.height, z)
+    squash = 0.6 * cam.height / math.sqrt(fx * fx + fy * fy + fz * fz)
+    footprint = _Shape("sphere", fx, fy, fz, spread, spread * squash, shape.material)
     box = _window(cam, footprint, canvas.depth.shape)
     if box is None:
         return
@@ -665,6 +683,32 @@ def _scaled(
     return replace(cam, height=cam.height * scale), [replace(p, c=p.c * scale) for p in planes], shapes
 
 
+def _tilt(seed: int, outdoor: bool) -> float:
+    """0, or for TILT_CHANCE of the indoor scenes a TILT_RANGE downward tilt; from its own stream, so the scene's
+    other draws do not depend on it."""
+    draws = _Draws(np.random.default_rng([seed, 2]), 2)
+    chosen = draws.chance(TILT_CHANCE)
+    return draws.uniform(*TILT_RANGE) if chosen and not outdoor else 0.0
+
+
+def _tilted(
+    tilt: float, cam: _Camera, planes: list[_Plane], shapes: list[_Shape]
+) -> tuple[_Camera, list[_Plane], list[_Shape]]:
+    """The scene seen by the camera tilted down by `tilt` radians: planes and objects turned into its coordinates.
+
+    Real desk and tabletop photos look down: the floor or table fills the frame and its depth rises steadily from
+    the bottom row to the top, with no horizon; a level camera never shows that."""
+    if tilt == 0.0:
+        return cam, planes, shapes
+    cam = replace(cam, tilt=tilt)
+    planes = [
+        replace(p, normal=cam.from_level(*p.normal), tex_u=cam.from_level(*p.tex_u), tex_v=cam.from_level(*p.tex_v))
+        for p in planes
+    ]
+    shapes = [replace(o, **dict(zip("xyz", cam.from_level(o.x, o.y, o.z)))) for o in shapes]
+    return cam, planes, shapes
+
+
 def synthetic_scene(seed: int, size: tuple[int, int] = (256, 256)) -> tuple[np.ndarray, np.ndarray]:
     """One procedural scene: image (H,W,3) uint8 sRGB and depth (H,W) float32 metres in about 0.25..10 (rooms
     from 1 m, close-ups nearer)."""
@@ -677,6 +721,7 @@ def synthetic_scene(seed: int, size: tuple[int, int] = (256, 256)) -> tuple[np.n
     shapes = _shapes(rng, draws, cam, planes, outdoor)
     lights = [_light(_Draws(rng, 8)) for _ in range(int(draws.uniform(3, 12)))]
     cam, planes, shapes = _scaled(_close_up_scale(seed, outdoor), cam, planes, shapes + lights)
+    cam, planes, shapes = _tilted(_tilt(seed, outdoor), cam, planes, shapes)
     shapes, lights = shapes[: len(shapes) - len(lights)], shapes[len(shapes) - len(lights) :]
     canvas = Canvas(height, width)
     _paint_planes(canvas, cam, planes)
