@@ -312,6 +312,7 @@ def test_synthetic_scenes_have_depth_structure():
 
 
 def test_close_ups_scale_the_geometry_and_coarsen_the_textures(monkeypatch):
+    monkeypatch.setattr(synthetic, "PERSON_CHANCE", {True: 0.0, False: 0.0})  # room-size scenes only: not scaled
     scaled = [seed for seed in range(40) if synthetic._close_up_scale(seed, outdoor=False) < 1.0]
     assert 10 <= len(scaled) <= 30  # about half the indoor scenes
     assert all(synthetic._close_up_scale(seed, outdoor=True) == 1.0 for seed in range(40))
@@ -356,6 +357,23 @@ def test_tilted_scenes_look_down_at_the_floor(monkeypatch):
         # the top rows: wall, sky or far floor for the level camera; the floor nearer by for the tilted one
         nearer += np.median(depth[:8]) < 0.7 * np.median(level[:8])
     assert nearer >= 2
+
+
+def test_a_person_stands_near_the_camera_in_front_of_the_scene(monkeypatch):
+    monkeypatch.setattr(synthetic, "PERSON_CHANCE", {True: 0.0, False: 0.0})
+    without = {seed: synthetic_scene(seed, (64, 64)) for seed in range(6)}
+    monkeypatch.setattr(synthetic, "PERSON_CHANCE", {True: 1.0, False: 1.0})
+    people = 0
+    for seed, (image, depth) in without.items():
+        with_person = synthetic_scene(seed, (64, 64))[1]
+        changed = with_person != depth
+        if not changed.any():  # a close-up (no person at doll scale) or a person hidden by what is in front
+            continue
+        people += 1
+        assert (with_person[changed] < depth[changed]).all()  # only nearer: in front of what was there
+        assert 0.7 * 0.9 < with_person[changed].min() and with_person[changed].max() < 3.1  # 0.7-3 m away
+        assert changed[:, 16:48].sum() >= changed.sum() * 0.5  # near the middle of the view
+    assert people >= 2
 
 
 def test_canvas_nearer_sprite_occludes_in_any_order():

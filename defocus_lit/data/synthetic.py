@@ -28,12 +28,13 @@ import numpy as np
 from defocus_lit.data.frames import RGBDFrame, RGBDSource
 from defocus_lit.errors import UserError
 
-SCENES_VERSION = 5  # bumped whenever a seed's scene or the dataset layout changes (names the cached dataset)
+SCENES_VERSION = 6  # bumped whenever a seed's scene or the dataset layout changes (names the cached dataset)
 MAX_DEPTH = 10.0
 CLOSE_UP_CHANCE = 0.5  # share of indoor scenes built at a smaller scale (a desk, a tabletop, a shelf)
 CLOSE_UP_SCALE = (0.25, 0.8)  # their scale factor, log-uniform
 TILT_CHANCE = 0.5  # share of indoor scenes seen by a camera tilted down (a tabletop, a desk, a floor from above)
 TILT_RANGE = (0.1, 0.9)  # their downward tilt, radians (6 to 52 degrees), uniform
+PERSON_CHANCE = {True: 0.6, False: 0.25}  # share of outdoor (True) and indoor room-size scenes with a person near by
 MIN_SIZE = 8
 TILE = 256  # texels per tile side (a power of two: texel indices wrap with a bit mask)
 LEVELS = 8  # mip levels; level k is the tile blurred with sigma 0.5 * 2**(k-1) texels (level 0 = sharp)
@@ -528,6 +529,36 @@ def _shapes(rng: np.random.Generator, draws: _Draws, cam: _Camera, planes: list[
     return sorted(shapes, key=lambda s: -s.z)
 
 
+def _person(seed: int, cam: _Camera, outdoor: bool) -> list[_Shape]:
+    """For PERSON_CHANCE of the scenes, a person standing 0.7-3 m away near the middle of the view: legs, torso and
+    head (box, blob, ellipsoid) at one depth, from its own random stream. A portrait's background lies far behind
+    its subject, so it gets the largest blur a photo has; scenes without a near subject taught models to under-blur
+    portraits."""
+    draws = _Draws(np.random.default_rng([seed, 3]), 48)
+    if not draws.chance(PERSON_CHANCE[outdoor]):
+        return []
+    z, size = draws.log_uniform(0.7, 3.0), draws.uniform(0.85, 1.1)
+    x = draws.uniform(-0.25, 0.25) * z
+    legs, torso, head = 0.85 * size, 0.62 * size, 0.23 * size
+    h, v = draws.uniform(0.03, 0.1), draws.uniform(0.35, 0.9)
+    skin = _Material(NOISE[2], 3.0, (_hsv(h, 0.5, v * 0.7), _hsv(h, 0.4, v)), (0.0, 0.0))
+    top = cam.height - legs - torso  # y of the shoulders (y down, the floor at cam.height)
+    return [
+        _Shape("box", x, cam.height - legs / 2, z + 0.02, 0.32 * size, legs, _object_material(draws), grounded=True),
+        _Shape(
+            "blob",
+            x,
+            top + torso / 2,
+            z,
+            draws.uniform(0.38, 0.5) * size,
+            torso,
+            _object_material(draws),
+            harmonics=_blob_outline(draws),
+        ),
+        _Shape("sphere", x + draws.uniform(-0.03, 0.03), top - head * 0.45, z - 0.02, head * 0.8, head, skin),
+    ]
+
+
 def _window(
     cam: _Camera, shape: _Shape, size: tuple[int, int]
 ) -> tuple[slice, slice, float, float, float, float] | None:
@@ -720,7 +751,9 @@ def synthetic_scene(seed: int, size: tuple[int, int] = (256, 256)) -> tuple[np.n
     planes = _outdoor_planes(draws, rng, cam) if outdoor else _indoor_planes(draws, cam)
     shapes = _shapes(rng, draws, cam, planes, outdoor)
     lights = [_light(_Draws(rng, 8)) for _ in range(int(draws.uniform(3, 12)))]
-    cam, planes, shapes = _scaled(_close_up_scale(seed, outdoor), cam, planes, shapes + lights)
+    scale = _close_up_scale(seed, outdoor)
+    shapes = sorted(shapes + (_person(seed, cam, outdoor) if scale == 1.0 else []), key=lambda s: -s.z)
+    cam, planes, shapes = _scaled(scale, cam, planes, shapes + lights)
     cam, planes, shapes = _tilted(_tilt(seed, outdoor), cam, planes, shapes)
     shapes, lights = shapes[: len(shapes) - len(lights)], shapes[len(shapes) - len(lights) :]
     canvas = Canvas(height, width)
