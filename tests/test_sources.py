@@ -361,10 +361,10 @@ def test_tilted_scenes_look_down_at_the_floor(monkeypatch):
 
 def test_a_person_stands_near_the_camera_in_front_of_the_scene(monkeypatch):
     monkeypatch.setattr(synthetic, "PERSON_CHANCE", {True: 0.0, False: 0.0})
-    without = {seed: synthetic_scene(seed, (64, 64)) for seed in range(6)}
+    without = {seed: synthetic_scene(seed, (64, 64))[1] for seed in range(6)}
     monkeypatch.setattr(synthetic, "PERSON_CHANCE", {True: 1.0, False: 1.0})
     people = 0
-    for seed, (image, depth) in without.items():
+    for seed, depth in without.items():
         with_person = synthetic_scene(seed, (64, 64))[1]
         changed = with_person != depth
         if not changed.any():  # a close-up (no person at doll scale) or a person hidden by what is in front
