@@ -103,10 +103,13 @@ def ssim(pred: Tensor, batch: dict) -> Tensor:
 
 @register_loss("log_mse")
 def log_mse(pred: Tensor, batch: dict) -> Tensor:
-    """Mean over the samples of 10 log10(MSE over the sample's valid pixels), images in [0,1]: minus the PSNR the
-    metrics average, so an error counts relative to its sample's (a 1-px error on a barely blurred sample as much
-    as a 4-px one on a strongly blurred one), as the mean PSNR weighs them."""
+    """Mean over the samples of 10 log10(MSE over the sample's valid pixels out of focus), images in [0,1]: minus
+    the psnr_defocus the metrics average, so an error counts relative to its sample's (a 1-px error on a barely
+    blurred sample as much as a 4-px one on a strongly blurred one), as the mean PSNR weighs them. Without a
+    ``focus`` map, over all valid pixels."""
     weight = _valid(pred, batch)
+    if "focus" in batch:
+        weight = weight * (1 - batch["focus"].to(pred.dtype))
     squared = ((pred - batch["target"]) / 2).square().mean(dim=1, keepdim=True) * weight
     mse = squared.flatten(1).sum(1) / weight.flatten(1).sum(1).clamp_min(1)
     return (10 * torch.log10(mse + 1e-6)).mean()

@@ -49,6 +49,11 @@ def test_log_mse_is_minus_the_mean_psnr_of_the_samples_on_valid_pixels():
     mse = (0.05**2 + 0.15**2 + 0.2**2) / 3
     expected = (10 * math.log10(mse + 1e-6) + 10 * math.log10(mse / 100 + 1e-6)) / 2
     assert get_loss("log_mse")(pred, batch).item() == pytest.approx(expected, rel=1e-5)
+    batch["focus"] = torch.zeros(2, 1, 2, 2)
+    batch["focus"][:, :, 1, 1] = 1  # the 0.4 pixel is in focus: not counted (psnr_defocus's pixels)
+    mse = (0.05**2 + 0.15**2) / 2
+    expected = (10 * math.log10(mse + 1e-6) + 10 * math.log10(mse / 100 + 1e-6)) / 2
+    assert get_loss("log_mse")(pred, batch).item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_ssim_closed_form_on_constant_region_and_valid_mask():
