@@ -688,12 +688,17 @@ def _atmosphere(canvas: Canvas, draws: _Draws, outdoor: bool, haze: np.ndarray) 
         canvas.rgb *= 1.0 - strength * np.sqrt(far)
 
 
+def _indoor_option(seed: int, stream: int, chance: float, outdoor: bool) -> _Draws | None:
+    """The draws of a scene option that `chance` of the indoor scenes take, None where it is not taken; from the
+    seed's own stream `stream`, so the scene's other draws do not depend on it."""
+    draws = _Draws(np.random.default_rng([seed, stream]), 2)
+    return draws if draws.chance(chance) and not outdoor else None
+
+
 def _close_up_scale(seed: int, outdoor: bool) -> float:
-    """1, or for CLOSE_UP_CHANCE of the indoor scenes a log-uniform CLOSE_UP_SCALE factor; from its own stream, so
-    the scene's other draws do not depend on it."""
-    draws = _Draws(np.random.default_rng([seed, 1]), 2)
-    chosen = draws.chance(CLOSE_UP_CHANCE)
-    return draws.log_uniform(*CLOSE_UP_SCALE) if chosen and not outdoor else 1.0
+    """1, or for CLOSE_UP_CHANCE of the indoor scenes a log-uniform CLOSE_UP_SCALE factor."""
+    draws = _indoor_option(seed, 1, CLOSE_UP_CHANCE, outdoor)
+    return draws.log_uniform(*CLOSE_UP_SCALE) if draws else 1.0
 
 
 def _scaled(
@@ -715,11 +720,9 @@ def _scaled(
 
 
 def _tilt(seed: int, outdoor: bool) -> float:
-    """0, or for TILT_CHANCE of the indoor scenes a TILT_RANGE downward tilt; from its own stream, so the scene's
-    other draws do not depend on it."""
-    draws = _Draws(np.random.default_rng([seed, 2]), 2)
-    chosen = draws.chance(TILT_CHANCE)
-    return draws.uniform(*TILT_RANGE) if chosen and not outdoor else 0.0
+    """0, or for TILT_CHANCE of the indoor scenes a TILT_RANGE downward tilt (radians)."""
+    draws = _indoor_option(seed, 2, TILT_CHANCE, outdoor)
+    return draws.uniform(*TILT_RANGE) if draws else 0.0
 
 
 def _tilted(
