@@ -194,7 +194,7 @@ def test_manifest_whose_planes_are_all_filtered(tmp_path, capsys):
 def test_the_model_runs_as_predict_runs_it(tiny_checkpoint, tmp_path):
     """Frames larger than the working side: the generator runs at --max-side and the blur is scaled, as in predict;
     the targets are rendered with k and max_radius scaled alike."""
-    from defocus_lit.commands.evaluate import radius_scale
+    from defocus_lit.models.inference import radius_scale
 
     assert radius_scale(72, 256) == 1.0 and radius_scale(72, 24) == 3.0 and radius_scale(72, 0) == 1.0
     outs = {}

@@ -293,7 +293,10 @@ class OneLevel(torch.nn.Module):
         super().__init__()
         self.level, self.levels = level, levels
 
+        self.sizes: list[tuple[int, int]] = []  # the (H, W) of every input it was given
+
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(tuple(image.shape[2:]))
         raw = -torch.ones(image.shape[0], self.levels, *image.shape[2:])
         raw[:, self.level] = 1
         return raw
@@ -309,6 +312,29 @@ def test_downscaled_generator_blurs_at_full_resolution_with_scaled_radii():
     expected = keep_focus(model.head(image, raw, radius_scale=3.0), image, mask)  # a 6 px disk on the photo
     torch.testing.assert_close(out, expected)
     assert not torch.allclose(out, keep_focus(model.head(image, raw), image, mask), atol=1e-2)
+
+
+def test_generator_sees_the_photo_at_its_training_scale_and_the_radii_stay_as_trained():
+    """A model trained on 30-px frames decides a 90-px photo's blur on a 3x smaller copy; up to --max-side the
+    radii are the trained ones (pixels at the renderer's scale), above it they grow with the photo."""
+    generator = OneLevel(2, 3)
+    model = Defocuser(generator, BlurStack([0.0, 1.0, 2.0]), keep_focus=True, multiple=1).eval()
+    model.train_side = 30
+    image = torch.rand(1, 3, 60, 90) * 2 - 1
+    mask = torch.ones(1, 1, 60, 90)
+    mask[..., :30] = 0
+    raw = OneLevel(2, 3)(image, mask)
+    for max_side, radius_scale in ((90, 1.0), (45, 2.0), (20, 4.5)):
+        out = defocus(model, image, mask, max_side=max_side)
+        assert generator.sizes[-1] == ((20, 30) if max_side > 30 else (13, 20))  # the smaller side of the two
+        torch.testing.assert_close(out, keep_focus(model.head(image, raw, radius_scale=radius_scale), image, mask))
+
+
+def test_checkpoint_records_the_training_frames_side(tiny_checkpoint):
+    from defocus_lit.models.checkpoint import load_checkpoint
+
+    model, cfg = load_checkpoint(tiny_checkpoint)
+    assert model.train_side == max(cfg.data.synthetic.size) == 64
 
 
 # ----- --strength: the blur amount ----------------------------------------------------------------------------

@@ -15,8 +15,9 @@ def add_inference_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=MAX_SIDE,
         metavar="PX",
-        help="the generator's working long side: larger photos are decided at this size and blurred at full "
-        f"resolution (default: {MAX_SIDE}, the training scale; 0 = generator at full resolution)",
+        help="the long side at which blur radii are as trained: a larger photo gets them scaled up and is blurred "
+        "at full resolution, its blur decided by the generator on a copy at this size or at the training frames' "
+        f"smaller one (default: {MAX_SIDE}; 0 = generator at full resolution)",
     )
     parser.add_argument(
         "--strength",

@@ -1,16 +1,17 @@
 """`defocus-lit evaluate`: score a checkpoint and the baselines on held-out data and write a report.
 
-The model runs exactly as `defocus-lit predict` runs it (`models.inference.defocus`: generator at a working long
-side of `--max-side` px, blur-stack head and keep-focus at the frame's resolution, radii scaled alike).
+The model runs exactly as `defocus-lit predict` runs it (`models.inference.defocus`: generator at the training
+frames' long side or `--max-side` px, whichever is smaller, blur-stack head and keep-focus at the frame's
+resolution, radii scaled above `--max-side`).
 
 Data, one of:
 - `--data D.h5`: the file's test split (its val split when it has no test samples) at full frame.
 - `--manifest M.csv` (`image,depth[,kind,scale]`, as `data build`): frames resized to a long side of at most
-  `--frame-side` px (default 256, the training scale), targets rendered on the fly for the three focal planes with
-  the masks, sample filter and per-frame pipeline of `data build` (`data.samples`), with the renderer settings the
-  checkpoint was trained with (`cfg.render`; without a checkpoint `RenderSettings()`; `--k/--max-radius/
-  --blur-model` override either). A frame larger than `--max-side` is rendered with k and max_radius scaled by the
-  factor by which predict scales the blur, so target and model mean the same amount of blur.
+  `--frame-side` px (default 256, the scale of the renderer's k), targets rendered on the fly for the three focal
+  planes with the masks, sample filter and per-frame pipeline of `data build` (`data.samples`), with the renderer
+  settings the checkpoint was trained with (`cfg.render`; without a checkpoint `RenderSettings()`; `--k/
+  --max-radius/--blur-model` override either). A frame larger than `--max-side` is rendered with k and max_radius
+  scaled by the factor by which predict scales the blur, so target and model mean the same amount of blur.
 
 `--strength S` (as in predict; default 1): the model runs with its blur radii times S (clamped at the top of its
 blur stack) and the manifest's targets are rendered with k times S (max_radius unchanged): the same wider aperture.
@@ -60,13 +61,13 @@ from defocus_lit.io import atomic_path, write_rgb
 from defocus_lit.metrics import IMAGE_METRICS, MetricSet, PlaneSensitivity, per_sample_metrics
 from defocus_lit.models.callbacks import gains
 from defocus_lit.models.checkpoint import Defocuser, defocuser_of, extras_of, read_checkpoint
-from defocus_lit.models.inference import check_strength, defocus, select_device
+from defocus_lit.models.inference import check_strength, defocus, radius_scale, select_device
 from defocus_lit.render import BLUR_MODELS, RenderSettings
 from defocus_lit.visualize import panel_row
 
 GAINS = ("depth_gain", "oracle_gap")
 METRICS = (*IMAGE_METRICS, "plane_sensitivity", *GAINS)
-FRAME_SIDE = 256  # px: manifest frames are resized to this long side (the training crops' scale)
+FRAME_SIDE = 256  # px: manifest frames are resized to this long side (the scale of the renderer's k)
 ERROR_GAIN = 4.0  # the abs-error panel is amplified so small errors show
 OPPOSITE = {"fore": "back", "back": "fore"}
 Method = Callable[[dict[str, Tensor]], Tensor]
@@ -184,11 +185,6 @@ def build_methods(
     return methods | baseline_methods
 
 
-def radius_scale(long_side: int, max_side: int) -> float:
-    """The factor by which `defocus` scales the blur of a photo of this long side (1 at or below the working side)."""
-    return max(1.0, long_side / max_side) if max_side else 1.0
-
-
 # ----- samples ------------------------------------------------------------------------------------------------
 @dataclass
 class Sample:
@@ -257,7 +253,7 @@ def manifest_samples(
 ) -> tuple[Iterator[Sample], int, dict]:
     """Samples rendered from a manifest's frames (long side at most `frame_side`): every focal plane the sample
     filter keeps (as `data build`), each paired with its frame's opposite plane for plane sensitivity. A frame larger
-    than the working side `max_side` is rendered with k and max_radius scaled as predict scales the blur
+    than `max_side` is rendered with k and max_radius scaled as predict scales the blur
     (batch["radius_scale"]). Also an upper bound of their number and {"renderer", "frame_side", "filtered"}, where
     "filtered" counts the planes left out by reason as they are met."""
     source = open_source("manifest", str(path))
@@ -458,7 +454,8 @@ def write_report(report: dict, folder: Path) -> None:
         "",
         f"- checkpoint: {s['checkpoint'] or 'none (baseline only)'}" + (f" ({s['arch']})" if s["arch"] else ""),
         f"- samples: {len(report['samples'])}; mask: {s['mask_kind']}; renderer: {renderer}",
-        f"- the model runs as predict runs it (working long side {s['max_side']} px, strength {s['strength']:g}); "
+        f"- the model runs as predict runs it (radii as trained at a long side of {s['max_side']} px, "
+        f"strength {s['strength']:g}); "
         f"global_blur radii per mask level: {s['global_blur'] or 'not fitted (no checkpoint)'}",
         "- metrics over pixels with measured depth; PSNR in dB; plane sensitivity over the pixels out of focus in "
         "both masks of a fore/back pair (1 = the blur follows the focal plane as the targets do, 0 = ignores it); "

@@ -362,6 +362,7 @@ class DefocusDataModule(L.LightningDataModule):
         self.radius = radius
         self.datasets: dict[str, DefocusDataset] = {}
         self.train_weights: np.ndarray | None = None  # per train sample, its source's weight (set by `setup`)
+        self.frame_side: int | None = None  # long side of the file's frames in px (set by `setup`)
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -371,6 +372,7 @@ class DefocusDataModule(L.LightningDataModule):
             meta = {"plane": f["plane"][:], "frame": f["frame"][:], "mean_radius": f["mean_radius"][:]}
             source_weights = np.array([part["weight"] for part in json.loads(f.attrs["sources"])], np.float64)
             self.train_weights = source_weights[f["source"][:][split == 0]]
+            self.frame_side = int(max(f["image"].shape[1:3]))
         common = {
             "crop_size": self.crop_size,
             "mask_kind": self.mask_kind,
@@ -392,6 +394,11 @@ class DefocusDataModule(L.LightningDataModule):
         self.datasets["fit"] = DefocusDataset(
             self.path, np.flatnonzero((split == 0) & scored), meta, train=False, photometric=False, **fit_common
         )
+
+    def state_dict(self) -> dict:
+        """Saved in every checkpoint (Lightning's datamodule hook): the training frames' long side, the scale at
+        which `predict` shows photos to the generator (see `models.inference`)."""
+        return {"frame_side": self.frame_side} if self.frame_side else {}
 
     def _loader(self, name: str, sampler: Sampler | None, drop_last: bool) -> DataLoader:
         self.setup()

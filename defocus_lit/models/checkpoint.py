@@ -13,6 +13,7 @@ from defocus_lit.errors import UserError
 from defocus_lit.models.defocuser import Defocuser, build_defocuser
 
 CHECKPOINT_KEY = "defocus_lit"  # the training callbacks' state, beside Lightning's own keys
+DATAMODULE_KEY = "DefocusDataModule"  # Lightning stores the datamodule's state_dict under its class name
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -43,7 +44,8 @@ def extras_of(checkpoint: dict) -> dict:
 
 
 def defocuser_of(checkpoint: dict, path: str | Path) -> tuple[Defocuser, DictConfig]:
-    """The Defocuser (eval mode) and config of a checkpoint read by `read_checkpoint` from `path`."""
+    """The Defocuser (eval mode, with the long side of its training frames where the checkpoint records it) and
+    config of a checkpoint read by `read_checkpoint` from `path`."""
     older = {"model": {"head": "rgb", "stack_levels": 6, "global_context": False}}  # before these options
     cfg = OmegaConf.merge(OmegaConf.create(older), checkpoint["hyper_parameters"]["cfg"])
     model = build_defocuser(cfg)
@@ -53,4 +55,5 @@ def defocuser_of(checkpoint: dict, path: str | Path) -> tuple[Defocuser, DictCon
         model.load_state_dict(state)
     except RuntimeError as err:
         raise UserError(f"{path}: generator weights do not match its config ({str(err).splitlines()[0]})") from None
+    model.train_side = checkpoint.get(DATAMODULE_KEY, {}).get("frame_side")  # None in older checkpoints
     return model.eval(), cfg

@@ -74,6 +74,7 @@ class Defocuser(nn.Module):
         self.head = head
         self.keep_focus = keep_focus
         self.multiple = multiple  # H and W must be multiples of this
+        self.train_side: int | None = None  # long side (px) of the frames it trained on, where known
 
     def finish(
         self, image: Tensor, mask: Tensor, raw: Tensor, radius_scale: float = 1.0, strength: float = 1.0

@@ -1,12 +1,14 @@
 """Running a Defocuser on photos of any size: the one inference path of `predict`, `evaluate`, `export`'s users
 and the demo.
 
-Scale: the network learnt blur radii in pixels on training frames of a few hundred pixels (at most
-`render.max_radius` px). On a photo whose long side exceeds `max_side` (default 256) the generator runs on a copy
-downscaled to that size; its per-pixel choice of blur is upsampled, and the blur itself (the blur-stack head, radii
-scaled by the same factor, so the blur keeps the proportions it has in training) and the keep-focus composite are
-computed on the full-resolution photo, so the subject keeps every pixel and the bokeh is not upscaled.
-`max_side=0` runs the generator at full resolution.
+Scale: blur radii are pixels at a long side of `max_side` (default 256, the scale of the renderer's k and of
+`evaluate`'s targets); a larger photo gets them times long side / `max_side`, so the blur keeps its proportions.
+The generator sees the photo at most at the scale of the frames it trained on (`Defocuser.train_side`, e.g. 192
+px for the CPU preset; `max_side` where the checkpoint does not record it): objects then cover as many pixels as
+they did in training, and the network's cues of distance (how large things look, how coarse their texture is)
+mean what they meant there. Its per-pixel choice of blur is upsampled, and the blur itself (the blur-stack head)
+and the keep-focus composite are computed on the full-resolution photo, so the subject keeps every pixel and the
+bokeh is not upscaled. `max_side=0` runs the generator at full resolution with the radii as trained.
 
 Strength: `strength` s multiplies the blur-stack head's radii (clamped at its top radius, render.max_radius), as an
 aperture s times wider multiplies the renderer's thin-lens k; 1 is the look the model was trained for. A model with
@@ -30,7 +32,7 @@ from defocus_lit.models.defocuser import Defocuser
 from defocus_lit.visualize import to_uint8
 
 DEVICES = ("auto", "cpu", "cuda")
-MAX_SIDE = 256  # px, the generator's working long side: the training crops' scale, and fast
+MAX_SIDE = 256  # px, the long side at which blur radii are defined; the generator's largest working side
 
 
 def select_device(name: str) -> torch.device:
@@ -69,15 +71,21 @@ def pad_to_multiple(image: Tensor, mask: Tensor, multiple: int) -> tuple[Tensor,
     return F.pad(image, pads, mode=mode), F.pad(mask, pads, value=1.0), (pads[2], pads[0])
 
 
+def radius_scale(long_side: int, max_side: int) -> float:
+    """The factor by which `defocus` scales the blur radii of a photo of this long side (1 up to `max_side`)."""
+    return max(1.0, long_side / max_side) if max_side else 1.0
+
+
 @torch.inference_mode()
 def defocus(model: Defocuser, image: Tensor, mask: Tensor, max_side: int = 0, strength: float = 1.0) -> Tensor:
     """image (B,3,H,W) in [-1,1], mask (B,1,H,W) in [0,1] of any H, W, on the model's device
-    -> (B,3,H,W) in [-1,1]. Above `max_side` (long side, 0 = never) the generator runs on a downscaled copy; its
-    output is upsampled and the blur-stack head (radii scaled alike) and keep-focus run at full resolution.
-    `strength` multiplies the blur (see the module's docstring; UserError where `check_strength` refuses it)."""
+    -> (B,3,H,W) in [-1,1]. Above the generator's side (the smaller of `max_side` and the model's `train_side`;
+    `max_side` 0 = never) the generator runs on a downscaled copy; its output is upsampled and the blur-stack head
+    (radii times long side / `max_side` above `max_side`) and keep-focus run at full resolution. `strength`
+    multiplies the blur (see the module's docstring; UserError where `check_strength` refuses it)."""
     check_strength(model, strength)
     h, w = image.shape[-2:]
-    scale = max(h, w) / max_side if max_side else 1.0
+    scale = max(h, w) / min(max_side, model.train_side or max_side) if max_side else 1.0
     if scale <= 1:
         return model.finish(image, mask, _generator_output(model, image, mask), strength=strength)
     size = (max(1, round(h / scale)), max(1, round(w / scale)))
@@ -90,7 +98,7 @@ def defocus(model: Defocuser, image: Tensor, mask: Tensor, max_side: int = 0, st
         raw = F.interpolate(_smooth(raw), size=(h, w), mode="bilinear", align_corners=False)
     else:
         raw = F.interpolate(raw, size=(h, w), mode="bicubic", align_corners=False).clamp(-1, 1)
-    return model.finish(image, mask, raw, radius_scale=max(h / size[0], w / size[1]), strength=strength)
+    return model.finish(image, mask, raw, radius_scale=radius_scale(max(h, w), max_side), strength=strength)
 
 
 def _smooth(x: Tensor) -> Tensor:
