@@ -333,6 +333,23 @@ def test_close_ups_scale_the_geometry_and_coarsen_the_textures(monkeypatch):
     assert close_ups >= 1
 
 
+def test_texture_density_varies_per_scene_and_changes_the_textures_only(monkeypatch):
+    factors = [synthetic._texture_density(seed) for seed in range(40)]
+    assert min(factors) >= synthetic.TEXTURE_DENSITY[0] and max(factors) <= synthetic.TEXTURE_DENSITY[1]
+    assert min(factors) < 0.8 and max(factors) > 1.25  # both coarser and finer than the materials' own
+    denser = 0
+    for seed in range(4):
+        scenes = {}
+        for factor in (0.25, 4.0):
+            monkeypatch.setattr(synthetic, "TEXTURE_DENSITY", (factor, factor))
+            scenes[factor] = synthetic_scene(seed, (64, 64))
+        (coarse, coarse_depth), (fine, fine_depth) = scenes[0.25], scenes[4.0]
+        assert np.array_equal(coarse_depth, fine_depth)  # the same geometry
+        detail = [np.abs(np.diff(image.astype(np.float32), axis=1)).mean() for image in (coarse, fine)]
+        denser += detail[1] > detail[0]  # 16x denser textures: more change from pixel to pixel
+    assert denser >= 3
+
+
 def test_a_camera_tilted_down_sees_the_floor_at_height_over_sine_of_the_tilt():
     tilt, height = 0.6, 0.5
     cam = synthetic._Camera(f=100.0, cx=50.0, cy=50.0, height=height, light=(0.0, -1.0, 0.0), tilt=tilt)

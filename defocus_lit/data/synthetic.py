@@ -28,13 +28,14 @@ import numpy as np
 from defocus_lit.data.frames import RGBDFrame, RGBDSource
 from defocus_lit.errors import UserError
 
-SCENES_VERSION = 6  # bumped whenever a seed's scene or the dataset layout changes (names the cached dataset)
+SCENES_VERSION = 7  # bumped whenever a seed's scene or the dataset layout changes (names the cached dataset)
 MAX_DEPTH = 10.0
 CLOSE_UP_CHANCE = 0.5  # share of indoor scenes built at a smaller scale (a desk, a tabletop, a shelf)
 CLOSE_UP_SCALE = (0.25, 0.8)  # their scale factor, log-uniform
 TILT_CHANCE = 0.5  # share of indoor scenes seen by a camera tilted down (a tabletop, a desk, a floor from above)
 TILT_RANGE = (0.1, 0.9)  # their downward tilt, radians (6 to 52 degrees), uniform
 PERSON_CHANCE = {True: 0.6, False: 0.25}  # share of outdoor (True) and indoor room-size scenes with a person near by
+TEXTURE_DENSITY = (0.5, 2.0)  # every texture of a scene is denser by one log-uniform factor in this range
 MIN_SIZE = 8
 TILE = 256  # texels per tile side (a power of two: texel indices wrap with a bit mask)
 LEVELS = 8  # mip levels; level k is the tile blurred with sigma 0.5 * 2**(k-1) texels (level 0 = sharp)
@@ -743,6 +744,21 @@ def _tilted(
     return cam, planes, shapes
 
 
+def _texture_density(seed: int) -> float:
+    """The scene's TEXTURE_DENSITY factor (log-uniform), from the seed's own stream 3."""
+    return _Draws(np.random.default_rng([seed, 3]), 1).log_uniform(*TEXTURE_DENSITY)
+
+
+def _retextured(factor: float, planes: list[_Plane], shapes: list[_Shape]) -> tuple[list[_Plane], list[_Shape]]:
+    """The scene with every texture `factor` times denser (geometry unchanged).
+
+    With one density per metre in every scene, how coarse the textures look tells a close-up from a room exactly;
+    real photos never tell it that way (a tabletop's grain and a room's carpet look alike). Varying the density
+    per scene keeps the networks from leaning on that cue (README, "What moved the numbers")."""
+    planes = [replace(p, material=replace(p.material, scale=p.material.scale * factor)) for p in planes]
+    return planes, [replace(o, material=replace(o.material, scale=o.material.scale * factor)) for o in shapes]
+
+
 def synthetic_scene(seed: int, size: tuple[int, int] = (256, 256)) -> tuple[np.ndarray, np.ndarray]:
     """One procedural scene: image (H,W,3) uint8 sRGB and depth (H,W) float32 metres in about 0.25..10 (rooms
     from 1 m, close-ups nearer)."""
@@ -758,6 +774,7 @@ def synthetic_scene(seed: int, size: tuple[int, int] = (256, 256)) -> tuple[np.n
     shapes = sorted(shapes + (_person(seed, cam, outdoor) if scale == 1.0 else []), key=lambda s: -s.z)
     cam, planes, shapes = _scaled(scale, cam, planes, shapes + lights)
     cam, planes, shapes = _tilted(_tilt(seed, outdoor), cam, planes, shapes)
+    planes, shapes = _retextured(_texture_density(seed), planes, shapes)
     shapes, lights = shapes[: len(shapes) - len(lights)], shapes[len(shapes) - len(lights) :]
     canvas = Canvas(height, width)
     _paint_planes(canvas, cam, planes)
