@@ -405,3 +405,11 @@ def test_strength_must_be_positive(strength, tiny_checkpoint, tmp_path, capsys):
     assert _predict(tiny_checkpoint, tmp_path / "in.png", tmp_path / "mask.png", out, "--strength", strength) == 2
     _assert_one_line_error(capsys, "--strength: must be a number > 0")
     assert not out.exists()
+
+
+def test_negative_max_side_is_one_error_and_writes_nothing(tiny_checkpoint, tmp_path, capsys):
+    photo(tmp_path / "in.png", 16, 16), left_sharp_mask(tmp_path / "mask.png", 16, 16)
+    out = tmp_path / "out.png"
+    assert _predict(tiny_checkpoint, tmp_path / "in.png", tmp_path / "mask.png", out, "--max-side", "-5") == 2
+    _assert_one_line_error(capsys, "--max-side: must be >= 0 px")
+    assert not out.exists()

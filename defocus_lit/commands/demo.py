@@ -176,8 +176,10 @@ class DemoModel:
         strength: float = 1.0,
     ) -> DemoModel:
         from defocus_lit.models.checkpoint import load_checkpoint
-        from defocus_lit.models.inference import MAX_SIDE, check_strength, select_device
+        from defocus_lit.models.inference import MAX_SIDE, check_max_side, check_strength, select_device
 
+        if max_side is not None:
+            check_max_side(max_side)
         torch_device = select_device(device)
         model, cfg = load_checkpoint(ckpt)
         check_strength(model, strength)

@@ -61,7 +61,7 @@ from defocus_lit.io import atomic_path, write_rgb
 from defocus_lit.metrics import IMAGE_METRICS, MetricSet, PlaneSensitivity, per_sample_metrics
 from defocus_lit.models.callbacks import gains
 from defocus_lit.models.checkpoint import Defocuser, defocuser_of, extras_of, read_checkpoint
-from defocus_lit.models.inference import check_strength, defocus, radius_scale, select_device
+from defocus_lit.models.inference import check_max_side, check_strength, defocus, radius_scale, select_device
 from defocus_lit.render import BLUR_MODELS, RenderSettings
 from defocus_lit.visualize import panel_row
 
@@ -106,8 +106,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--limit: must be at least 1, got {args.limit}")
     if args.frame_side < 16:
         raise UserError(f"--frame-side: must be at least 16 px, got {args.frame_side}")
-    if args.max_side < 0:
-        raise UserError(f"--max-side: must be >= 0 px (0 = full resolution), got {args.max_side}")
+    check_max_side(args.max_side)
     overrides = {key: getattr(args, key) for key in ("blur_model", "k", "max_radius") if getattr(args, key) is not None}
     if args.data and overrides:
         flags = ", ".join("--" + key.replace("_", "-") for key in overrides)

@@ -27,7 +27,7 @@ from defocus_lit.errors import UserError
 from defocus_lit.io import ensure_folder, icc_profile, read_mask, read_rgb, write_rgb
 from defocus_lit.models.checkpoint import load_checkpoint
 from defocus_lit.models.defocuser import Defocuser
-from defocus_lit.models.inference import check_strength, defocus_array, select_device
+from defocus_lit.models.inference import check_max_side, check_strength, defocus_array, select_device
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{out}: output must end in {', '.join(OUTPUT_SUFFIXES)}")
     if folder and out.exists() and not out.is_dir():
         raise UserError(f"{out}: for folder input --out must be a folder")
+    check_max_side(args.max_side)
     jobs = pair_folders(image, mask) if folder else []
     device = select_device(args.device)
     model, cfg = load_checkpoint(args.ckpt)

@@ -58,6 +58,12 @@ def check_strength(model: Defocuser | None, strength: float) -> None:
         )
 
 
+def check_max_side(max_side: int) -> None:
+    """UserError (naming --max-side) unless `max_side` is >= 0 px (0 = generator at full resolution)."""
+    if max_side < 0:
+        raise UserError(f"--max-side: must be >= 0 px (0 = full resolution), got {max_side}")
+
+
 def pad_to_multiple(image: Tensor, mask: Tensor, multiple: int) -> tuple[Tensor, Tensor, tuple[int, int]]:
     """Pad image (B,3,H,W) and mask (B,1,H,W) on all sides (centred) to multiples of `multiple`: the image by
     reflection (edge replication where the image is too small to reflect), the mask with 1 (blur).
@@ -82,8 +88,10 @@ def defocus(model: Defocuser, image: Tensor, mask: Tensor, max_side: int = 0, st
     -> (B,3,H,W) in [-1,1]. Above the generator's side (the smaller of `max_side` and the model's `train_side`;
     `max_side` 0 = never) the generator runs on a downscaled copy; its output is upsampled and the blur-stack head
     (radii times long side / `max_side` above `max_side`) and keep-focus run at full resolution. `strength`
-    multiplies the blur (see the module's docstring; UserError where `check_strength` refuses it)."""
+    multiplies the blur (see the module's docstring; UserError where `check_strength` or `check_max_side` refuses
+    it)."""
     check_strength(model, strength)
+    check_max_side(max_side)
     h, w = image.shape[-2:]
     scale = max(h, w) / min(max_side, model.train_side or max_side) if max_side else 1.0
     if scale <= 1:
