@@ -313,6 +313,7 @@ def test_synthetic_scenes_have_depth_structure():
 
 def test_close_ups_scale_the_geometry_and_coarsen_the_textures(monkeypatch):
     monkeypatch.setattr(synthetic, "PERSON_CHANCE", {True: 0.0, False: 0.0})  # room-size scenes only: not scaled
+    monkeypatch.setattr(synthetic, "TILT_CHANCE", {True: 0.0, False: 0.0})  # the same view, only the scale differs
     scaled = [seed for seed in range(40) if synthetic._close_up_scale(seed, outdoor=False) < 1.0]
     assert 10 <= len(scaled) <= 30  # about half the indoor scenes
     assert all(synthetic._close_up_scale(seed, outdoor=True) == 1.0 for seed in range(40))
@@ -361,11 +362,23 @@ def test_a_camera_tilted_down_sees_the_floor_at_height_over_sine_of_the_tilt():
     assert np.isinf(synthetic._plane_depth(floor, np.zeros((1, 1)), np.zeros((1, 1)), cam)).all()
 
 
+def test_close_ups_are_seen_from_above_more_often_than_rooms():
+    seeds = range(400)
+    close_ups = np.mean([synthetic._tilt(seed, outdoor=False, close_up=True) > 0 for seed in seeds])
+    rooms = np.mean([synthetic._tilt(seed, outdoor=False, close_up=False) > 0 for seed in seeds])
+    assert close_ups == pytest.approx(synthetic.TILT_CHANCE[True], abs=0.06)
+    assert rooms == pytest.approx(synthetic.TILT_CHANCE[False], abs=0.06)
+    assert close_ups > rooms + 0.3
+
+
 def test_tilted_scenes_look_down_at_the_floor(monkeypatch):
-    tilted = [seed for seed in range(40) if synthetic._tilt(seed, outdoor=False) > 0.5]
-    assert all(synthetic._tilt(seed, outdoor=True) == 0.0 for seed in range(40))
+    def tilt(seed: int) -> float:
+        return synthetic._tilt(seed, outdoor=False, close_up=synthetic._close_up_scale(seed, outdoor=False) < 1)
+
+    tilted = [seed for seed in range(40) if tilt(seed) > 0.5]
+    assert all(synthetic._tilt(seed, outdoor=True, close_up=True) == 0.0 for seed in range(40))
     scenes = {seed: synthetic_scene(seed, (48, 48))[1] for seed in tilted[:6]}
-    monkeypatch.setattr(synthetic, "TILT_CHANCE", 0.0)
+    monkeypatch.setattr(synthetic, "TILT_CHANCE", {True: 0.0, False: 0.0})
     nearer = 0
     for seed, depth in scenes.items():
         level = synthetic_scene(seed, (48, 48))[1]

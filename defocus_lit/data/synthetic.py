@@ -28,11 +28,11 @@ import numpy as np
 from defocus_lit.data.frames import RGBDFrame, RGBDSource
 from defocus_lit.errors import UserError
 
-SCENES_VERSION = 7  # bumped whenever a seed's scene or the dataset layout changes (names the cached dataset)
+SCENES_VERSION = 8  # bumped whenever a seed's scene or the dataset layout changes (names the cached dataset)
 MAX_DEPTH = 10.0
 CLOSE_UP_CHANCE = 0.5  # share of indoor scenes built at a smaller scale (a desk, a tabletop, a shelf)
 CLOSE_UP_SCALE = (0.25, 0.8)  # their scale factor, log-uniform
-TILT_CHANCE = 0.5  # share of indoor scenes seen by a camera tilted down (a tabletop, a desk, a floor from above)
+TILT_CHANCE = {True: 0.8, False: 0.2}  # share of close-up (True) and room-size indoor scenes seen by a camera tilted down
 TILT_RANGE = (0.1, 0.9)  # their downward tilt, radians (6 to 52 degrees), uniform
 PERSON_CHANCE = {True: 0.6, False: 0.25}  # share of outdoor (True) and indoor room-size scenes with a person near by
 TEXTURE_DENSITY = (0.5, 2.0)  # every texture of a scene is denser by one log-uniform factor in this range
@@ -720,9 +720,12 @@ def _scaled(
     return replace(cam, height=cam.height * scale), [replace(p, c=p.c * scale) for p in planes], shapes
 
 
-def _tilt(seed: int, outdoor: bool) -> float:
-    """0, or for TILT_CHANCE of the indoor scenes a TILT_RANGE downward tilt (radians)."""
-    draws = _indoor_option(seed, 2, TILT_CHANCE, outdoor)
+def _tilt(seed: int, outdoor: bool, close_up: bool) -> float:
+    """0, or for TILT_CHANCE[close_up] of the indoor scenes a TILT_RANGE downward tilt (radians).
+
+    People look down at a desk or a tabletop and photograph a room level, so a view from above goes with a near
+    scene far more often than with a room: a cue to the scene's scale, and so to its blur, that real photos give."""
+    draws = _indoor_option(seed, 2, TILT_CHANCE[close_up], outdoor)
     return draws.uniform(*TILT_RANGE) if draws else 0.0
 
 
@@ -773,7 +776,7 @@ def synthetic_scene(seed: int, size: tuple[int, int] = (256, 256)) -> tuple[np.n
     scale = _close_up_scale(seed, outdoor)
     shapes = sorted(shapes + (_person(seed, cam, outdoor) if scale == 1.0 else []), key=lambda s: -s.z)
     cam, planes, shapes = _scaled(scale, cam, planes, shapes + lights)
-    cam, planes, shapes = _tilted(_tilt(seed, outdoor), cam, planes, shapes)
+    cam, planes, shapes = _tilted(_tilt(seed, outdoor, scale != 1.0), cam, planes, shapes)
     planes, shapes = _retextured(_texture_density(seed), planes, shapes)
     shapes, lights = shapes[: len(shapes) - len(lights)], shapes[len(shapes) - len(lights) :]
     canvas = Canvas(height, width)
