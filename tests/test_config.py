@@ -41,6 +41,14 @@ def test_cpu_preset_shrinks_the_network_and_can_be_turned_off():
     assert cfg.model.ngf == 64 and cfg.cpu_preset is False
 
 
+@pytest.mark.parametrize("exp", ["patch_mask", "pix2pix_4ch"])
+@pytest.mark.parametrize("cpu_preset", [True, False])
+def test_main_experiments_train_on_whole_frames_with_global_context(exp, cpu_preset):
+    cfg = load_experiment(exp, cpu_preset=cpu_preset)
+    assert cfg.model.global_context
+    assert [cfg.data.crop_size] * 2 == list(cfg.data.synthetic.size)  # the crop is the whole embedded frame
+
+
 def test_overrides_reach_the_config_and_trainer_keys_pass_through():
     cfg = load_experiment(
         "patch_mask",
