@@ -707,10 +707,10 @@ def _scaled(
 ) -> tuple[_Camera, list[_Plane], list[_Shape]]:
     """The scene with every length times `scale` (camera height, plane distances, object positions and sizes).
 
-    The projection alone is scale-free, so what shows the scale in the image is what real close-ups show:
-    textures keep their density in texels per metre (coarser on screen), haze and light fall-off follow metres.
-    The depth, and so the blur of a focal plane, scales with it: a desk photo gets the larger blur that a room
-    photo does not."""
+    The projection alone is scale-free; what shows the scale in the image is what real close-ups show: a view
+    from above far more often than a room (`_tilt`), haze and light fall-off that follow metres (texture density
+    varies per scene, `_retextured`, so it tells nothing). The depth, and so the blur of a focal plane, scales with
+    it: a desk photo gets the larger blur that a room photo does not."""
     if scale == 1.0:
         return cam, planes, shapes
     shapes = [
