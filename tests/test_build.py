@@ -297,6 +297,48 @@ def test_interrupt_inside_the_loop_leaves_nothing(tmp_path, capsys, monkeypatch)
     assert _leftovers(tmp_path) == []
 
 
+class _SigtermOnCollect:
+    """Sends SIGTERM from a `__del__`: Python drops the KeyboardInterrupt the handler raises there."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        sum(range(10))  # the handler runs between these bytecodes, inside the callback
+
+
+def test_sigterm_swallowed_by_a_callback_still_stops_the_build(tmp_path, capsys, monkeypatch):
+    calls = []
+    real = build._process
+
+    def collected_on_the_third_frame(job, index):
+        calls.append(index)
+        if len(calls) == 3:
+            _SigtermOnCollect()  # collected at once, SIGTERM inside __del__
+        return real(job, index)
+
+    monkeypatch.setattr(build, "_process", collected_on_the_third_frame)
+    dropped = []
+    monkeypatch.setattr(sys, "unraisablehook", dropped.append)
+    rc, _, err = _run(
+        capsys,
+        "build",
+        "--source",
+        "synthetic",
+        "--num",
+        "8",
+        "--size",
+        f"{SIZE}x{SIZE}",
+        "--out",
+        str(tmp_path / "d.h5"),
+        "--workers",
+        "0",
+        *FAST_ARGS,
+    )
+    assert [d.exc_type for d in dropped] == [KeyboardInterrupt]  # the case this guards: the interrupt was dropped
+    assert rc == 130 and "interrupted" in err
+    assert len(calls) <= 4 and _leftovers(tmp_path) == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
 def test_error_while_writing_leaves_nothing(tmp_path, monkeypatch):
     def broken(self):
         raise OSError("disk full")

@@ -277,18 +277,23 @@ class _Writer:
 
 
 @contextmanager
-def _sigterm_raises_interrupt() -> Iterator[None]:
-    """During the build, SIGTERM (e.g. a cluster job killed) raises KeyboardInterrupt so the cleanup runs."""
+def _sigterm_raises_interrupt() -> Iterator[threading.Event]:
+    """During the build, SIGTERM (e.g. a cluster job killed) raises KeyboardInterrupt so the cleanup runs.
+
+    Yields an event the signal also sets: an exception raised while Python runs a weakref or `__del__` callback
+    is printed and dropped ("Exception ignored in ..."), so the write loop checks the event as well."""
+    stop = threading.Event()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield stop
         return
 
     def handler(signum, frame):  # noqa: ARG001
+        stop.set()
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
-        yield
+        yield stop
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -336,11 +341,11 @@ def build_dataset(
     workers = min(default_workers(device) if workers is None else workers, len(source))
     out = Path(out)
     start = time.perf_counter()
-    with _sigterm_raises_interrupt():
+    with _sigterm_raises_interrupt() as stop:
         job = _Job(source, _output_size(source[0], source, size), tuple(planes), settings, sample_filter, device, seed)
         with atomic_path(out) as tmp:
             with _results(job, workers) as results, h5py.File(tmp, "w") as file:
-                summary = _write(file, job, results, split, seed, progress, block)
+                summary = _write(file, job, results, split, seed, progress, block, stop)
                 summary["seconds"] = round(time.perf_counter() - start, 2)
                 summary["frames_per_s"] = round(len(source) / max(summary["seconds"], 1e-9), 2)
                 file.attrs["build_seconds"] = summary["seconds"]
@@ -348,7 +353,9 @@ def build_dataset(
     return summary
 
 
-def _write(file: h5py.File, job: _Job, results: Iterator[_FrameResult], split, seed, progress, block) -> dict:
+def _write(
+    file: h5py.File, job: _Job, results: Iterator[_FrameResult], split, seed, progress, block, stop: threading.Event
+) -> dict:
     writer = _Writer(file, job.size, block)
     counts: Counter = Counter({reason: 0 for reason in REJECT_REASONS})
     frame_splits: dict[int, str | None] = {}
@@ -363,6 +370,8 @@ def _write(file: h5py.File, job: _Job, results: Iterator[_FrameResult], split, s
     )
     with bar:
         for result in results:
+            if stop.is_set():  # the signal's KeyboardInterrupt was dropped in a callback
+                raise KeyboardInterrupt
             kinds.add(result.kind)
             counts.update(result.rejected)
             if result.samples is not None:
