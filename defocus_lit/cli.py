@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from defocus_lit import __version__
@@ -43,6 +44,16 @@ def _top_help() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command's exit status: 0, 2 for bad input (one `error:` line), 130 when interrupted, 141 when the reader
+    of stdout went away (`defocus-lit data info F | head`), as for a tool that SIGPIPE ends."""
+    try:
+        return _run(argv)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush must not fail again
+        return 141
+
+
+def _run(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_top_help())
