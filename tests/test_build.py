@@ -267,36 +267,6 @@ def test_frames_of_different_sizes_are_fitted(tmp_path, capsys):
     ) == (256, 256)
 
 
-def test_interrupt_inside_the_loop_leaves_nothing(tmp_path, capsys, monkeypatch):
-    calls = []
-    real = build._process
-
-    def interrupted(job, index):
-        calls.append(index)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(job, index)
-
-    monkeypatch.setattr(build, "_process", interrupted)
-    rc, _, err = _run(
-        capsys,
-        "build",
-        "--source",
-        "synthetic",
-        "--num",
-        "6",
-        "--size",
-        f"{SIZE}x{SIZE}",
-        "--out",
-        str(tmp_path / "d.h5"),
-        "--workers",
-        "0",
-        *FAST_ARGS,
-    )
-    assert rc == 130 and "interrupted" in err
-    assert _leftovers(tmp_path) == []
-
-
 class _SigtermOnCollect:
     """Sends SIGTERM from a `__del__`: Python drops the KeyboardInterrupt the handler raises there."""
 
@@ -305,19 +275,29 @@ class _SigtermOnCollect:
         sum(range(10))  # the handler runs between these bytecodes, inside the callback
 
 
-def test_sigterm_swallowed_by_a_callback_still_stops_the_build(tmp_path, capsys, monkeypatch):
-    calls = []
+def _interrupt():
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(
+    ("on_third_frame", "dropped"),
+    [(_interrupt, []), (_SigtermOnCollect, [KeyboardInterrupt])],
+    ids=["ctrl-c", "sigterm-dropped-in-a-callback"],
+)
+def test_interrupt_inside_the_loop_leaves_nothing(tmp_path, capsys, monkeypatch, on_third_frame, dropped):
+    """Ctrl-C, or a SIGTERM whose KeyboardInterrupt Python drops because it lands in a `__del__` (the build must
+    still stop at the next frame): status 130, no file, the SIGTERM handler restored."""
+    calls, unraisable = [], []
     real = build._process
 
-    def collected_on_the_third_frame(job, index):
+    def interrupted(job, index):
         calls.append(index)
         if len(calls) == 3:
-            _SigtermOnCollect()  # collected at once, SIGTERM inside __del__
+            on_third_frame()
         return real(job, index)
 
-    monkeypatch.setattr(build, "_process", collected_on_the_third_frame)
-    dropped = []
-    monkeypatch.setattr(sys, "unraisablehook", dropped.append)
+    monkeypatch.setattr(build, "_process", interrupted)
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
     rc, _, err = _run(
         capsys,
         "build",
@@ -333,7 +313,7 @@ def test_sigterm_swallowed_by_a_callback_still_stops_the_build(tmp_path, capsys,
         "0",
         *FAST_ARGS,
     )
-    assert [d.exc_type for d in dropped] == [KeyboardInterrupt]  # the case this guards: the interrupt was dropped
+    assert [u.exc_type for u in unraisable] == dropped
     assert rc == 130 and "interrupted" in err
     assert len(calls) <= 4 and _leftovers(tmp_path) == []
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
