@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -19,8 +20,8 @@ from defocus_lit.data import build
 from defocus_lit.data.build import assign_splits, build_dataset
 from defocus_lit.data.frames import RGBDFrame, RGBDSource
 from defocus_lit.data.hdf5 import read_info
-from defocus_lit.data.planes import SampleFilter
-from defocus_lit.data.samples import fit_frame
+from defocus_lit.data.planes import PAPER_PLANES, SampleFilter
+from defocus_lit.data.samples import as_disparity, fit_frame, frame_samples
 from defocus_lit.data.sources import open_source
 from defocus_lit.errors import UserError
 from defocus_lit.render import RenderSettings
@@ -110,11 +111,12 @@ def test_layout_dtypes_and_attributes(built):
         attrs = {k: f.attrs[k] for k in f.attrs}
     assert json.loads(attrs["renderer"]) == FAST.to_dict()
     assert json.loads(attrs["source"])["num"] == 10 and json.loads(attrs["planes"]) == ["fore", "mid", "back"]
-    assert attrs["depth_kind"] == "depth" and attrs["version"]
+    assert attrs["depth_kind"] == "mixed" and attrs["version"]  # outdoor scenes are read as disparity too
     assert json.loads(attrs["split_sizes"]) == summary["samples"]
     assert json.loads(attrs["filter_counts"]) == summary["filtered"]
     assert set(summary["filtered"]) == {"no_focus", "focus_too_small", "mostly_in_focus", "invalid_depth"}
-    assert sum(summary["filtered"].values()) + n == 30
+    outdoor = sum(frame.also_disparity for frame in open_source("synthetic", num=10, size=(SIZE, SIZE), seed=2))
+    assert outdoor > 0 and sum(summary["filtered"].values()) + n == 3 * (10 + outdoor)  # 3 planes per reading
     assert json.loads(attrs["settings"])["size"] == [SIZE, SIZE]
     assert json.loads(attrs["sources"]) == [{"name": "synthetic", "path": None, "weight": 1.0, "frames": 10}]
 
@@ -427,3 +429,31 @@ def test_random_focal_plane_is_seeded_per_frame_and_left_out_of_scoring(tmp_path
     for name in ("val", "test", "fit"):
         assert all(dm.datasets[name].plane[i] != random for i in dm.datasets[name].indices)
     assert any(dm.datasets["train"].plane[i] == random for i in dm.datasets["train"].indices)
+
+
+def test_a_frame_also_read_as_disparity_gets_both_renderings_in_its_split(tmp_path):
+    """`also_disparity` (the synthetic outdoor scenes): after the samples from the metric depth come the same
+    planes rendered from 1/depth read as relative disparity; both sets are the frame's, so they share its split."""
+    settings = RenderSettings(layers=4)
+    plain = [_ramp(i) for i in range(6)]
+    for name, frames in (("plain", plain), ("both", [replace(f, also_disparity=True) for f in plain])):
+        build_dataset(ListSource(frames), tmp_path / f"{name}.h5", settings=settings, seed=3, progress=False)
+    with h5py.File(tmp_path / "plain.h5") as a, h5py.File(tmp_path / "both.h5") as b:
+        assert a.attrs["depth_kind"] == "depth" and b.attrs["depth_kind"] == "mixed"
+        frame, split = b["frame"][:], b["split"][:]
+        for i, source_frame in enumerate(plain):
+            rows = np.flatnonzero(frame == i)
+            assert len(set(split[rows])) == 1
+            metric = a["target"][np.flatnonzero(a["frame"][:] == i)]
+            np.testing.assert_array_equal(b["target"][rows[: len(metric)]], metric)
+            depth = as_disparity(source_frame.depth)
+            twin, _ = frame_samples(source_frame.image, depth, "disparity", PAPER_PLANES, settings, SampleFilter())
+            assert len(rows) == len(metric) + len(twin.plane) > len(metric)
+            np.testing.assert_array_equal(b["target"][rows[len(metric) :]], twin.target)
+            np.testing.assert_allclose(b["mean_radius"][rows[len(metric) :]], twin.mean_radius)
+            # focused on the near end, the far end of a 1-5 m ramp blurs twice as much read as disparity (14 vs 7 px)
+            assert twin.plane[0] == 0 and twin.mean_radius[0] > 2 * a["mean_radius"][a["frame"][:] == i][0]
+
+
+def test_as_disparity_inverts_depth_and_keeps_unmeasured_pixels():
+    np.testing.assert_array_equal(as_disparity(np.array([[2.0, 0.0], [0.5, np.nan]], np.float32)), [[0.5, 0], [2, 0]])

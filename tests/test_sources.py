@@ -291,6 +291,19 @@ def test_synthetic_frames_are_seeded_and_bit_identical():
     assert a.attrs() == {"source": "synthetic", "num": 3, "size": [48, 64], "seed": 5}
 
 
+def test_outdoor_scenes_are_also_read_as_disparity():
+    """Every frame keeps its metric depth; the outdoor ones (about a third: every scene that shows the sky, at
+    MAX_DEPTH, and none of the rooms, whose far wall is nearer) are flagged to be rendered from disparity too."""
+    frames = list(SyntheticSource(60, (48, 48), seed=0))
+    flagged = [f.also_disparity for f in frames]
+    sky = [bool((f.depth >= synthetic.MAX_DEPTH).any()) for f in frames]
+    assert 12 <= sum(flagged) <= 30
+    assert all(f for f, s in zip(flagged, sky) if s) and sum(sky) >= sum(flagged) / 2
+    assert {f.kind for f in frames} == {"depth"}
+    for frame in frames[:6]:
+        np.testing.assert_array_equal(frame.depth, synthetic_scene(int(frame.name[-5:]), (48, 48))[1])
+
+
 @pytest.mark.parametrize("size", [(64, 64), (17, 40), (40, 23)])
 def test_synthetic_any_size_metric_depth(size):
     for seed in range(3):

@@ -31,7 +31,7 @@ from defocus_lit import __version__
 from defocus_lit.data.frames import RGBDFrame, RGBDSource
 from defocus_lit.data.hdf5 import COMPRESSED, LAYOUT, SPLITS
 from defocus_lit.data.planes import PAPER_PLANES, PLANES, REJECT_REASONS, SampleFilter, depth_weight, patch_mask
-from defocus_lit.data.samples import clean_depth, fit_frame, frame_samples
+from defocus_lit.data.samples import FrameSamples, as_disparity, clean_depth, fit_frame, frame_samples
 from defocus_lit.data.sources import ManifestSource, MixedSource
 from defocus_lit.errors import UserError
 from defocus_lit.io import atomic_path
@@ -63,7 +63,7 @@ class _FrameResult:
 
     index: int
     source: int  # the index of the frame's source within a mix (`RGBDSource.locate`), else 0
-    kind: str
+    kinds: tuple[str, ...]  # how its depth was read: its kind, and "disparity" too for `RGBDFrame.also_disparity`
     split: str | None
     rejected: list[str]
     samples: dict[str, np.ndarray] | None
@@ -105,17 +105,24 @@ def _frame_sizes(source: RGBDSource) -> list[tuple[int, int]]:
 
 
 def _process(job: _Job, index: int) -> _FrameResult:
-    """Read frame `index`, fit it to the output size and make its samples (`frame_samples`)."""
+    """Read frame `index`, fit it to the output size and make its samples (`frame_samples`; a second set from its
+    depth read as disparity for a frame with `also_disparity`: the same frame, so both sets share its split)."""
     frame = job.source[index]
     origin = job.source.locate(index)[0]
     image, depth = fit_frame(frame.image, frame.depth, job.size)
     image, depth = np.ascontiguousarray(image), clean_depth(depth)
     rng = np.random.default_rng([job.seed, index])
-    samples, rejected = frame_samples(
-        image, depth, frame.kind, job.planes, job.settings, job.sample_filter, job.device, rng
-    )
-    if samples is None:
-        return _FrameResult(index, origin, frame.kind, frame.split, rejected, None)
+    readings = [(depth, frame.kind)] + ([(as_disparity(depth), "disparity")] if frame.also_disparity else [])
+    kinds = tuple(kind for _, kind in readings)
+    made = [
+        frame_samples(image, d, kind, job.planes, job.settings, job.sample_filter, job.device, rng)
+        for d, kind in readings
+    ]
+    rejected = [reason for _, reasons in made for reason in reasons]
+    kept = [samples for samples, _ in made if samples is not None]
+    if not kept:
+        return _FrameResult(index, origin, kinds, frame.split, rejected, None)
+    samples = FrameSamples.concat(kept)
     p = len(samples.plane)
     arrays = {
         "target": samples.target,
@@ -133,7 +140,7 @@ def _process(job: _Job, index: int) -> _FrameResult:
         "depth": [depth_chunk] * p,
         "radius": [deflate(r.astype(np.float16)) for r in samples.radius],
     }
-    return _FrameResult(index, origin, frame.kind, frame.split, rejected, arrays, {"image": image}, chunks)
+    return _FrameResult(index, origin, kinds, frame.split, rejected, arrays, {"image": image}, chunks)
 
 
 _WORKER_JOB: _Job | None = None
@@ -372,7 +379,7 @@ def _write(
         for result in results:
             if stop.is_set():  # the signal's KeyboardInterrupt was dropped in a callback
                 raise KeyboardInterrupt
-            kinds.add(result.kind)
+            kinds.update(result.kinds)
             counts.update(result.rejected)
             if result.samples is not None:
                 frame_splits[result.index] = result.split

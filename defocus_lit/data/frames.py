@@ -20,6 +20,9 @@ class RGBDFrame:
     depth: np.ndarray  # (H,W) float32; metres (kind "depth") or relative disparity; 0/non-finite = no measurement
     kind: str  # "depth" | "disparity"
     split: str | None = None  # "train" | "test" when the source knows it
+    # kind "depth" only: render the frame's samples a second time with the depth read as relative disparity
+    # 1/depth, as a monocular network would give it (the synthetic outdoor scenes; see `SyntheticSource`)
+    also_disparity: bool = False
 
 
 class RGBDSource(Sequence[RGBDFrame], abc.ABC):

@@ -7,7 +7,7 @@ rendered on the fly) and by the `render` command, so a sample means the same thi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -136,6 +136,18 @@ class FrameSamples:
     target: np.ndarray  # (P,H,W,3) uint8 sRGB
     mean_radius: np.ndarray  # (P,) float32 px over the blurred pixels
     radius: np.ndarray  # (P,H,W) float32 px, the blur radius the renderer used per pixel
+
+    @classmethod
+    def concat(cls, parts: Sequence[FrameSamples]) -> FrameSamples:
+        """One FrameSamples holding the samples of `parts` in order."""
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
+
+
+def as_disparity(depth: np.ndarray) -> np.ndarray:
+    """float32 (H,W): metric depth (0 = unmeasured) read as relative disparity 1/depth, what a monocular network
+    gives; unmeasured pixels stay 0."""
+    valid = valid_depth(depth)
+    return np.where(valid, 1.0 / np.where(valid, depth, 1.0), 0.0).astype(np.float32)
 
 
 def frame_samples(
