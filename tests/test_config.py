@@ -31,7 +31,7 @@ def test_experiment_loads_with_its_arch_and_mask(name):
 def test_experiment_terms_replace_the_base_terms():
     cfg = load_experiment("patch_mask", cpu_preset=False)
     assert set(cfg.loss.terms) == {"depth_weighted_l1", "l1", "log_mse"}
-    assert set(load_experiment("pix2pix_4ch", cpu_preset=False).loss.terms) == {"l1", "log_mse", "radius_l1"}
+    assert set(load_experiment("pix2pix_4ch", cpu_preset=False).loss.terms) == {"l1", "log_mse"}
     assert set(load_experiment("focus_penalty", cpu_preset=False).loss.terms) == {"l1", "focus_l1"}
 
 
