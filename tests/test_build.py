@@ -96,6 +96,7 @@ def test_layout_dtypes_and_attributes(built):
             ("split", np.uint8, (n,)),
             ("mean_radius", np.float32, (n,)),
             ("source", np.uint8, (n,)),
+            ("kind", np.uint8, (n,)),
         ):
             assert f[name].dtype == dtype and f[name].shape == shape, name
             if len(shape) > 1:
@@ -451,6 +452,7 @@ def test_a_frame_also_read_as_disparity_gets_both_renderings_in_its_split(tmp_pa
             assert len(rows) == len(metric) + len(twin.plane) > len(metric)
             np.testing.assert_array_equal(b["target"][rows[len(metric) :]], twin.target)
             np.testing.assert_allclose(b["mean_radius"][rows[len(metric) :]], twin.mean_radius)
+            assert list(b["kind"][rows]) == [0] * len(metric) + [1] * len(twin.plane)  # KINDS: depth, disparity
             # focused on the near end, the far end of a 1-5 m ramp blurs twice as much read as disparity (14 vs 7 px)
             assert twin.plane[0] == 0 and twin.mean_radius[0] > 2 * a["mean_radius"][a["frame"][:] == i][0]
 

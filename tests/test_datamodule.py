@@ -39,6 +39,7 @@ def _write(path, image, target, mask, patch, weight, depth, plane, frame, split)
         f["split"] = np.asarray(split, np.uint8)
         f["mean_radius"] = np.full(n, 3.0, np.float32)
         f["source"] = np.zeros(n, np.uint8)
+        f["kind"] = np.zeros(n, np.uint8)
         for key in ("source", "renderer", "planes", "filter_counts", "split_sizes"):
             f.attrs[key] = json.dumps({})
         f.attrs["sources"] = json.dumps([{"name": "test", "path": None, "weight": 1.0, "frames": n}])
@@ -101,7 +102,7 @@ def coded(tmp_path_factory):
 def test_batch_keys_shapes_ranges(built, mask_kind):
     dm = DefocusDataModule(str(built), batch_size=3, crop_size=32, mask_kind=mask_kind, pad_multiple=32, radius=True)
     batch = next(iter(dm.train_dataloader()))
-    keys = {"image", "target", "mask", "focus", "depth_weight", "valid", "plane", "frame", "mean_radius"}
+    keys = {"image", "target", "mask", "focus", "depth_weight", "valid", "plane", "frame", "kind", "mean_radius"}
     assert set(batch) == keys | {"radius"}
     plain = DefocusDataModule(str(built), batch_size=3, crop_size=32, mask_kind=mask_kind, pad_multiple=32)
     assert set(next(iter(plain.train_dataloader()))) == keys  # the radius is read only when a loss needs it
@@ -191,16 +192,24 @@ def test_alt_pair_is_the_opposite_plane_of_the_same_frame(built):
     dm = DefocusDataModule(str(built), batch_size=64, pad_multiple=SIZE)
     dm.setup("validate")
     with h5py.File(built) as f:
-        plane, frame, split, target, mask = (f[k][:] for k in ("plane", "frame", "split", "target", "mask"))
+        plane, frame, kind, split = (f[k][:] for k in ("plane", "frame", "kind", "split"))
+        target, mask = f["target"][:], f["mask"][:]
+    assert set(kind) == {0, 1}  # the synthetic outdoor scenes are read as disparity too: two fore planes per frame
     for name, code in (("val", 1), ("test", 2)):
         loader = dm.val_dataloader() if name == "val" else dm.test_dataloader()
         batch = next(iter(loader))
         assert len(batch["plane"]) == (split == code).sum()
-        for p, fr, has, alt_t, alt_m in zip(
-            batch["plane"], batch["frame"], batch["has_alt"], _u8(batch["alt_target"]), batch["alt_mask"][:, 0]
+        for p, fr, k, has, alt_t, alt_m in zip(
+            batch["plane"],
+            batch["frame"],
+            batch["kind"],
+            batch["has_alt"],
+            _u8(batch["alt_target"]),
+            batch["alt_mask"][:, 0],
         ):
             want = {0: 2, 2: 0}.get(int(p))
-            match = np.flatnonzero((frame == int(fr)) & (plane == want)) if want is not None else []
+            same_reading = (frame == int(fr)) & (kind == int(k))
+            match = np.flatnonzero(same_reading & (plane == want)) if want is not None else []
             assert bool(has) == (len(match) == 1)
             if has:
                 assert np.array_equal(alt_t, target[match[0]])
@@ -314,10 +323,10 @@ def test_each_process_scores_its_own_validation_samples_once(built):
         dm.trainer = SimpleNamespace(world_size=2, global_rank=rank, strategy=cpu)
         batches = list(dm.val_dataloader())
         lengths.append(len(batches))
-        seen += [(int(b["frame"][0]), int(b["plane"][0])) for b in batches if b["valid"].any()]
+        seen += [(int(b["frame"][0]), int(b["kind"][0]), int(b["plane"][0])) for b in batches if b["valid"].any()]
         assert all(not b["has_alt"].any() for b in batches if not b["valid"].any())
     single = DefocusDataModule(str(built), batch_size=1, crop_size=None, pad_multiple=SIZE)
-    everything = [(int(b["frame"][0]), int(b["plane"][0])) for b in single.val_dataloader()]
+    everything = [(int(b["frame"][0]), int(b["kind"][0]), int(b["plane"][0])) for b in single.val_dataloader()]
     assert sorted(seen) == sorted(everything) and len(set(everything)) == len(everything)
     assert lengths[0] == lengths[1] == -(-len(everything) // 2)
     fit = next(iter(single.fit_dataloader(limit=2)))

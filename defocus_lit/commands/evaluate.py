@@ -221,7 +221,8 @@ def dataset_samples(
 
     def samples() -> Iterator[Sample]:
         for batch in loader:
-            name = f"{split}_frame{int(batch['frame'][0]):05d}"
+            # a frame's samples with its depth read as disparity too (`RGBDFrame.also_disparity`) are told apart
+            name = f"{split}_frame{int(batch['frame'][0]):05d}" + ("_disparity" if int(batch["kind"][0]) else "")
             yield Sample(name, PLANES[int(batch["plane"][0])], {k: v.to(device) for k, v in batch.items()}, size)
 
     return samples(), len(loader), {"split": split, "renderer": info["renderer"]}

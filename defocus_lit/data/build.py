@@ -28,7 +28,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from defocus_lit import __version__
-from defocus_lit.data.frames import RGBDFrame, RGBDSource
+from defocus_lit.data.frames import KINDS, RGBDFrame, RGBDSource
 from defocus_lit.data.hdf5 import COMPRESSED, LAYOUT, SPLITS
 from defocus_lit.data.planes import PAPER_PLANES, PLANES, REJECT_REASONS, SampleFilter, depth_weight, patch_mask
 from defocus_lit.data.samples import FrameSamples, as_disparity, clean_depth, fit_frame, frame_samples
@@ -119,12 +119,13 @@ def _process(job: _Job, index: int) -> _FrameResult:
         for d, kind in readings
     ]
     rejected = [reason for _, reasons in made for reason in reasons]
-    kept = [samples for samples, _ in made if samples is not None]
+    kept = [(samples, kind) for (samples, _), kind in zip(made, kinds) if samples is not None]
     if not kept:
         return _FrameResult(index, origin, kinds, frame.split, rejected, None)
-    samples = FrameSamples.concat(kept)
+    samples = FrameSamples.concat([s for s, _ in kept])
     p = len(samples.plane)
     arrays = {
+        "kind": np.concatenate([np.full(len(s.plane), KINDS.index(kind), np.uint8) for s, kind in kept]),
         "target": samples.target,
         "plane": samples.plane,
         "frame": np.full(p, index, np.int32),

@@ -156,7 +156,12 @@ class DefocusDataset(Dataset):
         self.path = str(path)
         self.radius = radius  # read the per-pixel blur radius (a third of a sample's read time) only when asked
         self.indices = np.asarray(indices, dtype=np.int64)
-        self.plane, self.frame, self.mean_radius = meta["plane"], meta["frame"], meta["mean_radius"]
+        self.plane, self.frame, self.kind, self.mean_radius = (
+            meta["plane"],
+            meta["frame"],
+            meta["kind"],
+            meta["mean_radius"],
+        )
         self.train, self.crop_size, self.mask_kind, self.pad_multiple = train, crop_size, mask_kind, pad_multiple
         self.alt = None if train else self._alt_indices()
         transforms = [A.HorizontalFlip(p=0.5), *(_photometric() if photometric else [])]
@@ -180,13 +185,17 @@ class DefocusDataset(Dataset):
         self._ds: dict[str, h5py.Dataset] | None = None
 
     def _alt_indices(self) -> np.ndarray:
-        """For each sample, the file index of its frame's opposite plane (fore <-> back) in this split, else -1."""
+        """For each sample, the file index of its frame's opposite plane (fore <-> back) with the depth read the same
+        way (`kind`), in this split, else -1."""
         fore, back = PLANES.index("fore"), PLANES.index("back")
-        lookup = {(int(self.frame[i]), int(self.plane[i])): int(i) for i in self.indices}
         opposite = {fore: back, back: fore}
+
+        def key(i: int, plane: int) -> tuple[int, int, int]:
+            return int(self.frame[i]), int(self.kind[i]), plane
+
+        lookup = {key(i, int(self.plane[i])): int(i) for i in self.indices}
         return np.array(
-            [lookup.get((int(self.frame[i]), opposite.get(int(self.plane[i]), -1)), -1) for i in self.indices],
-            dtype=np.int64,
+            [lookup.get(key(i, opposite.get(int(self.plane[i]), -1)), -1) for i in self.indices], dtype=np.int64
         )
 
     def __getstate__(self) -> dict:
@@ -231,7 +240,10 @@ class DefocusDataset(Dataset):
                 sample["valid"] = np.zeros_like(sample["valid"])
                 sample["has_alt"] = False
         sample.update(
-            plane=int(self.plane[index]), frame=int(self.frame[index]), mean_radius=float(self.mean_radius[index])
+            plane=int(self.plane[index]),
+            frame=int(self.frame[index]),
+            kind=int(self.kind[index]),
+            mean_radius=float(self.mean_radius[index]),
         )
         return sample
 
@@ -282,6 +294,7 @@ def collate_uint8(samples: list[dict]) -> dict[str, torch.Tensor]:
         "valid": _stack(samples, "valid"),
         "plane": torch.tensor([s["plane"] for s in samples], dtype=torch.long),
         "frame": torch.tensor([s["frame"] for s in samples], dtype=torch.long),
+        "kind": torch.tensor([s["kind"] for s in samples], dtype=torch.long),
         "mean_radius": torch.tensor([s["mean_radius"] for s in samples], dtype=torch.float32),
     }
     if "radius" in samples[0]:
@@ -321,7 +334,7 @@ def to_float(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
     """The float batch of the spec (see `to_float`) plus, when asked, radius (B,1,H,W) float px (the renderer's blur
-    radius of each pixel), plane, frame (B,) long, mean_radius (B,) float and, for
+    radius of each pixel), plane, frame, kind (B,) long, mean_radius (B,) float and, for
     val/test, has_alt (B,) bool."""
     return to_float(collate_uint8(samples))
 
@@ -369,7 +382,7 @@ class DefocusDataModule(L.LightningDataModule):
             return
         with open_dataset(self.path) as f:
             split = f["split"][:]
-            meta = {"plane": f["plane"][:], "frame": f["frame"][:], "mean_radius": f["mean_radius"][:]}
+            meta = {name: f[name][:] for name in ("plane", "frame", "kind", "mean_radius")}
             source_weights = np.array([part["weight"] for part in json.loads(f.attrs["sources"])], np.float64)
             self.train_weights = source_weights[f["source"][:][split == 0]]
             self.frame_side = int(max(f["image"].shape[1:3]))

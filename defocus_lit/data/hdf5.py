@@ -28,8 +28,13 @@ LAYOUT: dict[str, tuple[np.dtype, tuple[int, ...] | None]] = {
     "split": (np.dtype(np.uint8), None),
     "mean_radius": (np.dtype(np.float32), None),
     "source": (np.dtype(np.uint8), None),  # index into the `sources` attribute: which source the sample came from
+    "kind": (np.dtype(np.uint8), None),  # index into KINDS: how the sample's depth was read (a frame may have both)
 }
-ADDED = ("radius", "source")  # datasets newer than the first layout: a file without them is from an older version
+ADDED = (
+    "radius",
+    "source",
+    "kind",
+)  # datasets newer than the first layout: a file without them is from an older version
 # Maps that compress well (few levels, smooth; 10-50x) are stored deflated at level 1, which decompresses faster
 # than LZF here and is readable by any HDF5 tool; colour stays raw for fast window reads.
 COMPRESSED = ("mask", "patch_mask", "depth_weight", "depth", "radius")
