@@ -157,10 +157,7 @@ class DefocusDataset(Dataset):
         self.radius = radius  # read the per-pixel blur radius (a third of a sample's read time) only when asked
         self.indices = np.asarray(indices, dtype=np.int64)
         self.plane, self.frame, self.kind, self.mean_radius = (
-            meta["plane"],
-            meta["frame"],
-            meta["kind"],
-            meta["mean_radius"],
+            meta[k] for k in ("plane", "frame", "kind", "mean_radius")
         )
         self.train, self.crop_size, self.mask_kind, self.pad_multiple = train, crop_size, mask_kind, pad_multiple
         self.alt = None if train else self._alt_indices()
