@@ -32,3 +32,33 @@ def panel_row(panels: dict[str, torch.Tensor]) -> np.ndarray:
 def panel_grid(rows: list[dict[str, torch.Tensor]]) -> np.ndarray:
     """Several `panel_row`s stacked vertically (all rows the same size)."""
     return np.concatenate([panel_row(r) for r in rows], axis=0)
+
+
+def scatter_plot(
+    points: dict[str, list[tuple[float, float]]], x_label: str, y_label: str, title: str, size: int = 360
+) -> np.ndarray:
+    """A square scatter plot (size+56, size+56, 3) uint8 of (x, y) points in groups (one colour each, named in a
+    legend), both axes from 0 to the largest value, with the diagonal y = x drawn grey."""
+    colours = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
+    top = max([max(x, y) for group in points.values() for x, y in group] + [1e-6]) * 1.05
+    left, bottom = 40, 16  # margins for the axis labels
+    canvas = Image.new("RGB", (size + left + 16, size + bottom + 40), "white")
+    draw = ImageDraw.Draw(canvas)
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        return left + x / top * size, 24 + size - y / top * size
+
+    draw.rectangle([at(0, top), at(top, 0)], outline="black")
+    draw.line([at(0, 0), at(top, top)], fill="#bbbbbb")
+    for i, (name, group) in enumerate(points.items()):
+        colour = colours[i % len(colours)]
+        for x, y in group:
+            cx, cy = at(x, y)
+            draw.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], outline=colour, width=2)
+        draw.text((left + 6, 28 + 12 * i), name, fill=colour)
+    draw.text((left, 4), title, fill="black")
+    draw.text((left, 28 + size), f"0 .. {top:.1f}: {x_label}", fill="black")
+    label = Image.new("RGB", (size, CAPTION_HEIGHT), "white")
+    ImageDraw.Draw(label).text((0, 1), f"0 .. {top:.1f}: {y_label}", fill="black")
+    canvas.paste(label.rotate(90, expand=True), (left - CAPTION_HEIGHT - 4, 24))
+    return np.asarray(canvas)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from defocus_lit.cli import main
@@ -37,7 +38,9 @@ def manifest(folder: Path, frames: int = 2, columns: str = "image,depth,kind,sca
 
 def load_report(out: Path) -> dict:
     report = json.loads((out / "report.json").read_text())
-    assert len(list(out.glob("*.png"))) == len(report["samples"]) > 0
+    panels = [p for p in out.glob("*.png") if p.name != "blur_amount.png"]
+    assert len(panels) == len(report["samples"]) > 0
+    assert (out / "blur_amount.png").is_file() == ("blur_amount" in report)
     for sample in report["samples"]:
         assert (out / sample["image"]).is_file()
     return report
@@ -67,6 +70,44 @@ def test_dataset_report_scores_model_and_baselines(tiny_checkpoint, dataset, tmp
     md = (out / "report.md").read_text()
     assert all(f"| {m} |" in md for m in METHODS) and "## Samples" in md
     assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no staging folder left
+
+
+def test_blur_amount_sets_the_model_radius_beside_the_targets(tiny_checkpoint, tmp_path):
+    """Per sample the model's mean blur radius out of focus next to the target's (the renderer's mean_radius,
+    which mask_blur is told), their correlation and means, and the plot of one against the other."""
+    out = tmp_path / "report"
+    args = ["evaluate", "--ckpt", str(tiny_checkpoint), "--manifest", str(manifest(tmp_path)), "--out", str(out)]
+    assert main(args) == 0
+    report = load_report(out)
+    max_radius = report["settings"]["renderer"]["max_radius"]
+    for sample in report["samples"]:
+        radius = sample["blur_radius"]
+        assert 0 <= radius["model"] <= max_radius and 0 < radius["target"] <= max_radius
+    amount = report["blur_amount"]
+    targets = [s["blur_radius"]["target"] for s in report["samples"]]
+    assert amount["mean_target"] == pytest.approx(np.mean(targets))
+    assert amount["correlation"] is None or -1 <= amount["correlation"] <= 1
+    plot = np.asarray(Image.open(out / "blur_amount.png"))
+    assert plot.shape[0] > 200 and (plot != 255).any()
+    assert "## Blur amount" in (out / "report.md").read_text()
+    baseline = tmp_path / "baseline"  # a baseline alone has no model radius: no amount, no plot
+    assert main(["evaluate", "--baseline", "mask_blur", "--manifest", args[4], "--out", str(baseline)]) == 0
+    assert "blur_amount" not in load_report(baseline)
+
+
+def test_blur_amount_of_one_sample_has_no_correlation():
+    from defocus_lit.commands.evaluate import blur_amount, mean_blur_radius
+
+    radius = torch.zeros(1, 1, 4, 4)
+    radius[..., 2:] = 6.0
+    focus = torch.zeros(1, 1, 4, 4)
+    focus[..., :1] = 1  # one column sharp: the mean is over the other three
+    batch = {"focus": focus, "mean_radius": torch.tensor([5.0])}
+    row = {"blur_radius": mean_blur_radius(radius, batch)}
+    assert row["blur_radius"] == {"model": pytest.approx(4.0), "target": 5.0}
+    assert blur_amount([row]) == {"correlation": None, "mean_model": pytest.approx(4.0), "mean_target": 5.0}
+    rows = [{"blur_radius": {"model": m, "target": t}} for m, t in ((1, 2), (2, 4), (3, 6))]
+    assert blur_amount(rows)["correlation"] == pytest.approx(1.0)
 
 
 def test_baseline_alone_with_limit_replaces_an_earlier_report(dataset, tmp_path):

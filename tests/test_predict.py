@@ -12,7 +12,7 @@ from defocus_lit import io
 from defocus_lit.cli import main
 from defocus_lit.io import read_mask
 from defocus_lit.models.defocuser import BlurStack, Defocuser
-from defocus_lit.models.inference import defocus, pad_to_multiple
+from defocus_lit.models.inference import blur_radius, defocus, pad_to_multiple
 from defocus_lit.ops.masks import keep_focus
 
 
@@ -352,6 +352,20 @@ def test_strength_scales_each_level_radius_and_clamps_at_the_top():
         expected = keep_focus(BlurStack(scaled)(image, raw, radius_scale=3.0), image, mask)
         torch.testing.assert_close(out, expected)
         assert not torch.allclose(out, defocus(model, image, mask, max_side=30), atol=1e-2)
+
+
+def test_blur_radius_is_the_radius_defocus_applies():
+    """The per-pixel radius `evaluate` reports: the chosen level's, times the downscaled generator's radius scale
+    and the strength (clamped at the top level as the blur is); none for an RGB head."""
+    model = Defocuser(OneLevel(2, 3), BlurStack([0.0, 1.0, 2.0]), keep_focus=True, multiple=4).eval()
+    image = torch.rand(1, 3, 60, 90) * 2 - 1
+    mask = torch.ones(1, 1, 60, 90)
+    for max_side, strength, radius in ((0, 1.0, 2.0), (30, 1.0, 6.0), (30, 0.5, 3.0), (30, 2.0, 6.0)):
+        got = blur_radius(model, image, mask, max_side, strength)
+        assert got.shape == (1, 1, 60, 90)
+        torch.testing.assert_close(got, torch.full_like(got, radius), atol=1e-3, rtol=0)
+    rgb = Defocuser(OneLevel(2, 3), None, keep_focus=True, multiple=4).eval()
+    assert blur_radius(rgb, image, mask, 30) is None
 
 
 def _predict(ckpt: Path, image: Path, mask: Path, out: Path, *flags: str) -> int:

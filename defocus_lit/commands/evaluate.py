@@ -28,7 +28,11 @@ psnr_defocus minus global_blur's and oracle_blur's, per sample and for the means
 Output, written to a temporary folder renamed to `--out` at the end (a failure leaves no partial folder):
 `report.json` {"mean": {method: {metric: value}}, "samples": [{"name", "plane", method: {metric: value}}],
 "settings": {...}}, `report.md` (the same tables in Markdown) and one PNG per sample
-(input | mask | output | target | abs error x4; the output is the model's, else the baseline's).
+(input | mask | output | target | abs error x4; the output is the model's, else the baseline's). A model with a
+blur-stack head also gets the blur amount: per sample its mean blur radius out of focus next to the target's
+(`"blur_radius": {"model", "target"}` px), their correlation and means over the samples (`"blur_amount"`), and
+`blur_amount.png`, the one against the other per focal plane: how much of the amount the model reads from the
+photo, which `mask_blur` is told.
 """
 
 from __future__ import annotations
@@ -61,16 +65,25 @@ from defocus_lit.io import atomic_path, write_rgb
 from defocus_lit.metrics import IMAGE_METRICS, MetricSet, PlaneSensitivity, per_sample_metrics
 from defocus_lit.models.callbacks import gains
 from defocus_lit.models.checkpoint import Defocuser, defocuser_of, extras_of, read_checkpoint
-from defocus_lit.models.inference import check_max_side, check_strength, defocus, radius_scale, select_device
+from defocus_lit.models.inference import (
+    blur_radius,
+    check_max_side,
+    check_strength,
+    defocus,
+    radius_scale,
+    select_device,
+)
 from defocus_lit.render import BLUR_MODELS, RenderSettings
-from defocus_lit.visualize import panel_row
+from defocus_lit.visualize import panel_row, scatter_plot
 
 GAINS = ("depth_gain", "oracle_gap")
 METRICS = (*IMAGE_METRICS, "plane_sensitivity", *GAINS)
 FRAME_SIDE = 256  # px: manifest frames are resized to this long side (the scale of the renderer's k)
 ERROR_GAIN = 4.0  # the abs-error panel is amplified so small errors show
+AMOUNT_PLOT = "blur_amount.png"
 OPPOSITE = {"fore": "back", "back": "fore"}
 Method = Callable[[dict[str, Tensor]], Tensor]
+RadiusOf = Callable[[dict[str, Tensor]], Tensor | None]  # batch -> the model's blur radius (B,1,H,W) px
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -148,6 +161,11 @@ def run(args: argparse.Namespace) -> int:
         global_blur = global_blur.scaled(args.strength, settings["max_radius"]) if global_blur else None
     names = BASELINE_NAMES if args.baseline is None else (args.baseline,)
     methods = build_methods(model, args.max_side, args.strength, baselines(global_blur, max_radius, names))
+    radius_of = (
+        (lambda batch: blur_radius(model, batch["image"], batch["mask"], args.max_side, args.strength))
+        if model is not None and model.head is not None
+        else None
+    )
     info = {
         "checkpoint": args.ckpt,
         "arch": cfg.arch if cfg is not None else None,
@@ -163,11 +181,20 @@ def run(args: argparse.Namespace) -> int:
 
     with atomic_path(out, folder=True) as staging:
         report = evaluate(
-            methods, samples, staging, device, limit=args.limit, total=total, source=args.data or args.manifest
+            methods,
+            samples,
+            staging,
+            device,
+            limit=args.limit,
+            total=total,
+            source=args.data or args.manifest,
+            radius_of=radius_of,
         )
         report["settings"] = info
         write_report(report, staging)
     print(mean_table(report["mean"]))
+    if "blur_amount" in report:
+        print(amount_section(report["blur_amount"])[2])
     print(f"wrote {out / 'report.json'}, {out / 'report.md'} and {len(report['samples'])} sample images")
     return 0
 
@@ -365,9 +392,11 @@ def evaluate(
     limit: int | None = None,
     total: int | None = None,
     source: str = "",
+    radius_of: RadiusOf | None = None,
 ) -> dict:
     """Score every sample with every method, write one panel PNG per sample into `out_dir`; the report dict.
-    `source` names the data in the error raised when there is no sample."""
+    `source` names the data in the error raised when there is no sample. With `radius_of` (the model's blur
+    radius), also the blur amount per sample and overall, and `blur_amount.png` (see the module's docstring)."""
     metric_sets = {name: MetricSet().to(device) for name in methods}
     rows = []
     bar = tqdm(samples, total=min(total, limit) if total and limit else total or limit, desc="evaluate", unit="sample")
@@ -380,6 +409,8 @@ def evaluate(
             outputs[name], values = score(method, sample.batch, metric_sets[name])
             row[name] = {key: _float(values.get(key, math.nan)) for key in METRICS}
         _add_gains(row)
+        if radius_of is not None:
+            row["blur_radius"] = mean_blur_radius(radius_of(sample.batch), sample.batch)
         row["image"] = f"{index:04d}_{sample.name}_{sample.plane}.png"
         write_rgb(out_dir / row["image"], sample_panel(sample, next(iter(outputs.values()))))
         rows.append(row)
@@ -390,7 +421,43 @@ def evaluate(
     for values in mean.values():
         values.update({key: None for key in GAINS})
     _add_gains(mean)
-    return {"mean": mean, "samples": rows}
+    report = {"mean": mean, "samples": rows}
+    if radius_of is not None:
+        report["blur_amount"] = blur_amount(rows)
+        write_rgb(out_dir / AMOUNT_PLOT, amount_plot(rows, report["blur_amount"]["correlation"]))
+    return report
+
+
+def mean_blur_radius(radius: Tensor, batch: dict[str, Tensor]) -> dict[str, float]:
+    """One sample's mean blur radius (px) over its pixels out of focus, the model's (`radius` (1,1,H,W)) and the
+    target's (batch["mean_radius"], over the same pixels)."""
+    blurred = 1 - batch["focus"].float()
+    model = float((radius.float() * blurred).sum() / blurred.sum().clamp_min(1))
+    return {"model": model, "target": float(batch["mean_radius"][0])}
+
+
+def blur_amount(rows: list[dict]) -> dict[str, float | None]:
+    """Over the samples: the correlation of the model's mean blur radius with the target's (None for fewer than
+    two samples or no spread) and both means (px)."""
+    model, target = (np.array([row["blur_radius"][key] for row in rows]) for key in ("model", "target"))
+    spread = len(rows) > 1 and model.std() > 0 and target.std() > 0
+    return {
+        "correlation": float(np.corrcoef(model, target)[0, 1]) if spread else None,
+        "mean_model": float(model.mean()),
+        "mean_target": float(target.mean()),
+    }
+
+
+def amount_plot(rows: list[dict], correlation: float | None) -> np.ndarray:
+    """The model's mean blur radius per sample against the target's, one colour per focal plane."""
+    points = {
+        plane: [(row["blur_radius"]["target"], row["blur_radius"]["model"]) for row in rows if row["plane"] == plane]
+        for plane in PLANES
+    }
+    points = {plane: group for plane, group in points.items() if group}
+    r = "n/a" if correlation is None else f"{correlation:.2f}"
+    title = f"mean blur radius out of focus per sample (correlation {r})"
+    return scatter_plot(points, "target (px)", "model (px)", title)
 
 
 def _add_gains(methods: dict) -> None:
@@ -465,12 +532,29 @@ def write_report(report: dict, folder: Path) -> None:
         "",
         mean_table(report["mean"]),
         "",
+        *amount_section(report.get("blur_amount")),
         "## Samples",
         "",
         sample_table(report["samples"], list(report["mean"])),
         "",
     ]
     (folder / "report.md").write_text("\n".join(text))
+
+
+def amount_section(amount: dict | None) -> list[str]:
+    """report.md's lines on the blur amount (none without it)."""
+    if amount is None:
+        return []
+    r = "n/a" if amount["correlation"] is None else f"{amount['correlation']:.2f}"
+    return [
+        "## Blur amount",
+        "",
+        f"The model's mean blur radius out of focus per sample against the target's: correlation {r}; mean "
+        f"{amount['mean_model']:.2f} px against {amount['mean_target']:.2f} px. `mask_blur` is told each target's.",
+        "",
+        f"![blur amount]({AMOUNT_PLOT})",
+        "",
+    ]
 
 
 # ----- output folder ------------------------------------------------------------------------------------------

@@ -49,17 +49,22 @@ class BlurStack(nn.Module):
         """raw (B,K,H,W) in [-1,1] -> the per-pixel weights of the K levels (B,K,H,W), summing to 1."""
         return torch.softmax(raw.float() * self.sharpness, dim=1)
 
-    def expected_radius(self, raw: Tensor) -> Tensor:
-        """raw (B,K,H,W) -> (B,1,H,W): the weights times the level radii, in px at the generator's scale."""
-        radii = torch.tensor(self.radii, device=raw.device).view(1, -1, 1, 1)
+    def level_radii(self, radius_scale: float = 1.0, strength: float = 1.0) -> list[float]:
+        """The levels' radii in px as applied: min(r * strength, top radius) * radius_scale."""
+        top = max(self.radii)
+        return [min(r * strength, top) * radius_scale for r in self.radii]
+
+    def expected_radius(self, raw: Tensor, radius_scale: float = 1.0, strength: float = 1.0) -> Tensor:
+        """raw (B,K,H,W) -> (B,1,H,W): the weights times the level radii (`level_radii`), in px; at the
+        generator's scale by default."""
+        radii = torch.tensor(self.level_radii(radius_scale, strength), device=raw.device).view(1, -1, 1, 1)
         return (self.weights(raw) * radii).sum(dim=1, keepdim=True)
 
     def forward(self, image: Tensor, raw: Tensor, radius_scale: float = 1.0, strength: float = 1.0) -> Tensor:
-        """image (B,3,H,W) in [-1,1]; raw (B,K,H,W) in [-1,1] -> (B,3,H,W) in [-1,1]. Level radius r becomes
-        min(r * strength, top radius) * radius_scale px."""
+        """image (B,3,H,W) in [-1,1]; raw (B,K,H,W) in [-1,1] -> (B,3,H,W) in [-1,1], each level blurred by
+        its `level_radii` radius."""
         linear = srgb_to_linear((image.float() + 1) / 2)
-        top = max(self.radii)
-        kernels = disk_stack([min(r * strength, top) * radius_scale for r in self.radii]).to(linear)
+        kernels = disk_stack(self.level_radii(radius_scale, strength)).to(linear)
         stack = fft_blur(linear, kernels)
         out = linear_to_srgb((self.weights(raw).unsqueeze(2) * stack).sum(dim=1).clamp(0, 1)) * 2 - 1
         return out.to(image.dtype)

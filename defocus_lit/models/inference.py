@@ -91,11 +91,28 @@ def defocus(model: Defocuser, image: Tensor, mask: Tensor, max_side: int = 0, st
     multiplies the blur (see the module's docstring; UserError where `check_strength` or `check_max_side` refuses
     it)."""
     check_strength(model, strength)
+    raw, scale = _full_resolution_output(model, image, mask, max_side)
+    return model.finish(image, mask, raw, radius_scale=scale, strength=strength)
+
+
+def blur_radius(
+    model: Defocuser, image: Tensor, mask: Tensor, max_side: int = 0, strength: float = 1.0
+) -> Tensor | None:
+    """The blur radius (B,1,H,W) in px that `defocus` gives each pixel before keep-focus (the blur-stack head's
+    expected radius, at the photo's resolution), run as `defocus` runs the model; None for an RGB head."""
+    if model.head is None:
+        return None
+    raw, scale = _full_resolution_output(model, image, mask, max_side)
+    return model.head.expected_radius(raw, radius_scale=scale, strength=strength)
+
+
+def _full_resolution_output(model: Defocuser, image: Tensor, mask: Tensor, max_side: int) -> tuple[Tensor, float]:
+    """(the generator output at the photo's H, W, the head's radius scale): see `defocus`."""
     check_max_side(max_side)
     h, w = image.shape[-2:]
     scale = max(h, w) / min(max_side, model.train_side or max_side) if max_side else 1.0
     if scale <= 1:
-        return model.finish(image, mask, _generator_output(model, image, mask), strength=strength)
+        return _generator_output(model, image, mask), 1.0
     size = (max(1, round(h / scale)), max(1, round(w / scale)))
     raw = _generator_output(
         model, F.interpolate(image, size=size, mode="area"), F.interpolate(mask, size=size, mode="nearest")
@@ -106,7 +123,7 @@ def defocus(model: Defocuser, image: Tensor, mask: Tensor, max_side: int = 0, st
         raw = F.interpolate(_smooth(raw), size=(h, w), mode="bilinear", align_corners=False)
     else:
         raw = F.interpolate(raw, size=(h, w), mode="bicubic", align_corners=False).clamp(-1, 1)
-    return model.finish(image, mask, raw, radius_scale=radius_scale(max(h, w), max_side), strength=strength)
+    return raw, radius_scale(max(h, w), max_side)
 
 
 def _smooth(x: Tensor) -> Tensor:
