@@ -37,28 +37,35 @@ def panel_grid(rows: list[dict[str, torch.Tensor]]) -> np.ndarray:
 def scatter_plot(
     points: dict[str, list[tuple[float, float]]], x_label: str, y_label: str, title: str, size: int = 360
 ) -> np.ndarray:
-    """A square scatter plot (size+56, size+56, 3) uint8 of (x, y) points in groups (one colour each, named in a
-    legend), both axes from 0 to the largest value, with the diagonal y = x drawn grey."""
+    """A square scatter plot (size+72, size+72, 3) uint8 of (x, y) points in groups (one colour each, named in a
+    legend), both axes from 0 to just past the largest value with ticks, and the diagonal y = x in grey."""
     colours = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
     top = max([max(x, y) for group in points.values() for x, y in group] + [1e-6]) * 1.05
-    left, bottom = 40, 16  # margins for the axis labels
-    canvas = Image.new("RGB", (size + left + 16, size + bottom + 40), "white")
+    step = next(s for s in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, float("inf")) if top / s <= 8)
+    left, head = 56, 24  # room for the y ticks and label, the title
+    canvas = Image.new("RGB", (size + left + 16, size + head + 48), "white")
     draw = ImageDraw.Draw(canvas)
 
     def at(x: float, y: float) -> tuple[float, float]:
-        return left + x / top * size, 24 + size - y / top * size
+        return left + x / top * size, head + size - y / top * size
 
     draw.rectangle([at(0, top), at(top, 0)], outline="black")
     draw.line([at(0, 0), at(top, top)], fill="#bbbbbb")
+    for k in range(int(top / step) + 1):
+        (x, y0), (x0, y) = at(k * step, 0), at(0, k * step)
+        draw.line([(x, y0), (x, y0 + 4)], fill="black")
+        draw.line([(x0 - 4, y), (x0, y)], fill="black")
+        draw.text((x - 6, y0 + 6), f"{k * step:g}", fill="black")
+        draw.text((x0 - 24, y - 6), f"{k * step:g}", fill="black")
     for i, (name, group) in enumerate(points.items()):
         colour = colours[i % len(colours)]
         for x, y in group:
             cx, cy = at(x, y)
             draw.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], outline=colour, width=2)
-        draw.text((left + 6, 28 + 12 * i), name, fill=colour)
+        draw.text((left + 6, head + 4 + 12 * i), name, fill=colour)
     draw.text((left, 4), title, fill="black")
-    draw.text((left, 28 + size), f"0 .. {top:.1f}: {x_label}", fill="black")
+    draw.text((left + size // 2 - 3 * len(x_label), head + size + 24), x_label, fill="black")
     label = Image.new("RGB", (size, CAPTION_HEIGHT), "white")
-    ImageDraw.Draw(label).text((0, 1), f"0 .. {top:.1f}: {y_label}", fill="black")
-    canvas.paste(label.rotate(90, expand=True), (left - CAPTION_HEIGHT - 4, 24))
+    ImageDraw.Draw(label).text((size // 2 - 3 * len(y_label), 1), y_label, fill="black")
+    canvas.paste(label.rotate(90, expand=True), (2, head))
     return np.asarray(canvas)
