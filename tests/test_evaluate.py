@@ -72,12 +72,13 @@ def test_dataset_report_scores_model_and_baselines(tiny_checkpoint, dataset, tmp
     assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no staging folder left
 
 
-def test_blur_amount_sets_the_model_radius_beside_the_targets(tiny_checkpoint, tmp_path):
+def test_blur_amount_sets_the_model_radius_beside_the_targets(tiny_checkpoint, tmp_path, capsys):
     """Per sample the model's mean blur radius out of focus next to the target's (the renderer's mean_radius,
     which mask_blur is told), their correlation and means, and the plot of one against the other."""
     out = tmp_path / "report"
     args = ["evaluate", "--ckpt", str(tiny_checkpoint), "--manifest", str(manifest(tmp_path)), "--out", str(out)]
     assert main(args) == 0
+    assert "mean blur radius out of focus per sample against the target's: correlation" in capsys.readouterr().out
     report = load_report(out)
     max_radius = report["settings"]["renderer"]["max_radius"]
     for sample in report["samples"]:

@@ -194,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
         write_report(report, staging)
     print(mean_table(report["mean"]))
     if "blur_amount" in report:
-        print(amount_section(report["blur_amount"])[2])
+        print(amount_line(report["blur_amount"]))
     print(f"wrote {out / 'report.json'}, {out / 'report.md'} and {len(report['samples'])} sample images")
     return 0
 
@@ -541,20 +541,20 @@ def write_report(report: dict, folder: Path) -> None:
     (folder / "report.md").write_text("\n".join(text))
 
 
+def amount_line(amount: dict) -> str:
+    """The blur amount in one sentence (printed and in report.md)."""
+    r = "n/a" if amount["correlation"] is None else f"{amount['correlation']:.2f}"
+    return (
+        f"The model's mean blur radius out of focus per sample against the target's: correlation {r}; mean "
+        f"{amount['mean_model']:.2f} px against {amount['mean_target']:.2f} px. `mask_blur` is told each target's."
+    )
+
+
 def amount_section(amount: dict | None) -> list[str]:
     """report.md's lines on the blur amount (none without it)."""
     if amount is None:
         return []
-    r = "n/a" if amount["correlation"] is None else f"{amount['correlation']:.2f}"
-    return [
-        "## Blur amount",
-        "",
-        f"The model's mean blur radius out of focus per sample against the target's: correlation {r}; mean "
-        f"{amount['mean_model']:.2f} px against {amount['mean_target']:.2f} px. `mask_blur` is told each target's.",
-        "",
-        f"![blur amount]({AMOUNT_PLOT})",
-        "",
-    ]
+    return ["## Blur amount", "", amount_line(amount), "", f"![blur amount]({AMOUNT_PLOT})", ""]
 
 
 # ----- output folder ------------------------------------------------------------------------------------------
