@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
-from defocus_lit.ops.blur import disk_blur, disk_stack, fft_blur
+from defocus_lit.ops.blur import disk_stack, spread_blur
 from defocus_lit.ops.color import linear_to_srgb, srgb_to_linear
 from defocus_lit.ops.masks import in_focus
 
@@ -50,6 +50,24 @@ def _linear(batch: dict[str, Tensor]) -> Tensor:
     return srgb_to_linear((batch["image"].float() + 1) / 2)
 
 
+def _layers(batch: dict[str, Tensor]) -> Tensor:
+    """(B,1+L,H,W) float: the in-focus pixels, then each blurred mask level's (LEVELS), over every pixel."""
+    levels = level_masks({**batch, "valid": torch.ones_like(batch["focus"])})[:, :, 0]
+    return torch.cat([batch["focus"].float(), levels], 1)
+
+
+def uniform_blur(batch: dict[str, Tensor], layers: Tensor, radii: Tensor) -> Tensor:
+    """(B,3,H,W) in [-1,1]: the in-focus pixels and L blurred layers `layers` (B,1+L,H,W), each blurred layer's
+    pixels spread with its disk of `radii` (B,L) px (`spread_blur`: in-focus pixels reach no blurred neighbour, as
+    in the renderer's targets), the in-focus pixels the photo exactly."""
+    linear = _linear(batch)
+    radii = radii.detach().float().cpu()
+    kernels = disk_stack([r for row in radii.tolist() for r in (0.0, *row)])
+    kernels = kernels.view(*radii.shape[:1], radii.shape[1] + 1, *kernels.shape[-2:]).to(linear.device)
+    out = torch.cat([spread_blur(linear[i : i + 1], layers[i : i + 1], kernels[i]) for i in range(len(radii))])
+    return _keep_focus(batch, linear_to_srgb(out) * 2 - 1)
+
+
 def _keep_focus(batch: dict[str, Tensor], blurred: Tensor) -> Tensor:
     return torch.where(batch["focus"] > 0.5, batch["image"], blurred.to(batch["image"].dtype))
 
@@ -58,29 +76,23 @@ def mask_blur(batch: dict[str, Tensor]) -> Tensor:
     """The photo blurred with one disk of radius batch["mean_radius"] (B,) px per sample outside the in-focus
     mask. A non-finite mean radius (a sample with no blurred pixel) counts as 0: no blur."""
     radius = torch.nan_to_num(batch["mean_radius"].detach().float().cpu(), nan=0.0, posinf=0.0, neginf=0.0)
-    return _keep_focus(batch, linear_to_srgb(disk_blur(_linear(batch), radius)) * 2 - 1)
+    focus = batch["focus"].float()
+    return uniform_blur(batch, torch.cat([focus, 1 - focus], 1), radius[:, None])
 
 
-def blur_stack(batch: dict[str, Tensor], radii: list[float]) -> Tensor:
-    """(B,G,3,H,W) sRGB in [0,1]: the photo blurred with each of `radii`."""
-    return linear_to_srgb(fft_blur(_linear(batch), disk_stack(radii).to(batch["image"].device)))
-
-
-def level_errors(batch: dict[str, Tensor], stack: Tensor) -> Tensor:
-    """(B,L,G) summed squared error ([0,1] scale) of each blur in `stack` (B,G,3,H,W) against the target, over the
-    valid pixels of each blurred mask level."""
+def level_errors(batch: dict[str, Tensor], radii: list[float]) -> Tensor:
+    """(B,L,G) summed squared error ([0,1] scale) of each blurred mask level's pixels spread alone with each of
+    `radii` (G) against the target, over the level's valid pixels."""
     target = ((batch["target"].float() + 1) / 2).clamp(0, 1)[:, None]
-    sq = ((stack - target) ** 2).sum(2)  # (B,G,H,W)
-    return torch.einsum("bghw,blhw->blg", sq, level_masks(batch)[:, :, 0])
-
-
-def _compose(batch: dict[str, Tensor], stack: Tensor, choice: Tensor) -> Tensor:
-    """The blur `choice` (B,L) (indices into the stack's G) on each level's pixels, the photo elsewhere."""
-    b = torch.arange(stack.shape[0], device=stack.device)[:, None]
-    chosen = stack[b, choice]  # (B,L,3,H,W)
-    levels = level_masks({**batch, "valid": torch.ones_like(batch["valid"])})
-    out = (chosen * levels).sum(1) * 2 - 1
-    return _keep_focus(batch, out)
+    linear, kernels = _linear(batch), disk_stack(radii).to(batch["image"].device)[:, None]
+    errors = []
+    for level, valid in zip(_layers(batch)[:, 1:, None].unbind(1), level_masks(batch).unbind(1)):
+        if not valid.any():
+            errors.append(torch.zeros(linear.shape[0], len(radii), device=linear.device))
+            continue
+        sq = ((linear_to_srgb(spread_blur(linear, level, kernels)) - target) ** 2).sum(2)  # (B,G,H,W)
+        errors.append((sq * valid).sum((-2, -1)))
+    return torch.stack(errors, 1)
 
 
 class GlobalBlur:
@@ -95,7 +107,7 @@ class GlobalBlur:
         grid = radius_grid(max_radius)
         total = None
         for batch in batches:
-            errors = level_errors(batch, blur_stack(batch, grid)).sum(0).double().cpu()  # (L,G)
+            errors = level_errors(batch, grid).sum(0).double().cpu()  # (L,G)
             total = errors if total is None else total + errors
         if total is None:
             raise ValueError("GlobalBlur.fit: no batch to fit on")
@@ -110,9 +122,8 @@ class GlobalBlur:
         """batch["radius_scale"] (B,), if present, scales the radii (for frames larger than the training scale;
         the batch shares its first sample's scale)."""
         scale = float(batch["radius_scale"][0]) if "radius_scale" in batch else 1.0
-        radii = [self.radii.get(level, 0.0) * scale for level in LEVELS]
-        choice = torch.arange(len(LEVELS), device=batch["image"].device).expand(batch["image"].shape[0], -1)
-        return _compose(batch, blur_stack(batch, radii), choice)
+        radii = torch.tensor([self.radii.get(level, 0.0) * scale for level in LEVELS])
+        return uniform_blur(batch, _layers(batch), radii.expand(batch["image"].shape[0], -1))
 
 
 def oracle_blur_fn(max_radius: float) -> Baseline:
@@ -122,8 +133,7 @@ def oracle_blur_fn(max_radius: float) -> Baseline:
     grid = radius_grid(max_radius)
 
     def oracle_blur(batch: dict[str, Tensor]) -> Tensor:
-        stack = blur_stack(batch, grid)
-        return _compose(batch, stack, level_errors(batch, stack).argmin(2))
+        return uniform_blur(batch, _layers(batch), torch.tensor(grid)[level_errors(batch, grid).argmin(2).cpu()])
 
     return oracle_blur
 

@@ -6,18 +6,18 @@ from defocus_lit.baselines import (
     NAMES,
     GlobalBlur,
     baselines,
-    blur_stack,
     identity,
     level_errors,
     mask_blur,
     oracle_blur_fn,
     radius_grid,
+    uniform_blur,
 )
 from defocus_lit.data.build import build_dataset
 from defocus_lit.data.datamodule import DefocusDataModule
 from defocus_lit.data.sources import open_source
 from defocus_lit.metrics import MetricSet
-from defocus_lit.ops.blur import disk_blur, disk_kernel
+from defocus_lit.ops.blur import disk_kernel, disk_stack, fft_blur, spread_blur
 from defocus_lit.ops.masks import keep_focus
 from defocus_lit.render import RenderSettings
 
@@ -86,42 +86,75 @@ def test_radius_zero_and_nan_are_identity():
     torch.testing.assert_close(mask_blur(batch), image, atol=1e-5, rtol=0)
 
 
-def test_disk_blur_matches_direct_convolution_inside_and_keeps_constants():
+def test_spread_blur_of_one_full_layer_matches_direct_convolution_inside_and_keeps_constants():
     g = torch.Generator().manual_seed(2)
     x = torch.rand(2, 3, H, W, generator=g)
-    radii = torch.tensor([2.5, 4.0])
-    out = disk_blur(x, radii)
-    for i, r in enumerate(radii.tolist()):
+    everywhere = torch.ones(2, 1, H, W)
+    for r in (2.5, 4.0):
+        out = spread_blur(x, everywhere, disk_stack([r]))
         k = disk_kernel(r)
         m = k.shape[-1] // 2
-        direct = F.conv2d(x[i : i + 1], k.expand(3, 1, -1, -1), groups=3)  # valid region only
-        torch.testing.assert_close(out[i : i + 1, :, m : H - m, m : W - m], direct, atol=1e-5, rtol=0)
-    # coverage normalisation: a constant image stays constant up to the frame border
-    const = torch.full((2, 3, H, W), 0.3)
-    torch.testing.assert_close(disk_blur(const, radii), const, atol=1e-5, rtol=0)
+        direct = F.conv2d(x, k.expand(3, 1, -1, -1), groups=3)  # valid region only
+        torch.testing.assert_close(out[..., m : H - m, m : W - m], direct, atol=1e-5, rtol=0)
+        # renormalised at the border: a constant image stays constant
+        const = torch.full((2, 3, H, W), 0.3)
+        torch.testing.assert_close(spread_blur(const, everywhere, disk_stack([r])), const, atol=1e-5, rtol=0)
+
+
+def test_spread_blur_keeps_a_sharp_layer_out_of_the_blurred_one_and_spreads_a_blurred_one_over_it():
+    """A white square on black: sharp square, blurred surroundings -> the surroundings stay black (no halo of the
+    subject in the background; keep-focus restores the square, which the surroundings do spread over); blurred
+    square, sharp surroundings -> the square's light reaches past its outline."""
+    x = torch.zeros(1, 3, H, W)
+    square = torch.zeros(1, 1, H, W)
+    square[..., 8:16, 16:24] = 1
+    x = x + square
+    kernels = disk_stack([0.0, 4.0])
+    sharp_square = spread_blur(x, torch.cat([square, 1 - square], 1), kernels)
+    outside = (1 - square).bool().expand_as(x)
+    torch.testing.assert_close(sharp_square[outside], x[outside], atol=1e-5, rtol=0)
+    blurred_square = spread_blur(x, torch.cat([1 - square, square], 1), kernels)
+    assert blurred_square[0, 0, 12, 26] > 0.05  # 2 px outside the square's right edge
+    assert blurred_square[0, 0, 12, 28] == pytest.approx(0, abs=1e-5)  # 4 px outside: beyond the disk
+    assert blurred_square[0, 0, 12, 20] == pytest.approx(1, abs=1e-5)  # normalised: its centre keeps its colour
+
+
+def test_the_gather_blur_of_the_whole_photo_would_halo_where_mask_blur_does_not():
+    """mask_blur blurs only the blurred layer's pixels: in-focus colour does not bleed into the blurred region."""
+    image = -torch.ones(1, 3, H, W)
+    focus = torch.zeros(1, 1, H, W)
+    focus[..., :, : W // 2] = 1
+    image[..., : W // 2] = 1  # a white in-focus half beside a black blurred one
+    out = mask_blur({"image": image, "focus": focus, "mean_radius": torch.tensor([5.0])})
+    torch.testing.assert_close(out[..., W // 2 :], image[..., W // 2 :], atol=1e-5, rtol=0)
+    gather = fft_blur((image + 1) / 2, disk_stack([5.0]))[:, 0]
+    assert gather[0, 0, H // 2, W // 2 + 1] > 0.1
 
 
 def level_batch(radius: float, patch: bool = False) -> dict[str, torch.Tensor]:
     """Random photo; target = the photo blurred with `radius` out of focus (left quarter in focus); a patch batch
-    has a partial level (0.5) in the second quarter whose target is the photo blurred with radius / 2."""
+    has a partial level (0.5) in the second quarter whose target is the photo blurred with radius / 2. Each level's
+    target is its own pixels spread alone (what the per-level choice of global_blur and oracle_blur compares; the
+    same as spreading the levels together for a binary mask, whose in-focus layer does not spread)."""
     g = torch.Generator().manual_seed(1)
     image = torch.rand(2, 3, H, W, generator=g) * 2 - 1
     mask = torch.ones(2, 1, H, W)
     mask[..., : W // 4] = 0
-    blurred = mask_blur({"image": image, "focus": 1 - mask, "mean_radius": torch.tensor([radius] * 2)})
-    target = blurred
     if patch:
         mask[..., W // 4 : W // 2] = 0.5
-        half = mask_blur({"image": image, "focus": 1 - mask, "mean_radius": torch.tensor([radius / 2] * 2)})
-        target = torch.where(mask == 0.5, half, blurred)
-    return {
+    batch = {
         "image": image,
-        "target": target,
         "mask": mask,
         "focus": (mask == 0).float(),
         "valid": torch.ones(2, 1, H, W),
         "mean_radius": torch.tensor([radius] * 2),
     }
+    alone = [(mask == level).float() for level in (0.5, 1.0)]
+    targets = [
+        uniform_blur({**batch, "focus": 1 - m}, torch.cat([1 - m, m], 1), torch.full((2, 1), r))
+        for m, r in zip(alone, (radius / 2, radius))
+    ]
+    return batch | {"target": torch.where(mask == 0.5, *targets)}
 
 
 def test_global_blur_fits_the_radius_of_least_error_per_level():
@@ -131,8 +164,10 @@ def test_global_blur_fits_the_radius_of_least_error_per_level():
     assert patch.radii == {0.5: 2.0, 1.0: 4.0}
     batch = level_batch(4.0, patch=True)
     out = patch(batch)
-    assert torch.equal(out[batch["focus"].bool().expand_as(out)], batch["image"][batch["focus"].bool().expand_as(out)])
-    torch.testing.assert_close(out, batch["target"], atol=2e-4, rtol=0)
+    focus = batch["focus"].bool().expand_as(out)
+    assert torch.equal(out[focus], batch["image"][focus])
+    binary = level_batch(3.0)
+    torch.testing.assert_close(fitted(binary), binary["target"], atol=2e-4, rtol=0)
 
 
 def test_oracle_blur_picks_each_samples_best_radius():
@@ -140,7 +175,7 @@ def test_oracle_blur_picks_each_samples_best_radius():
     batch["target"][1] = level_batch(6.0)["target"][1]  # the second sample wants another radius
     out = oracle_blur_fn(8.0)(batch)
     torch.testing.assert_close(out, batch["target"], atol=2e-4, rtol=0)
-    errors = level_errors(batch, blur_stack(batch, radius_grid(8.0)))
+    errors = level_errors(batch, radius_grid(8.0))
     assert errors.shape == (2, 2, 16) and errors[:, 0].sum() == 0  # no pixel at the partial level
 
 
@@ -169,7 +204,7 @@ def test_plane_sensitivity_does_not_reward_a_fixed_blur_with_keep_focus(val_batc
 
         def fixed(image, mask, radius=radius):
             linear = ((image + 1) / 2) ** 2.2
-            blurred = disk_blur(linear, torch.full((image.shape[0],), radius)) ** (1 / 2.2) * 2 - 1
+            blurred = fft_blur(linear, disk_stack([radius]))[:, 0] ** (1 / 2.2) * 2 - 1
             return keep_focus(blurred, image, mask)
 
         assert plane_sensitivity(fixed, val_batches) < 0.05

@@ -164,7 +164,7 @@ def test_unquoted_yaml_booleans_still_work(tmp_path):
         ("loss.terms.l1=heavy", "loss.terms.l1: expected a float, got 'heavy' (override)"),
         ("loss.terms.l2=1", "loss.terms.l2: unknown loss term 'l2'; registered: "),
         ("model.norm=group", "model.norm: expected one of batch, instance, got 'group' (override)"),
-        ("model.head=rgbx", "model.head: expected one of rgb, blur_stack, got 'rgbx' (override)"),
+        ("model.head=rgbx", "model.head: expected one of rgb, blur_stack, blur_spread, got 'rgbx' (override)"),
         ("loss.gan_mode=wgan", "loss.gan_mode: expected one of vanilla, lsgan, hinge, got 'wgan' (override)"),
         ("render.blur_model=gauss", "render.blur_model: expected one of thin_lens, blur_map, got 'gauss'"),
         ("logger.wandb=maybe", "logger.wandb: expected one of auto, online, offline, disabled, got 'maybe'"),

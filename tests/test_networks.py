@@ -144,7 +144,34 @@ def test_blur_stack_expected_radius_is_the_weighted_level_radius():
     torch.testing.assert_close(head.expected_radius(even), torch.full((1, 1, 4, 4), 10.0 / 3))
 
 
-def test_radius_loss_needs_the_blur_stack_head():
+def test_spread_head_keeps_the_sharp_subject_out_of_the_blurred_background_where_the_gather_head_halos_it():
+    """A white in-focus square on a black background that the generator blurs by 4 px everywhere (even on the
+    square: the mask makes the in-focus pixels the sharp layer): spread, the background stays black; gathered, the
+    square's light bleeds into it."""
+    image = -torch.ones(1, 3, 24, 24)
+    image[..., 8:16, 8:16] = 1
+    mask = torch.ones(1, 1, 24, 24)
+    mask[..., 8:16, 8:16] = 0
+    raw = -torch.ones(1, 2, 24, 24)
+    raw[:, 1] = 1  # the 4-px level everywhere
+    background = mask.bool().expand(1, 3, 24, 24)
+    spread = BlurStack([0.0, 4.0], spread=True)(image, raw, mask)
+    torch.testing.assert_close(spread[background], image[background], atol=1e-3, rtol=0)
+    gather = BlurStack([0.0, 4.0])(image, raw, mask)
+    assert gather[0, 0, 12, 17] > -0.5  # 1 px right of the square: lit by it
+
+
+def test_experiments_build_the_spread_head():
+    from defocus_lit.config import load_experiment
+    from defocus_lit.models.defocuser import build_defocuser
+
+    words = [f"model.{k}={v}" for k, v in TINY.items()]
+    for name in ("pix2pix_4ch", "patch_mask"):
+        assert build_defocuser(load_experiment(name, words)).head.spread
+    assert not build_defocuser(load_experiment("pix2pix_4ch", [*words, "model.head=blur_stack"])).head.spread
+
+
+def test_radius_loss_needs_a_blur_head():
     from defocus_lit.config import load_experiment
     from defocus_lit.models.module import build_module
 
@@ -152,7 +179,7 @@ def test_radius_loss_needs_the_blur_stack_head():
     module = build_module(load_experiment("pix2pix_4ch", [*words, "loss.terms={l1: 1.0, radius_l1: 1.0}"]))
     outs = module.outputs(*_inputs(16, 16))
     assert outs["radius"].shape == (2, 1, 16, 16) and 0 <= outs["radius"].min() and outs["radius"].max() <= 16
-    with pytest.raises(UserError, match="loss.terms.radius_l1: needs the blur-stack head"):
+    with pytest.raises(UserError, match="loss.terms.radius_l1: needs a blur head"):
         build_module(load_experiment("pix2pix_4ch", [*words, "model.head=rgb", "loss.terms={radius_l1: 1.0}"]))
 
 

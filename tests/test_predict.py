@@ -302,16 +302,17 @@ class OneLevel(torch.nn.Module):
         return raw
 
 
-def test_downscaled_generator_blurs_at_full_resolution_with_scaled_radii():
-    model = Defocuser(OneLevel(2, 3), BlurStack([0.0, 1.0, 2.0]), keep_focus=True, multiple=4).eval()
+@pytest.mark.parametrize("spread", [False, True])
+def test_downscaled_generator_blurs_at_full_resolution_with_scaled_radii(spread):
+    model = Defocuser(OneLevel(2, 3), BlurStack([0.0, 1.0, 2.0], spread), keep_focus=True, multiple=4).eval()
     image = torch.rand(1, 3, 60, 90) * 2 - 1
     mask = torch.ones(1, 1, 60, 90)
     mask[..., :30] = 0
     out = defocus(model, image, mask, max_side=30)  # the generator sees 20x30: 3x smaller
     raw = OneLevel(2, 3)(image, mask)
-    expected = keep_focus(model.head(image, raw, radius_scale=3.0), image, mask)  # a 6 px disk on the photo
+    expected = keep_focus(model.head(image, raw, mask, radius_scale=3.0), image, mask)  # a 6 px disk on the photo
     torch.testing.assert_close(out, expected)
-    assert not torch.allclose(out, keep_focus(model.head(image, raw), image, mask), atol=1e-2)
+    assert not torch.allclose(out, keep_focus(model.head(image, raw, mask), image, mask), atol=1e-2)
 
 
 def test_generator_sees_the_photo_at_its_training_scale_and_the_radii_stay_as_trained():
@@ -327,7 +328,9 @@ def test_generator_sees_the_photo_at_its_training_scale_and_the_radii_stay_as_tr
     for max_side, radius_scale in ((90, 1.0), (45, 2.0), (20, 4.5)):
         out = defocus(model, image, mask, max_side=max_side)
         assert generator.sizes[-1] == ((20, 30) if max_side > 30 else (13, 20))  # the smaller side of the two
-        torch.testing.assert_close(out, keep_focus(model.head(image, raw, radius_scale=radius_scale), image, mask))
+        torch.testing.assert_close(
+            out, keep_focus(model.head(image, raw, mask, radius_scale=radius_scale), image, mask)
+        )
 
 
 def test_checkpoint_records_the_training_frames_side(tiny_checkpoint):
@@ -338,18 +341,19 @@ def test_checkpoint_records_the_training_frames_side(tiny_checkpoint):
 
 
 # ----- --strength: the blur amount ----------------------------------------------------------------------------
-def test_strength_scales_each_level_radius_and_clamps_at_the_top():
+@pytest.mark.parametrize("spread", [False, True])
+def test_strength_scales_each_level_radius_and_clamps_at_the_top(spread):
     """On a one-level stack, strength s is the head with its radii times s (at most the top radius), and the
     downscaled generator's radius_scale multiplies after the clamp."""
     radii = [0.0, 2.0, 4.0]
-    model = Defocuser(OneLevel(1, 3), BlurStack(radii), keep_focus=True, multiple=4).eval()
+    model = Defocuser(OneLevel(1, 3), BlurStack(radii, spread), keep_focus=True, multiple=4).eval()
     image = torch.rand(1, 3, 60, 90) * 2 - 1
     mask = torch.ones(1, 1, 60, 90)
     mask[..., :30] = 0
     raw = OneLevel(1, 3)(image, mask)
     for strength, scaled in ((0.5, [0.0, 1.0, 2.0]), (3.0, [0.0, 4.0, 4.0])):  # 3 x 2 px clamps at 4 px
         out = defocus(model, image, mask, max_side=30, strength=strength)  # the generator sees 20x30: 3x smaller
-        expected = keep_focus(BlurStack(scaled)(image, raw, radius_scale=3.0), image, mask)
+        expected = keep_focus(BlurStack(scaled, spread)(image, raw, mask, radius_scale=3.0), image, mask)
         torch.testing.assert_close(out, expected)
         assert not torch.allclose(out, defocus(model, image, mask, max_side=30), atol=1e-2)
 
@@ -402,13 +406,15 @@ def rgb_checkpoint(tiny_checkpoint, tmp_path) -> Path:
     return path
 
 
-def test_strength_needs_the_blur_stack_head(rgb_checkpoint, tmp_path, capsys):
+def test_strength_needs_a_blur_head(rgb_checkpoint, tmp_path, capsys):
     photo(tmp_path / "in.png", 16, 16), left_sharp_mask(tmp_path / "mask.png", 16, 16)
     out = tmp_path / "out.png"
     assert _predict(rgb_checkpoint, tmp_path / "in.png", tmp_path / "mask.png", out, "--strength", "1") == 0
     out.unlink()
     assert _predict(rgb_checkpoint, tmp_path / "in.png", tmp_path / "mask.png", out, "--strength", "2") == 2
-    _assert_one_line_error(capsys, "--strength 2: needs a checkpoint with the blur_stack head (model.head=blur_stack)")
+    _assert_one_line_error(
+        capsys, "--strength 2: needs a checkpoint with a blur head (model.head=blur_spread or blur_stack)"
+    )
     assert not out.exists()
 
 

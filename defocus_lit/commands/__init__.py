@@ -26,6 +26,6 @@ def add_inference_options(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="blur amount, as if the aperture were S times wider: every blur radius times S, at most the "
         "training's largest (render.max_radius); 1 = the trained look (default), 0.5 = half the blur; other than 1 "
-        "needs a blur_stack checkpoint (evaluate --manifest: targets rendered with k times S; demo: the slider's "
+        "needs a blur-head checkpoint (evaluate --manifest: targets rendered with k times S; demo: the slider's "
         "start)",
     )

@@ -4,7 +4,7 @@ downloads the full-resolution PNG.
 
 The page calls `models.inference.defocus_array`, the function `defocus-lit predict` uses, with the same working size
 (`--max-side`), so the page and the command give the same pixels for the same photo and mask. A blur-strength slider
-(`--strength` in predict; the command's `--strength` is its starting value) shows for blur_stack checkpoints.
+(`--strength` in predict; the command's `--strength` is its starting value) shows for blur-head checkpoints.
 
 Painting: the editor returns the photo and the painted layers (RGBA). A pixel is painted where a layer's alpha is
 >= 128 (the brush's soft edge below that counts as unpainted); unpainted pixels are blurred. For a binary-mask

@@ -6,7 +6,7 @@ stays sharp, white what is blurred. A checkpoint trained on patch masks (`data.m
 
 The generator runs at a working size of `--max-side` px (long side, default 256) and the blur at full resolution:
 see `defocus_lit.models.inference`. `--strength S` scales the blur of a photo or a folder (radii times S, clamped at
-the training's largest; 1 = the trained look); other than 1 it needs a blur_stack checkpoint. A folder is processed
+the training's largest; 1 = the trained look); other than 1 it needs a blur-head checkpoint. A folder is processed
 file by file: every good pair is written (atomically), each bad one is named in one line, and the command exits with
 status 2 at the end if any failed.
 """

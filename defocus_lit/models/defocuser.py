@@ -11,11 +11,11 @@ import torch
 from torch import Tensor, nn
 
 from defocus_lit.models.networks import build_generator
-from defocus_lit.ops.blur import disk_stack, fft_blur
+from defocus_lit.ops.blur import disk_stack, fft_blur, spread_blur
 from defocus_lit.ops.color import linear_to_srgb, srgb_to_linear
-from defocus_lit.ops.masks import keep_focus
+from defocus_lit.ops.masks import in_focus, keep_focus
 
-HEADS = ("rgb", "blur_stack")
+HEADS = ("rgb", "blur_stack", "blur_spread")
 
 
 def stack_radii(max_radius: float, levels: int) -> list[float]:
@@ -26,20 +26,29 @@ def stack_radii(max_radius: float, levels: int) -> list[float]:
 class BlurStack(nn.Module):
     """Output head that defocuses by choosing, per pixel, among K disk blurs of the input photo.
 
-    The generator's K channels (tanh, in [-1,1]) become softmax weights over the input blurred in linear light
-    with disks of radii `radii` (0 = sharp); the output is their weighted sum. Colours therefore always come
-    from the photo (no checkerboard, no colour cast) and the network learns what matters: how much blur each
-    pixel gets given the image and the mask. `radius_scale` multiplies the radii: a photo defocused at k times the
-    resolution the generator saw needs k times the radii for the same look. `strength` is the user's aperture: it
-    multiplies every level's radius as it multiplies the renderer's thin-lens k, and, as the renderer clamps at
-    max_radius, no level grows past the stack's top radius.
+    The generator's K channels (tanh, in [-1,1]) become softmax weights over K disks of radii `radii` (0 = sharp),
+    in linear light. Colours therefore always come from the photo (no checkerboard, no colour cast) and the network
+    learns what matters: how much blur each pixel gets given the image and the mask. Two ways to apply them:
+
+    - spread (head `blur_spread`): the weights split the photo into K layers and each layer's pixels spread over
+      their disk (`ops.blur.spread_blur`), in-focus pixels (the mask's) in the sharp layer: a blurred near object
+      reaches past its outline, and a sharp subject's colour stays out of the blurred background, as in the
+      renderer's layered targets;
+    - gather (head `blur_stack`): each pixel takes the weighted sum of the whole photo blurred with each disk, so
+      pixels next to a sharp subject average its colour in.
+
+    `radius_scale` multiplies the radii: a photo defocused at k times the resolution the generator saw needs k times
+    the radii for the same look. `strength` is the user's aperture: it multiplies every level's radius as it
+    multiplies the renderer's thin-lens k, and, as the renderer clamps at max_radius, no level grows past the
+    stack's top radius.
     """
 
     sharpness = 6.0  # tanh range [-1,1] -> logits [-6,6]: a weight can reach ~1 on one level
 
-    def __init__(self, radii: Sequence[float]) -> None:
+    def __init__(self, radii: Sequence[float], spread: bool = False) -> None:
         super().__init__()
         self.radii = [float(r) for r in radii]
+        self.spread = spread
 
     @property
     def channels(self) -> int:
@@ -60,14 +69,21 @@ class BlurStack(nn.Module):
         radii = torch.tensor(self.level_radii(radius_scale, strength), device=raw.device).view(1, -1, 1, 1)
         return (self.weights(raw) * radii).sum(dim=1, keepdim=True)
 
-    def forward(self, image: Tensor, raw: Tensor, radius_scale: float = 1.0, strength: float = 1.0) -> Tensor:
-        """image (B,3,H,W) in [-1,1]; raw (B,K,H,W) in [-1,1] -> (B,3,H,W) in [-1,1], each level blurred by
-        its `level_radii` radius."""
+    def forward(
+        self, image: Tensor, raw: Tensor, mask: Tensor, radius_scale: float = 1.0, strength: float = 1.0
+    ) -> Tensor:
+        """image (B,3,H,W) in [-1,1]; raw (B,K,H,W) in [-1,1]; mask (B,1,H,W) in [0,1] (its in-focus pixels are
+        the sharp layer when spreading) -> (B,3,H,W) in [-1,1], each level blurred by its `level_radii` radius."""
         linear = srgb_to_linear((image.float() + 1) / 2)
         kernels = disk_stack(self.level_radii(radius_scale, strength)).to(linear)
-        stack = fft_blur(linear, kernels)
-        out = linear_to_srgb((self.weights(raw).unsqueeze(2) * stack).sum(dim=1).clamp(0, 1)) * 2 - 1
-        return out.to(image.dtype)
+        weights = self.weights(raw)
+        if self.spread:
+            focus = in_focus(mask).to(weights)
+            layers = torch.cat([weights[:, :1] * (1 - focus) + focus, weights[:, 1:] * (1 - focus)], 1)
+            out = spread_blur(linear, layers, kernels)
+        else:
+            out = (weights.unsqueeze(2) * fft_blur(linear, kernels)).sum(dim=1)
+        return (linear_to_srgb(out.clamp(0, 1)) * 2 - 1).to(image.dtype)
 
 
 class Defocuser(nn.Module):
@@ -88,7 +104,7 @@ class Defocuser(nn.Module):
         blur `strength`; see BlurStack), then keep-focus. `raw` may come from a downscaled copy of `image` and be
         upsampled: the head and the keep-focus composite work at the photo's full resolution. An RGB output (no
         head) has no radii: it ignores `strength` (`inference.check_strength` refuses one other than 1)."""
-        out = self.head(image, raw, radius_scale, strength) if self.head is not None else raw
+        out = self.head(image, raw, mask, radius_scale, strength) if self.head is not None else raw
         return keep_focus(out, image, mask) if self.keep_focus else out
 
     def _stages(self, image: Tensor, mask: Tensor) -> tuple[Tensor | None, Tensor]:
@@ -119,8 +135,8 @@ def build_defocuser(cfg) -> Defocuser:
     """The Defocuser a config describes (cfg.arch, cfg.model.*, cfg.render.max_radius, cfg.keep_focus)."""
     m = cfg["model"]
     head = (
-        BlurStack(stack_radii(float(cfg["render"]["max_radius"]), m["stack_levels"]))
-        if m["head"] == "blur_stack"
+        BlurStack(stack_radii(float(cfg["render"]["max_radius"]), m["stack_levels"]), spread=m["head"] == "blur_spread")
+        if m["head"] != "rgb"
         else None
     )
     generator = build_generator(

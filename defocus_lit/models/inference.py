@@ -48,12 +48,12 @@ def select_device(name: str) -> torch.device:
 
 def check_strength(model: Defocuser | None, strength: float) -> None:
     """UserError (naming --strength) unless `strength` is a finite number > 0 that `model` can apply: a strength
-    other than 1 needs the blur-stack head. `model` None (baselines alone) takes any valid strength."""
+    other than 1 needs a blur head. `model` None (baselines alone) takes any valid strength."""
     if not 0 < strength < math.inf:
         raise UserError(f"--strength: must be a number > 0 (1 = the trained look), got {strength:g}")
     if strength != 1 and model is not None and model.head is None:
         raise UserError(
-            f"--strength {strength:g}: needs a checkpoint with the blur_stack head (model.head=blur_stack); "
+            f"--strength {strength:g}: needs a checkpoint with a blur head (model.head=blur_spread or blur_stack); "
             "this one paints RGB (model.head=rgb)"
         )
 

@@ -50,7 +50,9 @@ class GANStepMixin:
         for name in self.cfg.loss.terms:
             get_loss(name)  # an unknown term fails here, before any training
             if USES[name] == "radius" and self.defocuser.head is None:
-                raise UserError(f"loss.terms.{name}: needs the blur-stack head's radius (model.head: blur_stack)")
+                raise UserError(
+                    f"loss.terms.{name}: needs a blur head's radius (model.head: blur_spread or blur_stack)"
+                )
         self.val_metrics = MetricSet(prefix="val/")
         self.on_train_epoch_start()
 

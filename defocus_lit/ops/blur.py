@@ -65,10 +65,23 @@ def fft_blur(x: Tensor, kernels: Tensor) -> Tensor:
     return blurred[:, :, :-1] / blurred[:, :, -1:].clamp_min(_EPS)
 
 
-def disk_blur(x: Tensor, radius: Tensor) -> Tensor:
-    """Blur each sample of x (B,C,H,W) with a disk of its own radius (B,) px (below 0.5 px: no blur), all in one
-    batched FFT. Returns (B,C,H,W)."""
-    kernels = disk_stack(radius.tolist()).to(x)
-    if kernels.shape[-1] == 1:
-        return x
-    return fft_blur(x, kernels[:, None])[:, 0]
+def spread_blur(x: Tensor, weights: Tensor, kernels: Tensor) -> Tensor:
+    """x (B,C,H,W) split into layers by `weights` (B,L,H,W) in [0,1]; each layer spread by its own kernel of
+    `kernels` (*S,L,k,k), odd k, premultiplied (colour * weight, weight), and the layers' sum normalised by the
+    spread weight -> (B,*S,C,H,W), one output per leading kernel set S (none: (B,C,H,W)).
+
+    A pixel's colour reaches every pixel its disk covers, whatever those choose (a blurred near object spreads
+    over its surroundings), and a sharp layer's pixels reach no blurred neighbour (no halo of a sharp subject in
+    the blurred background), as in the renderer's layered compositing, which also orders the layers by depth.
+    Zero padding: the normalisation renormalises at the frame's borders too."""
+    half = kernels.shape[-1] // 2
+    layers = torch.cat([x[:, None] * weights[:, :, None], weights[:, :, None]], 2)  # (B,L,C+1,H,W)
+    padded = F.pad(layers, [half, half, half, half])
+    size = padded.shape[-2:]
+    spectrum = torch.fft.rfft2(padded)
+    spectrum = spectrum.view(spectrum.shape[0], *[1] * (kernels.dim() - 3), *spectrum.shape[1:])
+    spectrum = (spectrum * torch.fft.rfft2(kernels.unsqueeze(-3), s=size)).sum(-4)  # (B,*S,C+1,h,w)
+    spread = torch.fft.irfft2(spectrum, s=size)[
+        ..., 2 * half : 2 * half + x.shape[-2], 2 * half : 2 * half + x.shape[-1]
+    ]
+    return spread[..., :-1, :, :] / spread[..., -1:, :, :].clamp_min(_EPS)
