@@ -15,7 +15,7 @@ extra file (`torch.jit.load(F, _extra_files={"defocus_lit.json": ""})`) and an O
   W = multiple * w for any h, w >= 1, so any multiple runs, e.g. in onnxruntime.
 
 After writing, the file is loaded back and run on a random input of a size other than the one it was traced
-at; the command prints the largest difference from the checkpoint's model and fails if it exceeds 1e-4. The file
+at; the command prints the largest difference from the checkpoint's model and fails if it exceeds 1e-3. The file
 is written to a temporary name and renamed only after that check passes.
 """
 
@@ -39,7 +39,8 @@ from defocus_lit.io import atomic_path
 from defocus_lit.models.checkpoint import Defocuser, load_checkpoint
 
 FORMATS = ("torchscript", "onnx")
-TOLERANCE = 1e-4
+TOLERANCE = 1e-3  # [-1,1] scale, 1/8 of a grey level: the runtimes' FFTs differ by ~1e-7, which the spread
+# head's normalisation divides by weights down to ~1e-3 (one pixel in a 16-px disk)
 ONNX_OPSET = 18
 INPUT_NAMES = ("image", "mask")
 METADATA_KEY = "defocus_lit.json"

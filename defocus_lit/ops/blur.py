@@ -1,5 +1,6 @@
-"""Disk (aperture) kernels and the one FFT disk blur used by the baselines and the blur-stack head. The layered
-renderer builds its own tiled FFT on `disk_kernel`.
+"""Disk (aperture) kernels and the FFT blurs built on them: `fft_blur` (each pixel averages the photo over a disk:
+the `blur_stack` head) and `spread_blur` (each layer's pixels spread over their own disk: the baselines and the
+`blur_spread` head). The layered renderer builds its own tiled FFT on `disk_kernel`.
 
 Borders as in the renderer: zero padding, then division by the blurred coverage, so a disk is renormalised over
 the pixels inside the frame.
