@@ -213,7 +213,7 @@ def bench_train(args: argparse.Namespace) -> dict:
 
 # ----- inference ----------------------------------------------------------------------------------------------
 def bench_predict(args: argparse.Namespace) -> dict:
-    """Arch I at full width (ngf 64, 8 downsamplings; the blur-stack head and keep-focus of base.yaml) on random
+    """Arch I at full width (ngf 64, 8 downsamplings; the blur head and keep-focus of base.yaml) on random
     photos, as `defocus-lit predict` runs it (generator at `--max-side`, blur at full resolution), and with the
     generator at full resolution (`--max-side 0`, padded to the network's multiple)."""
     from defocus_lit.config import load_experiment
