@@ -1,6 +1,7 @@
 """Baselines that any trained generator must beat, with the generator's signature on a batch: fn(batch) -> output
-(B,3,H,W) in [-1,1] for batch["mask"]. Every blur is a disk in linear light, as the renderer's; in-focus pixels
-keep the photo exactly.
+(B,3,H,W) in [-1,1] for batch["mask"]. Every blur is a disk in linear light, as the renderer's, applied to each
+mask level's pixels alone (`uniform_blur`: they spread over their disk, so no in-focus colour bleeds into the blurred
+region, as in the renderer's layered targets); in-focus pixels keep the photo exactly.
 
 - `identity`: the photo. Beating it shows the model defocuses at all.
 - `mask_blur`: one disk of the sample's true mean radius outside the mask. Beating it: more than a blur told how
