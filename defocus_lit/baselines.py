@@ -87,7 +87,8 @@ def level_errors(batch: dict[str, Tensor], radii: list[float]) -> Tensor:
     target = ((batch["target"].float() + 1) / 2).clamp(0, 1)[:, None]
     linear, kernels = _linear(batch), disk_stack(radii).to(batch["image"].device)[:, None]
     errors = []
-    for level, valid in zip(_layers(batch)[:, 1:, None].unbind(1), level_masks(batch).unbind(1)):
+    for level in _layers(batch)[:, 1:, None].unbind(1):
+        valid = level * batch["valid"]
         if not valid.any():
             errors.append(torch.zeros(linear.shape[0], len(radii), device=linear.device))
             continue
