@@ -122,6 +122,25 @@ def radius_l1(radius: Tensor, batch: dict) -> Tensor:
     return masked_mean((radius - batch["radius"]).abs(), _valid(radius, batch))
 
 
+@register_loss("radius_shape", uses="radius")
+def radius_shape(radius: Tensor, batch: dict) -> Tensor:
+    """Mean over the samples of |radius / its mean - target / its mean| over the sample's valid pixels out of focus:
+    where a sample blurs more and where less, whatever its amount. The amount (how far the scene is, in metres) is
+    what real photos tell least; the depth order within a scene transfers, and a pixel L1 carries little signal
+    about it in flat regions. Both radii (B,1,H,W) px; a sample's mean is floored at 0.5 px."""
+    weight = _valid(radius, batch)
+    if "focus" in batch:
+        weight = weight * (1 - batch["focus"].to(radius.dtype))
+    count = weight.flatten(1).sum(1).clamp_min(1)
+
+    def relative(r: Tensor) -> Tensor:
+        mean = (r * weight).flatten(1).sum(1) / count
+        return r / mean.clamp_min(0.5).view(-1, 1, 1, 1)
+
+    per_sample = ((relative(radius) - relative(batch["radius"])).abs() * weight).flatten(1).sum(1) / count
+    return per_sample.mean()
+
+
 def weighted_sum(
     terms: Mapping[str, float], pred: Tensor, batch: dict, radius: Tensor | None = None
 ) -> tuple[Tensor, dict[str, Tensor]]:

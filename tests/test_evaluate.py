@@ -10,7 +10,7 @@ from PIL import Image
 
 from defocus_lit.cli import main
 
-METHODS = {"model", "identity", "mask_blur", "global_blur", "oracle_blur"}
+METHODS = {"model", "model_told_amount", "identity", "mask_blur", "global_blur", "oracle_blur"}
 METRICS = {"psnr", "ssim", "psnr_focus", "psnr_defocus", "plane_sensitivity", "depth_gain", "oracle_gap"}
 
 
@@ -96,6 +96,30 @@ def test_blur_amount_sets_the_model_radius_beside_the_targets(tiny_checkpoint, t
     assert "blur_amount" not in load_report(baseline)
 
 
+def test_model_told_amount_blurs_each_sample_by_the_target_amount(tiny_checkpoint, tmp_path):
+    """The model's radii scaled per sample to the target's mean out of focus (what mask_blur is told): told its own
+    amount it is the model; told half of it, the model at strength 0.5, whose mean radius is then the target's."""
+    from defocus_lit.commands.evaluate import manifest_samples, manifest_settings, mean_blur_radius, told_amount
+    from defocus_lit.models.checkpoint import defocuser_of, read_checkpoint
+    from defocus_lit.models.inference import blur_radius, defocus
+
+    model, cfg = defocuser_of(read_checkpoint(tiny_checkpoint), tiny_checkpoint)
+    samples, _, _ = manifest_samples(
+        manifest(tmp_path, frames=1), manifest_settings(cfg, {}), "binary", 256, 256, torch.device("cpu")
+    )
+    batch = next(iter(samples)).batch
+    image, mask = batch["image"], batch["mask"]
+    with torch.no_grad():
+        own = mean_blur_radius(blur_radius(model, image, mask, 256), batch)["model"]
+    for factor in (1.0, 0.5):
+        told = {**batch, "mean_radius": torch.tensor([own * factor])}
+        out = told_amount(model, 256, 1.0)(told)
+        assert torch.allclose(out, defocus(model, image, mask, 256, factor), atol=1e-6)
+        with torch.no_grad():
+            scaled = mean_blur_radius(blur_radius(model, image, mask, 256, factor), told)
+        assert scaled["model"] == pytest.approx(scaled["target"], rel=1e-4)
+
+
 def test_blur_amount_of_one_sample_has_no_correlation():
     from defocus_lit.commands.evaluate import blur_amount, mean_blur_radius
 
@@ -127,7 +151,7 @@ def test_global_blur_needs_the_checkpoint_that_fitted_it(tiny_checkpoint, datase
     _assert_one_line_error(capsys, "--baseline global_blur")
     args = ["evaluate", "--ckpt", str(tiny_checkpoint), "--baseline", "global_blur", "--data", str(dataset)]
     assert main([*args, "--out", str(out), "--limit", "2"]) == 0
-    assert set(load_report(out)["mean"]) == {"model", "global_blur"}
+    assert set(load_report(out)["mean"]) == {"model", "model_told_amount", "global_blur"}
 
 
 def test_manifest_renders_targets_and_resizes_large_frames(tiny_checkpoint, tmp_path):

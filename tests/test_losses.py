@@ -119,6 +119,18 @@ def test_radius_l1_compares_the_head_radius_with_the_renderer_radius_on_valid_pi
     assert radius.grad[0, 0, 1, 1] == 0 and radius.grad[0, 0, 0, 1] != 0
 
 
+def test_radius_shape_ignores_the_amount_and_scores_where_a_sample_blurs_more():
+    target = [[0.0, 2.0], [4.0, 6.0]]  # the first pixel in focus
+    batch = _batch(radius=target, focus=[[1, 0], [0, 0]])
+    twice = torch.tensor(target).view(1, 1, 2, 2) * 2  # the right pattern, twice the amount
+    assert get_loss("radius_shape")(twice, batch).item() == pytest.approx(0.0, abs=1e-6)
+    uniform = torch.full((1, 1, 2, 2), 4.0)  # the right amount, no pattern: |1 - r/4| over 2, 4, 6
+    assert get_loss("radius_shape")(uniform, batch).item() == pytest.approx((0.5 + 0 + 0.5) / 3)
+    in_focus_wrong = twice.clone()
+    in_focus_wrong[0, 0, 0, 0] = 16.0  # in focus: the keep-focus composite decides there, not the radius
+    assert get_loss("radius_shape")(in_focus_wrong, batch).item() == pytest.approx(0.0, abs=1e-6)
+
+
 def test_weighted_sum_gives_radius_terms_the_radius_and_skips_them_without_one():
     batch = _batch(radius=[[2.0, 2.0], [2.0, 2.0]])
     terms = {"l1": 10.0, "radius_l1": 0.5}

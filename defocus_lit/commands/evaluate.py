@@ -18,7 +18,9 @@ blur stack) and the manifest's targets are rendered with k times S (max_radius u
 global_blur's radii are scaled and clamped alike (fitted at strength 1); mask_blur and oracle_blur are told the
 targets' blur. `--data` needs strength 1: the file's targets are rendered at one k.
 
-Methods: the checkpoint's model (`--ckpt`) and the baselines (`defocus_lit.baselines`): identity, mask_blur,
+Methods: the checkpoint's model (`--ckpt`), for a blur-head model also `model_told_amount` (its radii scaled per
+sample so that their mean out of focus is the target's, the amount `mask_blur` is told: how much of the model's gap
+is the amount), and the baselines (`defocus_lit.baselines`): identity, mask_blur,
 global_blur (its radii fitted on the checkpoint's training split, so it needs `--ckpt`) and oracle_blur;
 `--baseline NAME` keeps only that baseline (alone when there is no `--ckpt`). Metrics (defocus_lit.metrics) count
 only pixels with a depth measurement; plane sensitivity compares a frame's fore and back samples over the pixels out
@@ -208,7 +210,25 @@ def build_methods(
     methods: dict[str, Method] = {}
     if model is not None:
         methods["model"] = lambda batch: defocus(model, batch["image"], batch["mask"], max_side, strength)
+        if model.head is not None:
+            methods["model_told_amount"] = told_amount(model, max_side, strength)
     return methods | baseline_methods
+
+
+def told_amount(model: Defocuser, max_side: int, strength: float) -> Method:
+    """The model with its blur radii scaled per sample so that their mean out of focus is the target's, the amount
+    `mask_blur` is told: its gap to the model is what misreading the amount costs, its gap to `mask_blur` what the
+    model knows about where to blur more and where less. The scaled radii are clamped at the top one (as any
+    strength), so a sample the model under-blurs at its top radius stays under-blurred."""
+
+    @torch.inference_mode()
+    def run(batch: dict[str, Tensor]) -> Tensor:
+        image, mask = batch["image"], batch["mask"]
+        radius = mean_blur_radius(blur_radius(model, image, mask, max_side, strength), batch)
+        factor = max(radius["target"], 1e-3) / max(radius["model"], 1e-3)
+        return defocus(model, image, mask, max_side, strength * factor)
+
+    return run
 
 
 # ----- samples ------------------------------------------------------------------------------------------------
