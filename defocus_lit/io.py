@@ -8,6 +8,7 @@ transparent pixels counting as white. Depth maps keep their own values (`read_gr
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -97,6 +98,12 @@ def read_mask_grey(path: str | os.PathLike) -> np.ndarray:
     img = ImageOps.exif_transpose(_open(path))  # a rotated phone mask lines up with its photo
     img = _over_white(_grey8(img))
     return np.asarray(img.convert("L"), dtype=np.uint8).copy()
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-1 of a file's bytes (hex): the same photo under any name or in any folder."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha1").hexdigest()
 
 
 def _remove(path: Path) -> None:

@@ -305,3 +305,49 @@ def test_strength_with_a_dataset_or_not_positive(tiny_checkpoint, dataset, tmp_p
     assert main([*args, "--strength", strength]) == 2
     _assert_one_line_error(capsys, named)
     assert not out.exists()
+
+
+def test_manifest_leaves_out_the_photos_the_checkpoint_trained_on(tiny, tmp_path, capsys):
+    """A checkpoint trained on synthetic scenes plus two photos is scored on a manifest holding one of them (copied
+    under another name) and a new photo: only the new one is scored, the other is named as left out; a manifest of
+    trained photos alone is an error; with the training file gone every frame is scored, with a warning."""
+    from defocus_lit.config import load_experiment
+    from defocus_lit.training import run_training
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    manifest(photos, frames=2)
+    (tmp_path / "mix.yaml").write_text(
+        "sources:\n  - {source: synthetic, num: 8}\n  - {source: manifest, path: photos/manifest.csv}\n"
+    )
+    mixed = tmp_path / "mixed.h5"
+    build = ["data", "build", "--source", "mix", "--path", str(tmp_path / "mix.yaml"), "--out", str(mixed)]
+    assert main([*build, "--size", "64x64", "--layers", "4", "--quiet", "--workers", "0"]) == 0
+    ckpt = str(run_training(load_experiment("pix2pix_4ch", [*tiny, f"data.path={mixed}"], cpu_preset=True)).best_ckpt)
+
+    held = tmp_path / "held"
+    held.mkdir()
+    for name, source in (("copy", "scene1"), ("new", "scene0")):
+        (held / f"{name}_depth.png").write_bytes((photos / f"{source}_depth.png").read_bytes())
+    (held / "copy_rgb.png").write_bytes((photos / "scene1_rgb.png").read_bytes())
+    Image.fromarray(np.random.default_rng(7).integers(0, 256, (48, 72, 3), dtype=np.uint8)).save(held / "new_rgb.png")
+    rows = "image,depth\ncopy_rgb.png,copy_depth.png\nnew_rgb.png,new_depth.png\n"
+    (held / "manifest.csv").write_text(rows)
+    capsys.readouterr()
+    out = tmp_path / "report"
+    assert main(["evaluate", "--ckpt", ckpt, "--manifest", str(held / "manifest.csv"), "--out", str(out)]) == 0
+    assert f"left out 1 frame(s) the checkpoint trained on ({mixed}): copy_rgb.png" in capsys.readouterr().out
+    report = load_report(out)
+    assert {s["name"] for s in report["samples"]} == {"new"}
+    assert report["settings"]["trained_on"] == ["copy_rgb.png"]
+
+    (held / "trained.csv").write_text("image,depth\ncopy_rgb.png,copy_depth.png\n")
+    only_trained = tmp_path / "only_trained"
+    assert main(["evaluate", "--ckpt", ckpt, "--manifest", str(held / "trained.csv"), "--out", str(only_trained)]) == 2
+    _assert_one_line_error(capsys, "trained.csv")
+    assert not only_trained.exists()
+
+    mixed.rename(tmp_path / "moved.h5")
+    assert main(["evaluate", "--ckpt", ckpt, "--manifest", str(held / "manifest.csv"), "--out", str(out)]) == 0
+    assert "warning: " in capsys.readouterr().err
+    assert {s["name"] for s in load_report(out)["samples"]} == {"copy", "new"}

@@ -12,6 +12,8 @@ Data, one of:
   settings the checkpoint was trained with (`cfg.render`; without a checkpoint `RenderSettings()`; `--k/
   --max-radius/--blur-model` override either). A frame larger than `--max-side` is rendered with k and max_radius
   scaled by the factor by which predict scales the blur, so target and model mean the same amount of blur.
+  Photos that the checkpoint's training dataset holds (`data.path` built from a manifest or a mix with one, in any
+  split; found by their bytes, under any name) are left out and named: the figures are on frames it never saw.
 
 `--strength S` (as in predict; default 1): the model runs with its blur radii times S (clamped at the top of its
 blur stack) and the manifest's targets are rendered with k times S (max_radius unchanged): the same wider aperture.
@@ -43,7 +45,7 @@ import argparse
 import json
 import math
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,9 +63,9 @@ from defocus_lit.data.datamodule import DefocusDataModule
 from defocus_lit.data.hdf5 import read_info
 from defocus_lit.data.planes import PAPER_PLANES, PLANES, SampleFilter, patch_mask, valid_depth
 from defocus_lit.data.samples import clean_depth, frame_samples, shrink
-from defocus_lit.data.sources import open_source
-from defocus_lit.errors import UserError
-from defocus_lit.io import atomic_path, write_rgb
+from defocus_lit.data.sources import open_source, recorded_photos
+from defocus_lit.errors import UserError, warn
+from defocus_lit.io import atomic_path, file_digest, write_rgb
 from defocus_lit.metrics import IMAGE_METRICS, MetricSet, PlaneSensitivity, per_sample_metrics
 from defocus_lit.models.callbacks import gains
 from defocus_lit.models.checkpoint import Defocuser, defocuser_of, extras_of, read_checkpoint
@@ -156,9 +158,20 @@ def run(args: argparse.Namespace) -> int:
         max_radius = float(details["renderer"]["max_radius"])
     else:
         settings = manifest_settings(cfg, overrides, args.strength)
+        trained = trained_photos(cfg)
+        if trained is None:
+            warn(
+                f"{cfg.data.path} (the checkpoint's training data) or a manifest it was built from cannot be read: "
+                "the photos it trained on cannot be told apart, every frame is scored"
+            )
         samples, total, details = manifest_samples(
-            Path(args.manifest), settings, mask_kind, args.frame_side, args.max_side, device
+            Path(args.manifest), settings, mask_kind, args.frame_side, args.max_side, device, trained or set()
         )
+        if details["trained_on"]:
+            print(
+                f"left out {len(details['trained_on'])} frame(s) the checkpoint trained on ({cfg.data.path}): "
+                + ", ".join(details["trained_on"])
+            )
         max_radius = settings["max_radius"] * radius_scale(args.frame_side, args.max_side)
         global_blur = global_blur.scaled(args.strength, settings["max_radius"]) if global_blur else None
     names = BASELINE_NAMES if args.baseline is None else (args.baseline,)
@@ -295,15 +308,40 @@ def _to_tensor(array: np.ndarray, device: torch.device) -> Tensor:
     return t.permute(2, 0, 1)[None] if t.ndim == 3 else t[None, None]
 
 
+def trained_photos(cfg: DictConfig | None) -> set[str] | None:
+    """Digests (`file_digest`) of the photos in the checkpoint's training dataset, `data.path`, in any split (its val
+    split chose the checkpoint): empty for the embedded synthetic scenes, None when the file or a manifest it was
+    built from can no longer be read."""
+    if cfg is None or not cfg.data.path:
+        return set()
+    try:
+        photos = recorded_photos(read_info(cfg.data.path)["source"])
+    except UserError:
+        return None
+    return {file_digest(photo) for photo in photos}
+
+
 def manifest_samples(
-    path: Path, settings: dict, mask_kind: str, frame_side: int, max_side: int, device: torch.device
+    path: Path,
+    settings: dict,
+    mask_kind: str,
+    frame_side: int,
+    max_side: int,
+    device: torch.device,
+    trained: Collection[str] = (),
 ) -> tuple[Iterator[Sample], int, dict]:
-    """Samples rendered from a manifest's frames (long side at most `frame_side`): every focal plane the sample
-    filter keeps (as `data build`), each paired with its frame's opposite plane for plane sensitivity. A frame larger
-    than `max_side` is rendered with k and max_radius scaled as predict scales the blur
-    (batch["radius_scale"]). Also an upper bound of their number and {"renderer", "frame_side", "filtered"}, where
-    "filtered" counts the planes left out by reason as they are met."""
+    """Samples rendered from a manifest's frames (long side at most `frame_side`) but those whose photo is one of
+    `trained` (digests): every focal plane the sample filter keeps (as `data build`), each paired with its frame's
+    opposite plane for plane sensitivity. A frame larger than `max_side` is rendered with k and max_radius scaled as
+    predict scales the blur (batch["radius_scale"]). Also an upper bound of their number and {"renderer",
+    "frame_side", "filtered", "trained_on"}, where "filtered" counts the planes left out by reason as they are met
+    and "trained_on" names the photos left out. UserError when every photo is a trained one."""
     source = open_source("manifest", str(path))
+    seen = [bool(trained) and file_digest(row.image) in trained for row in source.rows]
+    if all(seen):
+        raise UserError(f"{path}: every photo is in the checkpoint's training data; no frame is held out to score")
+    held_out = [index for index, was_seen in enumerate(seen) if not was_seen]
+    trained_on = [row.image.name for row, was_seen in zip(source.rows, seen) if was_seen]
     sample_filter = SampleFilter()
     filtered: Counter = Counter()
 
@@ -351,11 +389,17 @@ def manifest_samples(
         return samples
 
     def samples() -> Iterator[Sample]:
-        for index in range(len(source)):
+        for index in held_out:
             yield from samples_of_frame(index)
 
-    details = {"split": None, "renderer": settings, "frame_side": frame_side, "filtered": filtered}
-    return samples(), len(source) * len(PAPER_PLANES), details
+    details = {
+        "split": None,
+        "renderer": settings,
+        "frame_side": frame_side,
+        "filtered": filtered,
+        "trained_on": trained_on,
+    }
+    return samples(), len(held_out) * len(PAPER_PLANES), details
 
 
 # ----- scoring ------------------------------------------------------------------------------------------------

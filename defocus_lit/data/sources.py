@@ -244,6 +244,19 @@ class ManifestSource(RGBDSource):
         }
 
 
+def recorded_photos(source_info: dict) -> list[Path]:
+    """The image files of the manifest sources named by a dataset's recorded source (`read_info(...)["source"]`):
+    the manifest itself or a mix's manifest parts, each read again from its CSV (its first `num` rows, as the build
+    took them). UserError naming the CSV or a photo when it can no longer be read."""
+    parts = source_info.get("parts") or [source_info]
+    return [
+        row.image
+        for part in parts
+        if part.get("source") == ManifestSource.kind_name
+        for row in ManifestSource(part["path"], num=part.get("num")).rows
+    ]
+
+
 def _frame_name(image: Path) -> str:
     """The image file's stem without a trailing `_rgb`/`_color`/`_image` ("tum_office_rgb.png" -> "tum_office")."""
     stem = image.stem
