@@ -158,14 +158,8 @@ def run(args: argparse.Namespace) -> int:
         max_radius = float(details["renderer"]["max_radius"])
     else:
         settings = manifest_settings(cfg, overrides, args.strength)
-        trained = trained_photos(cfg)
-        if trained is None:
-            warn(
-                f"{cfg.data.path} (the checkpoint's training data) or a manifest it was built from cannot be read: "
-                "the photos it trained on cannot be told apart, every frame is scored"
-            )
         samples, total, details = manifest_samples(
-            Path(args.manifest), settings, mask_kind, args.frame_side, args.max_side, device, trained or set()
+            Path(args.manifest), settings, mask_kind, args.frame_side, args.max_side, device, trained_photos(cfg)
         )
         if details["trained_on"]:
             print(
@@ -308,16 +302,17 @@ def _to_tensor(array: np.ndarray, device: torch.device) -> Tensor:
     return t.permute(2, 0, 1)[None] if t.ndim == 3 else t[None, None]
 
 
-def trained_photos(cfg: DictConfig | None) -> set[str] | None:
+def trained_photos(cfg: DictConfig | None) -> set[str]:
     """Digests (`file_digest`) of the photos in the checkpoint's training dataset, `data.path`, in any split (its val
-    split chose the checkpoint): empty for the embedded synthetic scenes, None when the file or a manifest it was
-    built from can no longer be read."""
+    split chose the checkpoint): empty for the embedded synthetic scenes, and with a warning when the file or a
+    manifest it was built from can no longer be read."""
     if cfg is None or not cfg.data.path:
         return set()
     try:
         photos = recorded_photos(read_info(cfg.data.path)["source"])
-    except UserError:
-        return None
+    except UserError as err:
+        warn(f"the photos the checkpoint trained on cannot be told apart, so every frame is scored ({err})")
+        return set()
     return {file_digest(photo) for photo in photos}
 
 
