@@ -74,6 +74,7 @@ from defocus_lit.models.inference import (
     check_max_side,
     check_strength,
     defocus,
+    generator_output,
     radius_scale,
     select_device,
 )
@@ -231,9 +232,10 @@ def told_amount(model: Defocuser, max_side: int, strength: float) -> Method:
     @torch.inference_mode()
     def run(batch: dict[str, Tensor]) -> Tensor:
         image, mask = batch["image"], batch["mask"]
-        radius = mean_blur_radius(blur_radius(model, image, mask, max_side, strength), batch)
+        raw, scale = generator_output(model, image, mask, max_side)
+        radius = mean_blur_radius(model.head.expected_radius(raw, radius_scale=scale, strength=strength), batch)
         factor = max(radius["target"], 1e-3) / max(radius["model"], 1e-3)
-        return defocus(model, image, mask, max_side, strength * factor)
+        return model.finish(image, mask, raw, radius_scale=scale, strength=strength * factor)
 
     return run
 

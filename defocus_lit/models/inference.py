@@ -91,7 +91,7 @@ def defocus(model: Defocuser, image: Tensor, mask: Tensor, max_side: int = 0, st
     multiplies the blur (see the module's docstring; UserError where `check_strength` or `check_max_side` refuses
     it)."""
     check_strength(model, strength)
-    raw, scale = _full_resolution_output(model, image, mask, max_side)
+    raw, scale = generator_output(model, image, mask, max_side)
     return model.finish(image, mask, raw, radius_scale=scale, strength=strength)
 
 
@@ -102,12 +102,13 @@ def blur_radius(
     expected radius, at the photo's resolution), run as `defocus` runs the model; None for an RGB head."""
     if model.head is None:
         return None
-    raw, scale = _full_resolution_output(model, image, mask, max_side)
+    raw, scale = generator_output(model, image, mask, max_side)
     return model.head.expected_radius(raw, radius_scale=scale, strength=strength)
 
 
-def _full_resolution_output(model: Defocuser, image: Tensor, mask: Tensor, max_side: int) -> tuple[Tensor, float]:
-    """(the generator output at the photo's H, W, the head's radius scale): see `defocus`."""
+def generator_output(model: Defocuser, image: Tensor, mask: Tensor, max_side: int) -> tuple[Tensor, float]:
+    """(the generator output at the photo's H, W, the head's radius scale): see `defocus`. For a caller that needs
+    more than one reading of one run (`Defocuser.finish`, the head's `expected_radius`)."""
     check_max_side(max_side)
     h, w = image.shape[-2:]
     scale = max(h, w) / min(max_side, model.train_side or max_side) if max_side else 1.0
