@@ -5,12 +5,14 @@ import torch.nn.functional as F
 from defocus_lit.baselines import (
     NAMES,
     GlobalBlur,
+    _layers,
     baselines,
     identity,
     level_errors,
     mask_blur,
     oracle_blur_fn,
     radius_grid,
+    refine,
     uniform_blur,
 )
 from defocus_lit.data.build import build_dataset
@@ -187,6 +189,33 @@ def val_batches(tmp_path_factory):
     build_dataset(source, path, settings=RenderSettings(layers=8), split=(0.4, 0.6, 0.0), progress=False, workers=0)
     dm = DefocusDataModule(str(path), batch_size=4, crop_size=None, pad_multiple=8, photometric=False)
     return list(dm.val_dataloader())
+
+
+def test_the_coarse_to_fine_search_chooses_what_the_whole_grid_would(val_batches):
+    """On rendered samples: the oracle's and global_blur's radii are the best of every 0.5-px radius, though the
+    search evaluates whole pixels and then only the best one's neighbours."""
+    grid = radius_grid(8.0)
+    errors = [level_errors(batch, grid) for batch in val_batches]  # (B,L,G) each
+    best = torch.tensor(grid)[torch.cat(errors).argmin(2)]  # (N,L)
+    assert best.unique().numel() > 2 and (best * 2 % 2 == 1).any()  # varied, some half-pixel choices to find
+    for batch, batch_errors in zip(val_batches, errors):
+        radii = torch.tensor(grid)[batch_errors.argmin(2)]
+        torch.testing.assert_close(oracle_blur_fn(8.0)(batch), uniform_blur(batch, _layers(batch), radii))
+    fitted = GlobalBlur.fit(val_batches, max_radius=8.0)
+    total = torch.stack([e.sum(0) for e in errors]).sum(0)  # (L,G)
+    assert [fitted.radii[level] for level in (0.5, 1.0)] == [grid[int(i)] for i in total.argmin(1)]
+
+
+def test_refine_finds_a_half_pixel_minimum_with_fewer_evaluations():
+    target = torch.tensor([[5.0], [12.0]])  # two levels' best grid indices (3.0 px and 6.5 px on a 0.5-px grid)
+    asked = []
+
+    def errors_of(indices):
+        asked.extend(indices)
+        return (torch.tensor(indices, dtype=torch.float)[None] - target).abs()
+
+    assert refine(errors_of, 32).tolist() == [5, 12]
+    assert len(asked) < 32
 
 
 def plane_sensitivity(method, batches) -> float:

@@ -52,11 +52,8 @@ class BaselineMetrics(Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.global_blur is not None:  # restored from the checkpoint
             return
-        batches = (
-            {k: v.to(pl_module.device) for k, v in batch.items()}
-            for batch in trainer.datamodule.fit_dataloader(limit=FIT_SAMPLES)
-        )
-        self.global_blur = GlobalBlur.fit(batches, self.max_radius)
+        batches = trainer.datamodule.fit_dataloader(limit=FIT_SAMPLES)
+        self.global_blur = GlobalBlur.fit(batches, self.max_radius, pl_module.device)
         radii = ", ".join(f"level {level:g}: {r:g} px" for level, r in self.global_blur.radii.items())
         rank_zero_info(f"global_blur baseline fitted on the training split ({radii})")
 
