@@ -41,7 +41,7 @@ def refine(errors_of: Callable[[list[int]], Tensor], size: int) -> Tensor:
     """(L,) indices into a radius grid of `size` (`radius_grid`) of least error per level, `errors_of(indices)` ->
     (L, len(indices)) giving the errors of those grid radii: the whole-pixel radii (every other one) first, then
     the two half-pixel neighbours of each level's best. Under half the evaluations of the whole grid (the
-    baselines' set-up and first validation are a fifth of the CPU main job), and the same choice wherever the
+    baselines' set-up and first validation were a sixth of the CPU main job), and the same choice wherever the
     error has one minimum between neighbouring whole pixels."""
     coarse = list(range(1, size, 2)) or [0]
     best = torch.tensor(coarse)[errors_of(coarse).argmin(-1)]  # (L,)
