@@ -91,6 +91,18 @@ def test_blur_amount_sets_the_model_radius_beside_the_targets(tiny_checkpoint, t
     plot = np.asarray(Image.open(out / "blur_amount.png"))
     assert plot.shape[0] > 200 and (plot != 255).any()
     assert "## Blur amount" in (out / "report.md").read_text()
+    planes = report["by_plane"]  # the same per focal plane: the plane decides how much blur the rest may need
+    assert list(planes) == [p for p in ("fore", "mid", "back") if any(s["plane"] == p for s in report["samples"])]
+    assert sum(entry["samples"] for entry in planes.values()) == len(report["samples"])
+    for plane, entry in planes.items():
+        rows = [s for s in report["samples"] if s["plane"] == plane]
+        assert entry["psnr_defocus"]["mask_blur"] == pytest.approx(
+            np.mean([s["mask_blur"]["psnr_defocus"] for s in rows])
+        )
+        assert entry["blur_amount"]["mean_target"] == pytest.approx(np.mean([s["blur_radius"]["target"] for s in rows]))
+    overall = sum(e["samples"] * e["psnr_defocus"]["model"] for e in planes.values()) / len(report["samples"])
+    assert overall == pytest.approx(report["mean"]["model"]["psnr_defocus"], abs=1e-4)
+    assert "## Per focal plane" in (out / "report.md").read_text()
     baseline = tmp_path / "baseline"  # a baseline alone has no model radius: no amount, no plot
     assert main(["evaluate", "--baseline", "mask_blur", "--manifest", args[4], "--out", str(baseline)]) == 0
     assert "blur_amount" not in load_report(baseline)

@@ -30,8 +30,9 @@ of focus in both (nan/null for a sample with no opposite plane); the model's dep
 psnr_defocus minus global_blur's and oracle_blur's, per sample and for the means.
 
 Output, written to a temporary folder renamed to `--out` at the end (a failure leaves no partial folder):
-`report.json` {"mean": {method: {metric: value}}, "samples": [{"name", "plane", method: {metric: value}}],
-"settings": {...}}, `report.md` (the same tables in Markdown) and one PNG per sample
+`report.json` {"mean": {method: {metric: value}}, "by_plane": {plane: {"samples", "psnr_defocus": {method:
+value}[, "blur_amount"]}}, "samples": [{"name", "plane", method: {metric: value}}], "settings": {...}}, `report.md`
+(the same tables in Markdown) and one PNG per sample
 (input | mask | output | target | abs error x4; the output is the model's, else the baseline's). A model with a
 blur-stack head also gets the blur amount: per sample its mean blur radius out of focus next to the target's
 (`"blur_radius": {"model", "target"}` px), their correlation and means over the samples (`"blur_amount"`), and
@@ -482,7 +483,7 @@ def evaluate(
     for values in mean.values():
         values.update({key: None for key in GAINS})
     _add_gains(mean)
-    report = {"mean": mean, "samples": rows}
+    report = {"mean": mean, "by_plane": by_plane(rows, list(methods)), "samples": rows}
     if radius_of is not None:
         report["blur_amount"] = blur_amount(rows)
         write_rgb(out_dir / AMOUNT_PLOT, amount_plot(rows, report["blur_amount"]["correlation"]))
@@ -507,6 +508,30 @@ def blur_amount(rows: list[dict]) -> dict[str, float | None]:
         "mean_model": float(model.mean()),
         "mean_target": float(target.mean()),
     }
+
+
+def by_plane(rows: list[dict], methods: list[str]) -> dict[str, dict]:
+    """Per focal plane (those present, in PLANES order): its number of samples, each method's psnr_defocus (the
+    mean of the samples' values, as the overall means are) and, where the rows have it, its blur amount. Where a
+    model gains or loses often depends on the plane: focused near, the rest of a photo may need any amount of blur."""
+    planes = {}
+    for plane in PLANES:
+        group = [row for row in rows if row["plane"] == plane]
+        if not group:
+            continue
+        values = {name: [row[name]["psnr_defocus"] for row in group] for name in methods}
+        planes[plane] = {
+            "samples": len(group),
+            "psnr_defocus": {name: _mean(v) for name, v in values.items()},
+            **({"blur_amount": blur_amount(group)} if "blur_radius" in group[0] else {}),
+        }
+    return planes
+
+
+def _mean(values: list[float | None]) -> float | None:
+    """The mean of the defined values (None where none is)."""
+    defined = [v for v in values if v is not None]
+    return float(np.mean(defined)) if defined else None
 
 
 def amount_plot(rows: list[dict], correlation: float | None) -> np.ndarray:
@@ -547,6 +572,25 @@ def _cell(value: float | None, key: str) -> str:
 def mean_table(mean: dict[str, dict]) -> str:
     lines = ["| method | " + " | ".join(METRICS) + " |", "| --- |" + " ---: |" * len(METRICS)]
     lines += [f"| {name} | " + " | ".join(_cell(v[k], k) for k in METRICS) + " |" for name, v in mean.items()]
+    return "\n".join(lines)
+
+
+def plane_table(planes: dict[str, dict]) -> str:
+    """psnr_defocus per focal plane and method, with the blur amount's correlation and means where known."""
+    methods = list(next(iter(planes.values()))["psnr_defocus"]) if planes else []
+    amount = any("blur_amount" in entry for entry in planes.values())
+    extra = ["amount correlation", "radius model / target (px)"] if amount else []
+    lines = [
+        "| plane | samples | " + " | ".join(methods + extra) + " |",
+        "| --- | ---: |" + " ---: |" * len(methods + extra),
+    ]
+    for plane, entry in planes.items():
+        cells = [_cell(entry["psnr_defocus"][name], "psnr_defocus") for name in methods]
+        if amount:
+            a = entry["blur_amount"]
+            r = "n/a" if a["correlation"] is None else f"{a['correlation']:.2f}"
+            cells += [r, f"{a['mean_model']:.2f} / {a['mean_target']:.2f}"]
+        lines.append(f"| {plane} | {entry['samples']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -592,6 +636,10 @@ def write_report(report: dict, folder: Path) -> None:
         "## Mean",
         "",
         mean_table(report["mean"]),
+        "",
+        "## Per focal plane (psnr_defocus)",
+        "",
+        plane_table(report["by_plane"]),
         "",
         *amount_section(report.get("blur_amount")),
         "## Samples",
