@@ -534,6 +534,10 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(defined)) if defined else None
 
 
+def _correlation(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def amount_plot(rows: list[dict], correlation: float | None) -> np.ndarray:
     """The model's mean blur radius per sample against the target's, one colour per focal plane."""
     points = {
@@ -541,8 +545,7 @@ def amount_plot(rows: list[dict], correlation: float | None) -> np.ndarray:
         for plane in PLANES
     }
     points = {plane: group for plane, group in points.items() if group}
-    r = "n/a" if correlation is None else f"{correlation:.2f}"
-    title = f"mean blur radius out of focus per sample (correlation {r})"
+    title = f"mean blur radius out of focus per sample (correlation {_correlation(correlation)})"
     return scatter_plot(points, "target (px)", "model (px)", title)
 
 
@@ -588,8 +591,7 @@ def plane_table(planes: dict[str, dict]) -> str:
         cells = [_cell(entry["psnr_defocus"][name], "psnr_defocus") for name in methods]
         if amount:
             a = entry["blur_amount"]
-            r = "n/a" if a["correlation"] is None else f"{a['correlation']:.2f}"
-            cells += [r, f"{a['mean_model']:.2f} / {a['mean_target']:.2f}"]
+            cells += [_correlation(a["correlation"]), f"{a['mean_model']:.2f} / {a['mean_target']:.2f}"]
         lines.append(f"| {plane} | {entry['samples']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -652,10 +654,10 @@ def write_report(report: dict, folder: Path) -> None:
 
 def amount_line(amount: dict) -> str:
     """The blur amount in one sentence (printed and in report.md)."""
-    r = "n/a" if amount["correlation"] is None else f"{amount['correlation']:.2f}"
     return (
-        f"The model's mean blur radius out of focus per sample against the target's: correlation {r}; mean "
-        f"{amount['mean_model']:.2f} px against {amount['mean_target']:.2f} px. `mask_blur` is told each target's."
+        "The model's mean blur radius out of focus per sample against the target's: correlation "
+        f"{_correlation(amount['correlation'])}; mean {amount['mean_model']:.2f} px against "
+        f"{amount['mean_target']:.2f} px. `mask_blur` is told each target's."
     )
 
 
