@@ -111,7 +111,13 @@ def test_blur_amount_sets_the_model_radius_beside_the_targets(tiny_checkpoint, t
 def test_model_told_amount_blurs_each_sample_by_the_target_amount(tiny_checkpoint, tmp_path):
     """The model's radii scaled per sample to the target's mean out of focus (what mask_blur is told): told its own
     amount it is the model; told half of it, the model at strength 0.5, whose mean radius is then the target's."""
-    from defocus_lit.commands.evaluate import manifest_samples, manifest_settings, mean_blur_radius, told_amount
+    from defocus_lit.commands.evaluate import (
+        GeneratorRuns,
+        manifest_samples,
+        manifest_settings,
+        mean_blur_radius,
+        told_amount,
+    )
     from defocus_lit.models.checkpoint import defocuser_of, read_checkpoint
     from defocus_lit.models.inference import blur_radius, defocus
 
@@ -125,11 +131,41 @@ def test_model_told_amount_blurs_each_sample_by_the_target_amount(tiny_checkpoin
         own = mean_blur_radius(blur_radius(model, image, mask, 256), batch)["model"]
     for factor in (1.0, 0.5):
         told = {**batch, "mean_radius": torch.tensor([own * factor])}
-        out = told_amount(model, 256, 1.0)(told)
+        out = told_amount(GeneratorRuns(model, 256), 1.0)(told)
         assert torch.allclose(out, defocus(model, image, mask, 256, factor), atol=1e-6)
         with torch.no_grad():
             scaled = mean_blur_radius(blur_radius(model, image, mask, 256, factor), told)
         assert scaled["model"] == pytest.approx(scaled["target"], rel=1e-4)
+
+
+def test_the_generator_runs_once_per_mask_and_gives_what_predict_gives(tiny_checkpoint, tmp_path):
+    """The model, the model told the amount and the blur radius read one generator run per mask (the sample's and
+    its opposite plane's); the model's output is `defocus`'s, as predict runs it."""
+    from defocus_lit.commands.evaluate import (
+        GeneratorRuns,
+        build_methods,
+        evaluate,
+        manifest_samples,
+        manifest_settings,
+    )
+    from defocus_lit.models.checkpoint import defocuser_of, read_checkpoint
+    from defocus_lit.models.inference import defocus
+
+    model, cfg = defocuser_of(read_checkpoint(tiny_checkpoint), tiny_checkpoint)
+    samples, _, _ = manifest_samples(
+        manifest(tmp_path, frames=2), manifest_settings(cfg, {}), "binary", 256, 24, torch.device("cpu")
+    )
+    samples = list(samples)
+    runs = GeneratorRuns(model, 24)
+    calls = []
+    model.generator.register_forward_hook(lambda *_: calls.append(1))
+    radius_of = lambda batch: model.head.expected_radius(*runs(batch))  # noqa: E731
+    report = evaluate(build_methods(runs, 1.0, {}), iter(samples), tmp_path, torch.device("cpu"), radius_of=radius_of)
+    masks = sum(1 + bool(sample.batch["has_alt"]) for sample in samples)
+    assert len(report["samples"]) == len(samples) and len(calls) == masks
+    batch = samples[0].batch
+    got = build_methods(GeneratorRuns(model, 24), 1.0, {})["model"](batch)
+    assert torch.equal(got, defocus(model, batch["image"], batch["mask"], 24))
 
 
 def test_blur_amount_of_one_sample_has_no_correlation():
