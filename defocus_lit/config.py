@@ -89,6 +89,7 @@ class DataConfig:
     batch_size: int = key(minimum=1)
     num_workers: int = key(minimum=0)
     photometric: bool = key()
+    strength_range: list[float] | None = key()
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -412,6 +413,9 @@ def _check_combination(cfg: DictConfig) -> None:
         raise UserError(f"data.path: {cfg.data.path}: no such file")
     if len(cfg.data.synthetic.size) != 2 or min(cfg.data.synthetic.size) < 1:
         raise UserError(f"data.synthetic.size={list(cfg.data.synthetic.size)} must be [height, width]")
+    strengths = cfg.data.strength_range
+    if strengths is not None and (len(strengths) != 2 or not 0 < strengths[0] < strengths[1] < float("inf")):
+        raise UserError(f"data.strength_range={list(strengths)}: must be [lo, hi] with 0 < lo < hi")
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:

@@ -261,6 +261,7 @@ def run_training(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> TrainRe
         seed=cfg.seed,
         photometric=cfg.data.photometric,
         radius=any(USES[name] == "radius" and weight for name, weight in cfg.loss.terms.items()),
+        strength_range=None if cfg.data.strength_range is None else tuple(cfg.data.strength_range),
     )
     module = build_module(cfg)
     if dry:

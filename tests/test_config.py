@@ -85,6 +85,17 @@ def test_bad_overrides_are_errors_naming_the_key(word, named):
         load_experiment("patch_mask", [word], cpu_preset=True)
 
 
+def test_strength_range_is_off_by_default_and_checked():
+    assert load_experiment("pix2pix_4ch", cpu_preset=True).data.strength_range is None
+    cfg = load_experiment("pix2pix_4ch", ["data.strength_range=[0.5,2]"], cpu_preset=True)
+    assert list(cfg.data.strength_range) == [0.5, 2.0]
+    for bad in ("[2,0.5]", "[0,1]", "[-1,1]", "[1,1]", "[1]", "[0.5,1,2]"):
+        with pytest.raises(UserError, match=r"^data\.strength_range=\[.*\]: must be \[lo, hi\] with 0 < lo < hi$"):
+            load_experiment("pix2pix_4ch", [f"data.strength_range={bad}"], cpu_preset=True)
+    with pytest.raises(UserError, match=r"^data\.strength_range: expected a list of floats or null, got 'x'"):
+        load_experiment("pix2pix_4ch", ["data.strength_range=x"], cpu_preset=True)
+
+
 def test_unknown_key_error_lists_the_valid_keys():
     with pytest.raises(UserError) as err:
         load_experiment("patch_mask", ["optim.lrr=1"])

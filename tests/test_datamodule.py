@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
+from collections.abc import Callable
+from dataclasses import replace
 from types import SimpleNamespace
 
 import h5py
@@ -13,6 +16,9 @@ import torch
 
 from defocus_lit.data.build import build_dataset
 from defocus_lit.data.datamodule import DefocusDataModule, collate
+from defocus_lit.data.frames import KINDS
+from defocus_lit.data.planes import PLANES, SampleFilter
+from defocus_lit.data.samples import FrameSamples, as_disparity, frame_samples
 from defocus_lit.data.sources import open_source
 from defocus_lit.errors import UserError
 from defocus_lit.render import RenderSettings
@@ -103,6 +109,7 @@ def test_batch_keys_shapes_ranges(built, mask_kind):
     dm = DefocusDataModule(str(built), batch_size=3, crop_size=32, mask_kind=mask_kind, pad_multiple=32, radius=True)
     batch = next(iter(dm.train_dataloader()))
     keys = {"image", "target", "mask", "focus", "depth_weight", "valid", "plane", "frame", "kind", "mean_radius"}
+    keys |= {"strength"}
     assert set(batch) == keys | {"radius"}
     plain = DefocusDataModule(str(built), batch_size=3, crop_size=32, mask_kind=mask_kind, pad_multiple=32)
     assert set(next(iter(plain.train_dataloader()))) == keys  # the radius is read only when a loss needs it
@@ -342,3 +349,180 @@ def test_fitting_a_baseline_leaves_the_global_rng_alone(built):
     torch.manual_seed(0)
     assert len(list(dm.fit_dataloader(limit=2))) == 1
     assert torch.equal(torch.rand(1), expected)
+
+
+# ----- blur strengths: training targets rendered again at k times a strength drawn per sample ---------------------
+STRENGTHS = (0.5, 2.0)
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory):
+    """A dataset whose blur is rarely clamped (max_radius 12 px), so a larger strength shows as more blur; its 8
+    training samples read their depth as metres and as disparity."""
+    path = tmp_path_factory.mktemp("wide") / "wide.h5"
+    build_dataset(
+        open_source("synthetic", num=4, size=(SIZE, SIZE), seed=2),
+        path,
+        settings=RenderSettings(layers=4, max_radius=12.0),
+        split=(0.5, 0.25, 0.25),
+        progress=False,
+        workers=0,
+    )
+    return path
+
+
+def _stored(path, index: int) -> dict:
+    """Sample `index` of a built file as stored: its maps (H,W[,3]), per-sample values and the file's renderer."""
+    with h5py.File(path) as f:
+        return {name: f[name][index] for name in ("image", "target", "mask", "depth", "radius", "kind", "plane")} | {
+            "mean_radius": f["mean_radius"][index],
+            "renderer": json.loads(f.attrs["renderer"]),
+        }
+
+
+def _frame_samples_at(path, index: int, strength: float) -> FrameSamples:
+    """What `frame_samples` renders for sample `index` of a built synthetic file with the file's renderer and its k
+    times `strength`. A synthetic frame stores its metric depth; its kind "disparity" samples read that depth as
+    disparity (`RGBDFrame.also_disparity`)."""
+    stored = _stored(path, index)
+    depth, kind = stored["depth"].astype(np.float32), KINDS[stored["kind"]]
+    settings = RenderSettings(**stored["renderer"])
+    samples, _ = frame_samples(
+        stored["image"],
+        depth if kind == "depth" else as_disparity(depth),
+        kind,
+        [PLANES[stored["plane"]]],
+        replace(settings, k=settings.k * strength),
+        SampleFilter(min_focus=0, max_focus=1, max_invalid=1),
+    )
+    return samples
+
+
+def _hwc(x: torch.Tensor) -> np.ndarray:
+    """(C,H,W) -> (H,W,C), or (1,H,W) -> (H,W), as numpy."""
+    return x.permute(1, 2, 0).numpy() if x.shape[0] == 3 else x[0].numpy()
+
+
+def _unflip(sample_image: np.ndarray, stored_image: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """The function that undoes a training sample's horizontal flip, found from its image (no jitter, whole frame)."""
+    if np.array_equal(sample_image, stored_image):
+        return lambda x: x
+    assert np.array_equal(sample_image[:, ::-1], stored_image)
+    return lambda x: x[:, ::-1]
+
+
+def _detail(target: np.ndarray, mask: np.ndarray) -> float:
+    """High-frequency energy of a (H,W,3) uint8 target where the mask is blurred: the mean squared difference of
+    horizontal neighbours."""
+    diff = np.diff(target.astype(np.float64), axis=1) ** 2
+    return float(diff.sum(-1)[(mask[:, 1:] > 0) & (mask[:, :-1] > 0)].mean())
+
+
+def test_strength_range_renders_the_training_target_as_frame_samples_does(wide):
+    """A batch of all 8 training samples (whole frames, no jitter), as uint8 to compare bytes."""
+    dm = DefocusDataModule(
+        str(wide),
+        batch_size=8,
+        crop_size=None,
+        photometric=False,
+        strength_range=STRENGTHS,
+        radius=True,
+        seed=3,
+        uint8_batches=True,
+    )
+    batch = next(iter(dm.train_dataloader()))
+    strength = batch["strength"]
+    assert strength.dtype == torch.float32 and strength.shape == (8,)
+    assert ((strength >= STRENGTHS[0]) & (strength <= STRENGTHS[1])).all() and len(set(strength.tolist())) == 8
+    with h5py.File(wide) as f:
+        keys = list(zip(f["frame"][:], f["kind"][:], f["plane"][:]))
+    compared = []  # the kind of each sample compared
+    for i in range(8):
+        index = keys.index((batch["frame"][i], batch["kind"][i], batch["plane"][i]))
+        want, stored = _frame_samples_at(wide, index, strength[i].item()), _stored(wide, index)
+        unflip = _unflip(_hwc(batch["image"][i]), stored["image"])
+        assert np.array_equal(unflip(_hwc(batch["mask"][i])), stored["mask"])  # the network's mask stays the file's
+        if not np.array_equal(want.mask[0], stored["mask"]):
+            continue  # frame_samples masks the float16 depth again: a pixel may cross the threshold (1 sample here)
+        assert np.array_equal(unflip(_hwc(batch["target"][i])), want.target[0])
+        assert not np.array_equal(want.target[0], stored["target"])
+        assert np.array_equal(unflip(_hwc(batch["radius"][i])), want.radius[0])
+        assert batch["mean_radius"][i].item() == pytest.approx(want.mean_radius[0], abs=1e-5)
+        compared.append(int(stored["kind"]))
+    assert len(compared) >= 7 and set(compared) == {0, 1}  # the depth read as metres and as disparity
+    dataset = dm.datasets["train"]
+    draws = [dataset[(0, seed)]["strength"] for seed in (1, 1, 2)]
+    assert draws[0] == draws[1] != draws[2]  # drawn from the sample's seed
+
+
+def test_strength_one_gives_back_the_stored_targets(built):
+    """Rendered again at strength 1, every training sample (its depth read as metres or as disparity) is the one
+    `data build` rendered, but for the depth stored as float16."""
+    dm = DefocusDataModule(str(built), crop_size=None, photometric=False, strength_range=(1 - 1e-6, 1 + 1e-6))
+    dm.setup("fit")
+    dataset = dm.datasets["train"]
+    kinds = set()
+    for position, index in enumerate(dataset.indices):
+        sample, stored = dataset[(position, position)], _stored(built, index)
+        unflip = _unflip(sample["image"], stored["image"])
+        assert np.abs(unflip(sample["target"]).astype(int) - stored["target"]).mean() < 0.1
+        assert sample["mean_radius"] == pytest.approx(stored["mean_radius"], abs=0.01)
+        kinds.add(int(stored["kind"]))
+    assert kinds == {0, 1}
+
+
+def test_a_larger_strength_blurs_more_and_a_smaller_one_less(wide):
+    def samples(strength_range):
+        dm = DefocusDataModule(str(wide), crop_size=None, photometric=False, strength_range=strength_range)
+        dm.setup("fit")
+        dataset = dm.datasets["train"]
+        return [(index, dataset[(position, 0)]) for position, index in enumerate(dataset.indices)]
+
+    for (index, blurrier), (_, sharper) in zip(samples((2.0, 3.0)), samples((0.3, 0.5))):
+        stored = _stored(wide, index)
+        assert blurrier["strength"] > 1 > sharper["strength"]
+        assert blurrier["mean_radius"] > stored["mean_radius"] > sharper["mean_radius"]
+        detail = _detail(stored["target"], stored["mask"])
+        assert _detail(blurrier["target"], blurrier["mask"]) < detail < _detail(sharper["target"], sharper["mask"])
+
+
+def test_without_a_strength_range_samples_are_as_stored_at_strength_one(built):
+    plain = DefocusDataModule(str(built), batch_size=4, crop_size=None, photometric=False, radius=True)
+    ranged = DefocusDataModule(str(built), batch_size=4, crop_size=32, strength_range=STRENGTHS)
+    for batch in (next(iter(plain.train_dataloader())), next(iter(plain.val_dataloader()))):
+        assert batch["strength"].dtype == torch.float32 and (batch["strength"] == 1).all()
+    plain.setup("fit")
+    dataset = plain.datasets["train"]
+    for position in range(4):
+        sample, stored = dataset[(position, 7)], _stored(built, dataset.indices[position])
+        unflip = _unflip(sample["image"], stored["image"])
+        assert np.array_equal(unflip(sample["target"]), stored["target"])
+        assert np.array_equal(unflip(sample["radius"]), stored["radius"].astype(np.float32))
+        assert np.array_equal(unflip(sample["valid"]), (stored["depth"] != 0).astype(np.uint8))
+        assert sample["mean_radius"] == stored["mean_radius"] and sample["strength"] == 1.0
+    # the strengths take their own draws: a sample's crop, flip and jitter are those it has without them
+    cropped = DefocusDataModule(str(built), crop_size=32)
+    cropped.setup("fit")
+    ranged.setup("fit")
+    for position in range(4):
+        a, b = cropped.datasets["train"][(position, 11)], ranged.datasets["train"][(position, 11)]
+        assert all(np.array_equal(a[key], b[key]) for key in ("image", "mask", "weight", "valid"))
+    # validation and test stay as stored
+    for name in ("val", "test"):
+        a, b = next(iter(getattr(plain, f"{name}_dataloader")())), next(iter(getattr(ranged, f"{name}_dataloader")()))
+        assert all(torch.equal(a[key], b[key]) for key in ("image", "target", "mask", "strength")), name
+
+
+def test_strength_range_needs_a_thin_lens_dataset_and_lo_below_hi(built, tmp_path):
+    path = tmp_path / "blur_map.h5"
+    shutil.copy(built, path)
+    with h5py.File(path, "r+") as f:
+        f.attrs["renderer"] = json.dumps(RenderSettings(blur_model="blur_map").to_dict())
+    DefocusDataModule(str(path)).setup("fit")  # without strengths the file serves as before
+    with pytest.raises(
+        UserError, match=rf"data\.strength_range: needs a dataset rendered with .*{path.name} uses blur_map"
+    ):
+        DefocusDataModule(str(path), strength_range=STRENGTHS).setup("fit")
+    for bad in ((2.0, 1.0), (0.0, 1.0), (1.0,)):
+        with pytest.raises(UserError, match="strength_range"):
+            DefocusDataModule(str(built), strength_range=bad)

@@ -91,7 +91,8 @@ def test_examples_lists_photos_only(tmp_path):
 
 
 def test_strength_slider_follows_the_checkpoint(demo_model):
-    """Shown for a blur-stack head (its radii scale), hidden for an RGB head; it starts at --strength."""
+    """Shown for a blur-stack head (its radii scale), hidden for an RGB head; it starts at --strength and spans the
+    strengths a model trained over a range was trained on."""
     from dataclasses import replace
 
     from defocus_lit.models.defocuser import Defocuser
@@ -106,6 +107,10 @@ def test_strength_slider_follows_the_checkpoint(demo_model):
     assert started.value == 3 and started.maximum == 3
     rgb = Defocuser(demo_model.model.generator, None, keep_focus=True, multiple=demo_model.model.multiple)
     assert not slider(replace(demo_model, model=rgb)).visible
+    model = demo_model.model
+    over_strengths = Defocuser(model.generator, model.head, True, model.multiple, strength_range=(0.5, 1.5))
+    trained = slider(replace(demo_model, model=over_strengths))  # spans the strengths it trained on
+    assert (trained.minimum, trained.maximum, trained.value) == (0.5, 1.5, 1)
 
 
 def test_demo_strength_must_suit_the_checkpoint(tiny_checkpoint, capsys):

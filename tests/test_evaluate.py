@@ -131,7 +131,7 @@ def test_model_told_amount_blurs_each_sample_by_the_target_amount(tiny_checkpoin
         own = mean_blur_radius(blur_radius(model, image, mask, 256), batch)["model"]
     for factor in (1.0, 0.5):
         told = {**batch, "mean_radius": torch.tensor([own * factor])}
-        out = told_amount(GeneratorRuns(model, 256), 1.0)(told)
+        out = told_amount(GeneratorRuns(model, 256))(told)
         assert torch.allclose(out, defocus(model, image, mask, 256, factor), atol=1e-6)
         with torch.no_grad():
             scaled = mean_blur_radius(blur_radius(model, image, mask, 256, factor), told)
@@ -160,11 +160,11 @@ def test_the_generator_runs_once_per_mask_and_gives_what_predict_gives(tiny_chec
     calls = []
     model.generator.register_forward_hook(lambda *_: calls.append(1))
     radius_of = lambda batch: model.head.expected_radius(*runs(batch))  # noqa: E731
-    report = evaluate(build_methods(runs, 1.0, {}), iter(samples), tmp_path, torch.device("cpu"), radius_of=radius_of)
+    report = evaluate(build_methods(runs, {}), iter(samples), tmp_path, torch.device("cpu"), radius_of=radius_of)
     masks = sum(1 + bool(sample.batch["has_alt"]) for sample in samples)
     assert len(report["samples"]) == len(samples) and len(calls) == masks
     batch = samples[0].batch
-    got = build_methods(GeneratorRuns(model, 24), 1.0, {})["model"](batch)
+    got = build_methods(GeneratorRuns(model, 24), {})["model"](batch)
     assert torch.equal(got, defocus(model, batch["image"], batch["mask"], 24))
 
 

@@ -10,6 +10,7 @@ from PIL import Image, ImageCms
 
 from defocus_lit import io
 from defocus_lit.cli import main
+from defocus_lit.errors import UserError
 from defocus_lit.io import read_mask
 from defocus_lit.models.defocuser import BlurStack, Defocuser
 from defocus_lit.models.inference import blur_radius, defocus, pad_to_multiple
@@ -370,6 +371,71 @@ def test_blur_radius_is_the_radius_defocus_applies():
         torch.testing.assert_close(got, torch.full_like(got, radius), atol=1e-3, rtol=0)
     rgb = Defocuser(OneLevel(2, 3), None, keep_focus=True, multiple=4).eval()
     assert blur_radius(rgb, image, mask, 30) is None
+
+
+class StrengthLevel(torch.nn.Module):
+    """A generator told the strength (its mask's second channel, log2 s): it picks level 1 below strength 1, level
+    2 from it, and records the strengths it was given."""
+
+    def __init__(self):
+        super().__init__()
+        self.told: list[float] = []
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        assert mask.shape[1] == 2 and bool((mask[:, 1] == mask[:, 1, :1, :1]).all())  # one value per sample
+        self.told.append(float(2 ** mask[0, 1, 0, 0]))
+        raw = -torch.ones(image.shape[0], 3, *image.shape[2:])
+        raw[:, 1 if self.told[-1] < 1 else 2] = 1
+        return raw
+
+
+def test_a_model_trained_over_strengths_is_told_the_strength_and_keeps_its_radii():
+    """data.strength_range: the generator gets log2(s) beside the mask and chooses the blur; the head's radii are
+    not scaled (a model trained at strength 1 scales them instead); a strength outside the range is refused."""
+    radii = [0.0, 2.0, 4.0]
+    model = Defocuser(StrengthLevel(), BlurStack(radii), keep_focus=True, multiple=4, strength_range=(0.5, 2.0))
+    image = torch.rand(1, 3, 60, 90) * 2 - 1
+    mask = torch.ones(1, 1, 60, 90)
+    for strength, radius in ((0.5, 2.0), (1.0, 4.0), (2.0, 4.0)):
+        got = blur_radius(model.eval(), image, mask, max_side=0, strength=strength)
+        torch.testing.assert_close(got, torch.full_like(got, radius), atol=1e-3, rtol=0)
+        assert model.generator.told[-1] == pytest.approx(strength)
+    assert torch.equal(model(image, mask), defocus(model, image, mask))  # forward: strength 1
+    with pytest.raises(UserError, match=r"--strength 3: this checkpoint trained over strengths 0.5 to 2"):
+        defocus(model, image, mask, strength=3.0)
+    per_sample = model.generator_mask(torch.ones(2, 1, 4, 4), torch.tensor([0.5, 2.0]))
+    assert per_sample.shape == (2, 2, 4, 4) and per_sample[:, 1, 0, 0].tolist() == [-1.0, 1.0]
+
+
+@pytest.fixture
+def strength_checkpoint(tiny_checkpoint, tmp_path) -> Path:
+    """The tiny run's checkpoint as if trained over strengths 0.5-2 (data.strength_range), fresh weights."""
+    from omegaconf import OmegaConf
+
+    from defocus_lit.models.defocuser import build_defocuser
+
+    checkpoint = torch.load(tiny_checkpoint, map_location="cpu", weights_only=False)
+    cfg = OmegaConf.merge(checkpoint["hyper_parameters"]["cfg"], {"data": {"strength_range": [0.5, 2.0]}})
+    checkpoint["hyper_parameters"]["cfg"] = cfg
+    torch.manual_seed(0)
+    checkpoint["state_dict"] = {f"defocuser.{k}": v for k, v in build_defocuser(cfg).state_dict().items()}
+    path = tmp_path / "strengths.ckpt"
+    torch.save(checkpoint, path)
+    return path
+
+
+def test_predict_with_a_checkpoint_trained_over_strengths(strength_checkpoint, tmp_path, capsys):
+    image, mask = tmp_path / "in.png", tmp_path / "mask.png"
+    photo(image, 16, 24), left_sharp_mask(mask, 16, 24)
+    outs = {}
+    for strength in ("0.5", "1", "2"):
+        assert _predict(strength_checkpoint, image, mask, tmp_path / f"{strength}.png", "--strength", strength) == 0
+        outs[strength] = read(tmp_path / f"{strength}.png")
+    assert not np.array_equal(outs["0.5"], outs["1"]) and not np.array_equal(outs["2"], outs["1"])
+    out = tmp_path / "3.png"
+    assert _predict(strength_checkpoint, image, mask, out, "--strength", "3") == 2
+    _assert_one_line_error(capsys, "--strength 3: this checkpoint trained over strengths 0.5 to 2")
+    assert not out.exists()
 
 
 def _predict(ckpt: Path, image: Path, mask: Path, out: Path, *flags: str) -> int:

@@ -317,3 +317,19 @@ def test_radius_loss_trains_on_the_stored_radius(tiny):
     rows = read_metrics(result.run_dir)
     values = [float(r["train/radius_l1_epoch"]) for r in rows if r.get("train/radius_l1_epoch")]
     assert values and 0 < values[0] < 16  # mean |expected - rendered radius| in px, below the largest radius
+
+
+def test_training_over_strengths_tells_the_generator_each_target_strength(tiny, monkeypatch):
+    """data.strength_range: each training target is rendered at its own strength and the generator is given that
+    strength (the batch's `strength`); the checkpoint keeps the range, so predict tells the model what it asks."""
+    from defocus_lit.models.checkpoint import load_checkpoint
+    from defocus_lit.models.defocuser import Defocuser
+
+    told = []
+    stages = Defocuser.stages
+    monkeypatch.setattr(Defocuser, "stages", lambda self, *args: told.append(args[2:]) or stages(self, *args))
+    result = run_training(load_experiment("patch_mask", [*tiny, "data.strength_range=[0.5,2]"], cpu_preset=True))
+    strengths = torch.cat([args[0] for args in told if args])
+    assert strengths.numel() > 2 and strengths.min() >= 0.5 and strengths.max() <= 2 and strengths.std() > 0
+    model, cfg = load_checkpoint(result.best_ckpt)
+    assert model.strength_range == (0.5, 2.0) and list(cfg.data.strength_range) == [0.5, 2.0]

@@ -60,7 +60,7 @@ MAX_UPLOAD = "100mb"  # Gradio rejects larger uploads before they reach the hand
 CHECKPOINT_GLOB = "*/*/checkpoints/best-*.ckpt"
 PAINTED_ALPHA = 128  # a layer pixel counts as painted from this alpha on
 BRUSH_OPACITY = 0.65  # the photo shows through the paint; still above PAINTED_ALPHA
-STRENGTH_RANGE = (0.25, 2.0)  # the strength slider's span (widened to take the --strength it starts at)
+STRENGTH_RANGE = (0.25, 2.0)  # the strength slider's span (see DemoModel.strength_span)
 
 # (name, colour, mask value): the brushes; binary checkpoints get the first one only
 BRUSHES: tuple[tuple[str, str, float], ...] = (
@@ -201,6 +201,14 @@ class DemoModel:
     def takes_strength(self) -> bool:
         """Whether the model's blur can be scaled: a blur-stack head has radii, an RGB one paints its pixels."""
         return self.model.head is not None
+
+    @property
+    def strength_span(self) -> tuple[float, float]:
+        """The slider's span: the strengths a model trained over a range was trained on, else STRENGTH_RANGE
+        widened to take the starting value."""
+        if self.model.strength_range is not None:
+            return self.model.strength_range
+        return min(STRENGTH_RANGE[0], self.strength), max(STRENGTH_RANGE[1], self.strength)
 
     def brushes(self) -> tuple[tuple[str, str, float], ...]:
         return BRUSHES if self.mask_kind == "patch" else BRUSHES[:1]
@@ -443,8 +451,7 @@ def build_page(demo_model: DemoModel, examples: Sequence[Path] = (), output_dir:
                     elem_id="mask-file",
                 )
                 strength = gr.Slider(
-                    min(STRENGTH_RANGE[0], demo_model.strength),
-                    max(STRENGTH_RANGE[1], demo_model.strength),
+                    *demo_model.strength_span,
                     value=demo_model.strength,
                     step=0.05,
                     label="Blur strength (1 = as trained; a wider or narrower aperture)",

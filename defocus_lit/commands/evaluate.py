@@ -169,10 +169,10 @@ def run(args: argparse.Namespace) -> int:
         max_radius = settings["max_radius"] * radius_scale(args.frame_side, args.max_side)
         global_blur = global_blur.scaled(args.strength, settings["max_radius"]) if global_blur else None
     names = BASELINE_NAMES if args.baseline is None else (args.baseline,)
-    runs = GeneratorRuns(model, args.max_side) if model is not None else None
-    methods = build_methods(runs, args.strength, baselines(global_blur, max_radius, names))
+    runs = GeneratorRuns(model, args.max_side, args.strength) if model is not None else None
+    methods = build_methods(runs, baselines(global_blur, max_radius, names))
     radius_of = (
-        (lambda batch: model.head.expected_radius(*runs(batch), strength=args.strength))
+        (lambda batch: model.head.expected_radius(*runs(batch), strength=runs.head_strength))
         if model is not None and model.head is not None
         else None
     )
@@ -211,13 +211,15 @@ def run(args: argparse.Namespace) -> int:
 
 # ----- methods ------------------------------------------------------------------------------------------------
 class GeneratorRuns:
-    """The generator's output for a batch's image and mask as predict runs it (`generator_output`: the output and
-    the head's radius scale), kept for the last two image-and-mask pairs. Every model method of a sample (the
-    model, told the amount, its blur radius) reads one run for the sample's mask and one for the opposite plane's,
-    where each method running its own would take five per sample."""
+    """The generator's output for a batch's image and mask as predict runs it at `strength` (`generator_output`:
+    the output and the head's radius scale), kept for the last two image-and-mask pairs. Every model method of a
+    sample (the model, told the amount, its blur radius) reads one run for the sample's mask and one for the
+    opposite plane's, where each method running its own would take five per sample. `head_strength`: the head's
+    radius multiplier for `strength` (`Defocuser.head_strength`)."""
 
-    def __init__(self, model: Defocuser, max_side: int) -> None:
-        self.model, self.max_side = model, max_side
+    def __init__(self, model: Defocuser, max_side: int, strength: float = 1.0) -> None:
+        self.model, self.max_side, self.strength = model, max_side, strength
+        self.head_strength = model.head_strength(strength)
         self._recent: list[tuple[Tensor, Tensor, tuple[Tensor, float]]] = []  # holds the tensors: ids stay unique
 
     @torch.inference_mode()
@@ -226,31 +228,31 @@ class GeneratorRuns:
         for seen_image, seen_mask, output in self._recent:
             if seen_image is image and seen_mask is mask:
                 return output
-        output = generator_output(self.model, image, mask, self.max_side)
+        output = generator_output(self.model, image, mask, self.max_side, self.strength)
         self._recent = [*self._recent[-1:], (image, mask, output)]
         return output
 
 
-def build_methods(
-    runs: GeneratorRuns | None, strength: float, baseline_methods: dict[str, Method]
-) -> dict[str, Method]:
+def build_methods(runs: GeneratorRuns | None, baseline_methods: dict[str, Method]) -> dict[str, Method]:
     """name -> fn(batch) -> output (B,3,H,W) in [-1,1] for batch["mask"]: the model as predict runs it (`defocus`)
-    at `strength`, then the baselines."""
+    at the runs' strength, then the baselines."""
     methods: dict[str, Method] = {}
     if runs is not None:
         model = runs.model
-        methods["model"] = lambda batch: model.finish(batch["image"], batch["mask"], *runs(batch), strength=strength)
+        methods["model"] = lambda batch: model.finish(
+            batch["image"], batch["mask"], *runs(batch), strength=runs.head_strength
+        )
         if model.head is not None:
-            methods["model_told_amount"] = told_amount(runs, strength)
+            methods["model_told_amount"] = told_amount(runs)
     return methods | baseline_methods
 
 
-def told_amount(runs: GeneratorRuns, strength: float) -> Method:
+def told_amount(runs: GeneratorRuns) -> Method:
     """The model with its blur radii scaled per sample so that their mean out of focus is the target's, the amount
     `mask_blur` is told: its gap to the model is what misreading the amount costs, its gap to `mask_blur` what the
     model knows about where to blur more and where less. The scaled radii are clamped at the top one (as any
     strength), so a sample the model under-blurs at its top radius stays under-blurred."""
-    model = runs.model
+    model, strength = runs.model, runs.head_strength
 
     @torch.inference_mode()
     def run(batch: dict[str, Tensor]) -> Tensor:

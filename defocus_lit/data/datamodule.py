@@ -6,6 +6,8 @@ together (flip) and applies the same photometric jitter to image and target. Ran
 each index with a seed drawn from a seeded generator, and a sample's crop, flip and jitter come from that seed
 alone, so a run depends on `seed` only, not on the number of workers. Batches: float as in the spec, made in the
 workers; under a Trainer on a GPU they travel as uint8 and become float on the device (on_after_batch_transfer).
+Blur strengths (`strength_range`): a training sample's target is rendered again in the worker, on the CPU, from the
+frame's stored image and depth with the thin-lens k times a strength drawn from the sample's seed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import random
 import signal
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import albumentations as A
@@ -25,9 +28,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset, get_worker_info
 
+from defocus_lit.data.frames import KINDS
 from defocus_lit.data.hdf5 import SPLITS, open_dataset
 from defocus_lit.data.planes import MASK_KINDS, PLANES
+from defocus_lit.data.samples import as_disparity, frame_maps, mean_radius
 from defocus_lit.errors import UserError
+from defocus_lit.render import RenderSettings, render_uint8
 
 READ = ("image", "target", "mask", "patch_mask", "depth_weight", "depth", "radius")  # the HDF5 datasets a sample reads
 # How the single-channel maps of a sample are padded (as blurred, not in focus, not valid); colour is reflected.
@@ -131,12 +137,36 @@ def _pad(maps: dict[str, np.ndarray], height: int, width: int) -> dict[str, np.n
     return out
 
 
+def _rendering(path: str) -> tuple[RenderSettings, np.ndarray]:
+    """What rendering the samples of a built file again takes: the renderer settings it was built with (thin_lens
+    only: the blur_map model has no k to scale) and, per sample, (N,) bool whether its nearness was read from its
+    stored depth as it is, else from `as_disparity` of it.
+
+    The file stores a frame's depth as its source gave it, and a sample of kind "disparity" from a source of metric
+    depth is that depth read as disparity a second time (`RGBDFrame.also_disparity`, the synthetic outdoor scenes).
+    The file records no kind per frame, but a manifest records the kinds of its rows: a source is taken to give
+    disparity exactly when its recorded `kinds` hold it."""
+    with open_dataset(path) as f:
+        settings = RenderSettings(**json.loads(f.attrs["renderer"]))
+        if settings.blur_model != "thin_lens":
+            raise UserError(
+                f"data.strength_range: needs a dataset rendered with the thin_lens blur model; {path} uses "
+                f"{settings.blur_model}"
+            )
+        recorded = json.loads(f.attrs["source"])
+        parts = recorded.get("parts") or [recorded]
+        gives_disparity = np.array(["disparity" in part.get("kinds", ()) for part in parts])
+        return settings, (f["kind"][:] == KINDS.index("depth")) | gives_disparity[f["source"][:]]
+
+
 class DefocusDataset(Dataset):
     """The samples `indices` of a built HDF5 file, as numpy uint8 maps (H,W[,3]) for `collate`.
 
     train: a random `crop_size` window (read alone from the file), horizontal flip and photometric jitter;
-    a frame smaller than the crop is padded. Otherwise: the full frame padded to a multiple of `pad_multiple`,
-    with the opposite plane of the same frame (fore <-> back) as `alt_*` where the file has it.
+    a frame smaller than the crop is padded. With `strength_range` (lo, hi), each training sample's target (and
+    radius, mean_radius) is rendered again at a blur strength drawn log-uniformly from that range (`_rendered`).
+    Otherwise: the full frame padded to a multiple of `pad_multiple`, with the opposite plane of the same frame
+    (fore <-> back) as `alt_*` where the file has it. Every sample carries its `strength` (1.0: as stored).
     Picklable: the h5py handle is opened lazily in the process that reads.
     """
 
@@ -152,9 +182,12 @@ class DefocusDataset(Dataset):
         pad_multiple: int,
         photometric: bool,
         radius: bool = False,
+        strength_range: tuple[float, float] | None = None,
     ):
         self.path = str(path)
         self.radius = radius  # read the per-pixel blur radius (a third of a sample's read time) only when asked
+        self.strength_range = strength_range
+        self.settings, self.as_stored = (None, None) if strength_range is None else _rendering(self.path)
         self.indices = np.asarray(indices, dtype=np.int64)
         self.plane, self.frame, self.kind, self.mean_radius = (
             meta[k] for k in ("plane", "frame", "kind", "mean_radius")
@@ -209,17 +242,23 @@ class DefocusDataset(Dataset):
             self._ds = {name: self._file[name] for name in READ}
         return self._ds
 
-    def _read(self, index: int, rows: slice, cols: slice) -> dict[str, np.ndarray]:
+    def _read(self, index: int, rows: slice, cols: slice, *, rendered: bool = False) -> dict[str, np.ndarray]:
+        """The maps of sample `index` in the window (rows, cols), named as `collate` takes them. rendered: for a
+        target rendered again (`_rendered`): the depth (H,W) float32 instead of the stored target and radius."""
         ds = self._datasets()
+        depth = ds["depth"][index, rows, cols]
         maps = {
             "image": ds["image"][index, rows, cols],
-            "target": ds["target"][index, rows, cols],
             "mask": ds["mask"][index, rows, cols],
             "weight": ds["depth_weight"][index, rows, cols],
-            "valid": (ds["depth"][index, rows, cols] != 0).view(np.uint8),
+            "valid": (depth != 0).view(np.uint8),
         }
-        if self.radius:
-            maps["radius"] = ds["radius"][index, rows, cols].astype(np.float32)
+        if rendered:
+            maps["depth"] = depth.astype(np.float32)
+        else:
+            maps["target"] = ds["target"][index, rows, cols]
+            if self.radius:
+                maps["radius"] = ds["radius"][index, rows, cols].astype(np.float32)
         if self.mask_kind == "patch":
             maps["patch"] = ds["patch_mask"][index, rows, cols]
         return maps
@@ -236,23 +275,52 @@ class DefocusDataset(Dataset):
             if extra:
                 sample["valid"] = np.zeros_like(sample["valid"])
                 sample["has_alt"] = False
-        sample.update(
-            plane=int(self.plane[index]),
-            frame=int(self.frame[index]),
-            kind=int(self.kind[index]),
-            mean_radius=float(self.mean_radius[index]),
-        )
-        return sample
+        stored = {
+            "plane": int(self.plane[index]),
+            "frame": int(self.frame[index]),
+            "kind": int(self.kind[index]),
+            "mean_radius": float(self.mean_radius[index]),
+            "strength": 1.0,
+        }
+        return {**stored, **sample}  # a sample rendered again brings its own mean_radius and strength
 
     def _train_maps(self, index: int, seed: int) -> dict:
         h, w = self._datasets()["mask"].shape[1:3]
         ch, cw = (h, w) if self.crop_size is None else (min(self.crop_size, h), min(self.crop_size, w))
         rng = np.random.default_rng(seed)
         top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-        maps = self._read(index, slice(top, top + ch), slice(left, left + cw))
+        rows, cols = slice(top, top + ch), slice(left, left + cw)
+        if self.strength_range is None:
+            maps, values = self._read(index, rows, cols), {}
+        else:
+            frame, values = self._rendered(index, seed)
+            maps = {key: value[rows, cols] for key, value in frame.items()}
         self.transform.set_random_seed(seed)
         maps = self.transform(**maps)
-        return _pad(maps, self.crop_size, self.crop_size) if self.crop_size else maps
+        return {**(_pad(maps, self.crop_size, self.crop_size) if self.crop_size else maps), **values}
+
+    def _rendered(self, index: int, seed: int) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """The whole frame's maps of sample `index` (`_read`) with its target (H,W,3) uint8, and radius (H,W) float32
+        px where read, rendered again at a strength s drawn log-uniformly from the sample's augmentation `seed`; and
+        {"strength": s, "mean_radius": the new radius's mean over the blurred pixels}.
+
+        Rendered as `frame_samples` renders it: the file's thin-lens settings with k times s, the in-focus band from
+        the stored mask, over the whole frame (the blur reaches across a crop's edges)."""
+        lo, hi = self.strength_range
+        # a generator of its own: the crop, flip and jitter drawn from `seed` stay what they are without strengths;
+        # rounded to float32, as the batch carries it, so the generator is told exactly the strength of the target
+        strength = float(np.float32(np.exp(np.random.default_rng([seed, 1]).uniform(np.log(lo), np.log(hi)))))
+        everything = slice(None)
+        maps = self._read(index, everything, everything, rendered=True)
+        depth = maps.pop("depth")
+        settings = replace(self.settings, k=self.settings.k * strength)
+        reading = depth if self.as_stored[index] else as_disparity(depth)
+        near, radius = frame_maps(reading, KINDS[self.kind[index]], settings, in_focus=maps["mask"] == 0)
+        maps["target"] = render_uint8(maps["image"][None], near[None], radius[None], settings.layers)[0]
+        if self.radius:
+            maps["radius"] = radius
+        mean = mean_radius(torch.from_numpy(radius)[None, None], (maps["mask"] > 0)[None])[0]
+        return maps, {"strength": strength, "mean_radius": float(mean)}
 
     def _eval_maps(self, position: int, index: int) -> dict:
         everything = slice(None)
@@ -293,6 +361,7 @@ def collate_uint8(samples: list[dict]) -> dict[str, torch.Tensor]:
         "frame": torch.tensor([s["frame"] for s in samples], dtype=torch.long),
         "kind": torch.tensor([s["kind"] for s in samples], dtype=torch.long),
         "mean_radius": torch.tensor([s["mean_radius"] for s in samples], dtype=torch.float32),
+        "strength": torch.tensor([s["strength"] for s in samples], dtype=torch.float32),
     }
     if "radius" in samples[0]:
         batch["radius"] = _stack(samples, "radius").float()
@@ -331,8 +400,9 @@ def to_float(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
     """The float batch of the spec (see `to_float`) plus, when asked, radius (B,1,H,W) float px (the renderer's blur
-    radius of each pixel), plane, frame, kind (B,) long, mean_radius (B,) float and, for
-    val/test, has_alt (B,) bool."""
+    radius of each pixel), plane, frame, kind (B,) long, mean_radius (B,) float, strength (B,) float (the blur
+    strength the target was rendered at: the thin-lens k times it; 1 = as stored) and, for val/test, has_alt (B,)
+    bool."""
     return to_float(collate_uint8(samples))
 
 
@@ -351,10 +421,13 @@ class DefocusDataModule(L.LightningDataModule):
         photometric: bool = True,
         uint8_batches: bool | None = None,
         radius: bool = False,
+        strength_range: tuple[float, float] | None = None,
     ):
         """`uint8_batches`: loaders yield uint8 batches that `on_after_batch_transfer` makes float on the device (a
         quarter of the bytes to share, pin and copy); None = when a Trainer trains on an accelerator. `radius`:
-        batches carry the renderer's per-pixel blur radius (for a radius loss term)."""
+        batches carry the renderer's per-pixel blur radius (for a radius loss term). `strength_range` (lo, hi):
+        training targets rendered again at blur strengths drawn log-uniformly in it (see `DefocusDataset`; the
+        file must be rendered with the thin_lens model); validation and test stay as stored, strength 1."""
         super().__init__()
         if mask_kind not in MASK_KINDS:
             raise UserError(f"mask_kind: '{mask_kind}' is not one of {', '.join(MASK_KINDS)}")
@@ -365,11 +438,15 @@ class DefocusDataModule(L.LightningDataModule):
             raise UserError(f"crop_size: must be at least 1 (or None for full frames), got {crop_size}")
         if num_workers < 0:
             raise UserError(f"num_workers: must be >= 0, got {num_workers}")
+        if strength_range is not None and (
+            len(strength_range) != 2 or not 0 < strength_range[0] < strength_range[1] < math.inf
+        ):
+            raise UserError(f"strength_range: must be (lo, hi) with 0 < lo < hi, got {strength_range}")
         self.path = Path(path)
         self.batch_size, self.num_workers, self.crop_size = batch_size, num_workers, crop_size
         self.mask_kind, self.pad_multiple, self.seed, self.photometric = mask_kind, pad_multiple, seed, photometric
         self.uint8_batches = uint8_batches
-        self.radius = radius
+        self.radius, self.strength_range = radius, strength_range
         self.datasets: dict[str, DefocusDataset] = {}
         self.train_weights: np.ndarray | None = None  # per train sample, its source's weight (set by `setup`)
         self.frame_side: int | None = None  # long side of the file's frames in px (set by `setup`)
@@ -398,6 +475,7 @@ class DefocusDataModule(L.LightningDataModule):
                 meta,
                 train=name == "train",
                 photometric=self.photometric and name == "train",
+                strength_range=self.strength_range if name == "train" else None,
                 **common,
             )
         fit_common = {**common, "crop_size": None}

@@ -46,7 +46,10 @@ def extras_of(checkpoint: dict) -> dict:
 def defocuser_of(checkpoint: dict, path: str | Path) -> tuple[Defocuser, DictConfig]:
     """The Defocuser (eval mode, with the long side of its training frames where the checkpoint records it) and
     config of a checkpoint read by `read_checkpoint` from `path`."""
-    older = {"model": {"head": "rgb", "stack_levels": 6, "global_context": False}}  # before these options
+    older = {  # before these options
+        "model": {"head": "rgb", "stack_levels": 6, "global_context": False},
+        "data": {"strength_range": None},
+    }
     cfg = OmegaConf.merge(OmegaConf.create(older), checkpoint["hyper_parameters"]["cfg"])
     model = build_defocuser(cfg)
     prefix = "defocuser."

@@ -87,15 +87,40 @@ class BlurStack(nn.Module):
 
 
 class Defocuser(nn.Module):
-    """generator (+ head) (+ keep-focus composite): forward(image, mask) -> defocused image."""
+    """generator (+ head) (+ keep-focus composite): forward(image, mask) -> defocused image.
 
-    def __init__(self, generator: nn.Module, head: BlurStack | None, keep_focus: bool, multiple: int) -> None:
+    Blur strength (the user's aperture, 1 = the trained look) reaches the output one of two ways. A model trained
+    at strength 1 gets it as a multiplier of its blur head's radii (`BlurStack`). A model trained over a range of
+    strengths (`strength_range`, data.strength_range) is told it: the generator gets log2(strength) as one more
+    mask channel and chooses the blur for it, the head's radii stay as trained (`head_strength`)."""
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        head: BlurStack | None,
+        keep_focus: bool,
+        multiple: int,
+        strength_range: tuple[float, float] | None = None,
+    ) -> None:
         super().__init__()
         self.generator = generator
         self.head = head
         self.keep_focus = keep_focus
         self.multiple = multiple  # H and W must be multiples of this
+        self.strength_range = strength_range  # (lo, hi) it trained over, or None: trained at strength 1
         self.train_side: int | None = None  # long side (px) of the frames it trained on, where known
+
+    def head_strength(self, strength: float) -> float:
+        """The multiplier of the head's radii that gives `strength`: itself, or 1 where the generator is told it."""
+        return 1.0 if self.strength_range is not None else strength
+
+    def generator_mask(self, mask: Tensor, strength: Tensor | float = 1.0) -> Tensor:
+        """What the generator gets beside the image: the mask (B,C,H,W), and for a model trained over strengths
+        log2(strength) (a number, or (B,) one per sample) as one more constant channel."""
+        if self.strength_range is None:
+            return mask
+        log_strength = torch.log2(torch.as_tensor(strength, dtype=mask.dtype, device=mask.device))
+        return torch.cat([mask, log_strength.reshape(-1, 1, 1, 1).expand(mask.shape[0], 1, *mask.shape[2:])], 1)
 
     def finish(
         self, image: Tensor, mask: Tensor, raw: Tensor, radius_scale: float = 1.0, strength: float = 1.0
@@ -107,33 +132,39 @@ class Defocuser(nn.Module):
         out = self.head(image, raw, mask, radius_scale, strength) if self.head is not None else raw
         return keep_focus(out, image, mask) if self.keep_focus else out
 
-    def _stages(self, image: Tensor, mask: Tensor) -> tuple[Tensor | None, Tensor]:
+    def _stages(self, image: Tensor, mask: Tensor, strength: Tensor | float) -> tuple[Tensor | None, Tensor]:
         """(two_stage's finished coarse image or None, the final generator output before `finish`)."""
+        told = self.generator_mask(mask, strength)
         if hasattr(self.generator, "stages"):
-            return self.generator.stages(image, mask, lambda raw: self.finish(image, mask, raw))
-        return None, self.generator(image, mask)
+            return self.generator.stages(image, told, lambda raw: self.finish(image, mask, raw))
+        return None, self.generator(image, told)
 
-    def output_raw(self, image: Tensor, mask: Tensor) -> Tensor:
-        """The final generator output (B,C,H,W) in [-1,1], before `finish`."""
-        return self._stages(image, mask)[1]
+    def output_raw(self, image: Tensor, mask: Tensor, strength: Tensor | float = 1.0) -> Tensor:
+        """The final generator output (B,C,H,W) in [-1,1], before `finish`; `strength` (a number or (B,)) reaches
+        only a model trained over strengths (`generator_mask`)."""
+        return self._stages(image, mask, strength)[1]
 
-    def stages(self, image: Tensor, mask: Tensor) -> dict[str, Tensor]:
+    def stages(self, image: Tensor, mask: Tensor, strength: Tensor | float = 1.0) -> dict[str, Tensor]:
         """Every stage's image (B,3,H,W) in [-1,1], the final one under "output" (two_stage adds "coarse"); with a
-        blur-stack head also the final stage's expected blur radius (B,1,H,W) px under "radius"."""
-        coarse, raw = self._stages(image, mask)
+        blur-stack head also the final stage's expected blur radius (B,1,H,W) px under "radius". `strength` as in
+        `output_raw` (training: the strength each sample's target was rendered with)."""
+        coarse, raw = self._stages(image, mask, strength)
         outs = {"output": self.finish(image, mask, raw)}
         if self.head is not None:
             outs["radius"] = self.head.expected_radius(raw)
         return outs | ({"coarse": coarse} if coarse is not None else {})
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
-        """image (B,3,H,W) in [-1,1], mask (B,1,H,W) in [0,1] (0 = keep sharp) -> (B,3,H,W) in [-1,1]."""
+        """image (B,3,H,W) in [-1,1], mask (B,1,H,W) in [0,1] (0 = keep sharp) -> (B,3,H,W) in [-1,1], at strength
+        1 (the trained look; `inference.defocus` takes any strength)."""
         return self.finish(image, mask, self.output_raw(image, mask))
 
 
 def build_defocuser(cfg) -> Defocuser:
-    """The Defocuser a config describes (cfg.arch, cfg.model.*, cfg.render.max_radius, cfg.keep_focus)."""
+    """The Defocuser a config describes (cfg.arch, cfg.model.*, cfg.render.max_radius, cfg.keep_focus,
+    cfg.data.strength_range)."""
     m = cfg["model"]
+    strength_range = cfg["data"].get("strength_range")
     head = (
         BlurStack(stack_radii(float(cfg["render"]["max_radius"]), m["stack_levels"]), spread=m["head"] == "blur_spread")
         if m["head"] != "rgb"
@@ -141,6 +172,7 @@ def build_defocuser(cfg) -> Defocuser:
     )
     generator = build_generator(
         cfg["arch"],
+        mask_channels=1 + (strength_range is not None),
         ngf=m["ngf"],
         num_downs=m["num_downs"],
         norm=m["norm"],
@@ -148,4 +180,5 @@ def build_defocuser(cfg) -> Defocuser:
         out_channels=head.channels if head else 3,
         global_context=m["global_context"],
     )
-    return Defocuser(generator, head, bool(cfg["keep_focus"]), 2 ** m["num_downs"])
+    strength_range = (float(strength_range[0]), float(strength_range[1])) if strength_range is not None else None
+    return Defocuser(generator, head, bool(cfg["keep_focus"]), 2 ** m["num_downs"], strength_range)

@@ -10,9 +10,10 @@ pixels as they did in training (on real photos this scored 0.1-0.25 dB better th
 and the keep-focus composite are computed on the full-resolution photo, so the subject keeps every pixel and the
 bokeh is not upscaled. `max_side=0` runs the generator at full resolution with the radii as trained.
 
-Strength: `strength` s multiplies the blur-stack head's radii (clamped at its top radius, render.max_radius), as an
-aperture s times wider multiplies the renderer's thin-lens k; 1 is the look the model was trained for. A model with
-an RGB head paints its pixels and has no radii to scale.
+Strength: `strength` s is the aperture, s times wider multiplying the renderer's thin-lens k; 1 is the default
+look. A model trained at strength 1 applies it by multiplying its blur-stack head's radii (clamped at its top
+radius, render.max_radius); one trained over a range of strengths (data.strength_range) is told s and chooses its
+blur for it, within that range (`Defocuser`). A model with an RGB head paints its pixels and has neither.
 
 The input is padded to the network's multiple (`Defocuser.multiple`) with reflected pixels (edge pixels when the
 photo is smaller than half a multiple) and a "blur" mask, and the output is cropped back.
@@ -48,9 +49,17 @@ def select_device(name: str) -> torch.device:
 
 def check_strength(model: Defocuser | None, strength: float) -> None:
     """UserError (naming --strength) unless `strength` is a finite number > 0 that `model` can apply: a strength
-    other than 1 needs a blur head. `model` None (baselines alone) takes any valid strength."""
+    other than 1 needs a blur head, and a model trained over strengths one in their range. `model` None (baselines
+    alone) takes any valid strength."""
     if not 0 < strength < math.inf:
         raise UserError(f"--strength: must be a number > 0 (1 = the trained look), got {strength:g}")
+    if model is not None and model.strength_range is not None:
+        lo, hi = model.strength_range
+        if not lo <= strength <= hi:
+            raise UserError(
+                f"--strength {strength:g}: this checkpoint trained over strengths {lo:g} to {hi:g} "
+                "(data.strength_range); give one in that range"
+            )
     if strength != 1 and model is not None and model.head is None:
         raise UserError(
             f"--strength {strength:g}: needs a checkpoint with a blur head (model.head=blur_spread or blur_stack); "
@@ -91,8 +100,8 @@ def defocus(model: Defocuser, image: Tensor, mask: Tensor, max_side: int = 0, st
     multiplies the blur (see the module's docstring; UserError where `check_strength` or `check_max_side` refuses
     it)."""
     check_strength(model, strength)
-    raw, scale = generator_output(model, image, mask, max_side)
-    return model.finish(image, mask, raw, radius_scale=scale, strength=strength)
+    raw, scale = generator_output(model, image, mask, max_side, strength)
+    return model.finish(image, mask, raw, radius_scale=scale, strength=model.head_strength(strength))
 
 
 def blur_radius(
@@ -102,21 +111,24 @@ def blur_radius(
     expected radius, at the photo's resolution), run as `defocus` runs the model; None for an RGB head."""
     if model.head is None:
         return None
-    raw, scale = generator_output(model, image, mask, max_side)
-    return model.head.expected_radius(raw, radius_scale=scale, strength=strength)
+    raw, scale = generator_output(model, image, mask, max_side, strength)
+    return model.head.expected_radius(raw, radius_scale=scale, strength=model.head_strength(strength))
 
 
-def generator_output(model: Defocuser, image: Tensor, mask: Tensor, max_side: int) -> tuple[Tensor, float]:
+def generator_output(
+    model: Defocuser, image: Tensor, mask: Tensor, max_side: int, strength: float = 1.0
+) -> tuple[Tensor, float]:
     """(the generator output at the photo's H, W, the head's radius scale): see `defocus`. For a caller that needs
-    more than one reading of one run (`Defocuser.finish`, the head's `expected_radius`)."""
+    more than one reading of one run (`Defocuser.finish`, the head's `expected_radius`, both at
+    `model.head_strength(strength)`)."""
     check_max_side(max_side)
     h, w = image.shape[-2:]
     scale = max(h, w) / min(max_side, model.train_side or max_side) if max_side else 1.0
     if scale <= 1:
-        return _generator_output(model, image, mask), 1.0
+        return _generator_output(model, image, mask, strength), 1.0
     size = (max(1, round(h / scale)), max(1, round(w / scale)))
     raw = _generator_output(
-        model, F.interpolate(image, size=size, mode="area"), F.interpolate(mask, size=size, mode="nearest")
+        model, F.interpolate(image, size=size, mode="area"), F.interpolate(mask, size=size, mode="nearest"), strength
     )
     # blur-stack logits: the [1,2,1] filter first removes the generator's 2-px checkerboard, which upsampling
     # would magnify into a visible grid; an RGB output is an image (bicubic)
@@ -135,11 +147,11 @@ def _smooth(x: Tensor) -> Tensor:
     return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=x.shape[1])
 
 
-def _generator_output(model: Defocuser, image: Tensor, mask: Tensor) -> Tensor:
+def _generator_output(model: Defocuser, image: Tensor, mask: Tensor, strength: float) -> Tensor:
     """The final generator output for any size: padded to the network's multiple, cropped back."""
     h, w = image.shape[-2:]
     padded_image, padded_mask, (top, left) = pad_to_multiple(image, mask, model.multiple)
-    return model.output_raw(padded_image, padded_mask)[..., top : top + h, left : left + w]
+    return model.output_raw(padded_image, padded_mask, strength)[..., top : top + h, left : left + w]
 
 
 def defocus_array(

@@ -57,9 +57,10 @@ class GANStepMixin:
         self.on_train_epoch_start()
 
     # ----- generation -------------------------------------------------------------------------------------------
-    def outputs(self, image: Tensor, mask: Tensor) -> dict[str, Tensor]:
-        """Every stage's output (B,3,H,W) in [-1,1], the final one under "output" (see `Defocuser.stages`)."""
-        return self.defocuser.stages(image, mask)
+    def outputs(self, image: Tensor, mask: Tensor, strength: Tensor | float = 1.0) -> dict[str, Tensor]:
+        """Every stage's output (B,3,H,W) in [-1,1], the final one under "output" (see `Defocuser.stages`);
+        `strength` (B,): the strength each target was rendered with (data.strength_range; 1 without it)."""
+        return self.defocuser.stages(image, mask, strength)
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
         """image (B,3,H,W) in [-1,1], mask (B,1,H,W) in [0,1] (0 = keep sharp) -> defocused (B,3,H,W) in [-1,1]."""
@@ -97,7 +98,7 @@ class GANStepMixin:
         trained nor asked."""
         opt_g, opt_d = self.optimizers()
         image, mask = batch["image"], batch["mask"]
-        outs = self.outputs(image, mask)
+        outs = self.outputs(image, mask, batch.get("strength", 1.0))
         gan_weight = self.cfg.loss.gan_weight
         logs = self._discriminator_step(opt_d, batch, outs["output"]) if gan_weight else {}
 
