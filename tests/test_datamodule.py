@@ -7,6 +7,7 @@ import pickle
 import shutil
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import h5py
@@ -86,17 +87,23 @@ def _u8(x: torch.Tensor) -> np.ndarray:
     return ((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    path = tmp_path_factory.mktemp("dm") / "d.h5"
+def build_synthetic(folder: Path, num: int, seed: int, max_radius: float, split: tuple[float, float, float]) -> Path:
+    """A dataset of `num` synthetic SIZE x SIZE frames rendered with 4 layers, in `folder`."""
+    path = folder / "d.h5"
     build_dataset(
-        open_source("synthetic", num=10, size=(SIZE, SIZE), seed=1),
+        open_source("synthetic", num=num, size=(SIZE, SIZE), seed=seed),
         path,
-        settings=RenderSettings(layers=4, max_radius=4.0),
-        split=(0.6, 0.2, 0.2),
+        settings=RenderSettings(layers=4, max_radius=max_radius),
+        split=split,
         progress=False,
+        workers=0,
     )
     return path
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return build_synthetic(tmp_path_factory.mktemp("dm"), num=10, seed=1, max_radius=4.0, split=(0.6, 0.2, 0.2))
 
 
 @pytest.fixture(scope="module")
@@ -359,16 +366,7 @@ STRENGTHS = (0.5, 2.0)
 def wide(tmp_path_factory):
     """A dataset whose blur is rarely clamped (max_radius 12 px), so a larger strength shows as more blur; its 8
     training samples read their depth as metres and as disparity."""
-    path = tmp_path_factory.mktemp("wide") / "wide.h5"
-    build_dataset(
-        open_source("synthetic", num=4, size=(SIZE, SIZE), seed=2),
-        path,
-        settings=RenderSettings(layers=4, max_radius=12.0),
-        split=(0.5, 0.25, 0.25),
-        progress=False,
-        workers=0,
-    )
-    return path
+    return build_synthetic(tmp_path_factory.mktemp("wide"), num=4, seed=2, max_radius=12.0, split=(0.5, 0.25, 0.25))
 
 
 def _stored(path, index: int) -> dict:

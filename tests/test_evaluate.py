@@ -108,24 +108,26 @@ def test_blur_amount_sets_the_model_radius_beside_the_targets(tiny_checkpoint, t
     assert "blur_amount" not in load_report(baseline)
 
 
+def model_and_samples(checkpoint: Path, folder: Path, frames: int, max_side: int) -> tuple:
+    """The checkpoint's Defocuser and the samples `evaluate --manifest` makes of a `manifest` of `frames` frames."""
+    from defocus_lit.commands.evaluate import manifest_samples, manifest_settings
+    from defocus_lit.models.checkpoint import defocuser_of, read_checkpoint
+
+    model, cfg = defocuser_of(read_checkpoint(checkpoint), checkpoint)
+    samples, _, _ = manifest_samples(
+        manifest(folder, frames=frames), manifest_settings(cfg, {}), "binary", 256, max_side, torch.device("cpu")
+    )
+    return model, list(samples)
+
+
 def test_model_told_amount_blurs_each_sample_by_the_target_amount(tiny_checkpoint, tmp_path):
     """The model's radii scaled per sample to the target's mean out of focus (what mask_blur is told): told its own
     amount it is the model; told half of it, the model at strength 0.5, whose mean radius is then the target's."""
-    from defocus_lit.commands.evaluate import (
-        GeneratorRuns,
-        manifest_samples,
-        manifest_settings,
-        mean_blur_radius,
-        told_amount,
-    )
-    from defocus_lit.models.checkpoint import defocuser_of, read_checkpoint
+    from defocus_lit.commands.evaluate import GeneratorRuns, mean_blur_radius, told_amount
     from defocus_lit.models.inference import blur_radius, defocus
 
-    model, cfg = defocuser_of(read_checkpoint(tiny_checkpoint), tiny_checkpoint)
-    samples, _, _ = manifest_samples(
-        manifest(tmp_path, frames=1), manifest_settings(cfg, {}), "binary", 256, 256, torch.device("cpu")
-    )
-    batch = next(iter(samples)).batch
+    model, samples = model_and_samples(tiny_checkpoint, tmp_path, frames=1, max_side=256)
+    batch = samples[0].batch
     image, mask = batch["image"], batch["mask"]
     with torch.no_grad():
         own = mean_blur_radius(blur_radius(model, image, mask, 256), batch)["model"]
@@ -141,21 +143,10 @@ def test_model_told_amount_blurs_each_sample_by_the_target_amount(tiny_checkpoin
 def test_the_generator_runs_once_per_mask_and_gives_what_predict_gives(tiny_checkpoint, tmp_path):
     """The model, the model told the amount and the blur radius read one generator run per mask (the sample's and
     its opposite plane's); the model's output is `defocus`'s, as predict runs it."""
-    from defocus_lit.commands.evaluate import (
-        GeneratorRuns,
-        build_methods,
-        evaluate,
-        manifest_samples,
-        manifest_settings,
-    )
-    from defocus_lit.models.checkpoint import defocuser_of, read_checkpoint
+    from defocus_lit.commands.evaluate import GeneratorRuns, build_methods, evaluate
     from defocus_lit.models.inference import defocus
 
-    model, cfg = defocuser_of(read_checkpoint(tiny_checkpoint), tiny_checkpoint)
-    samples, _, _ = manifest_samples(
-        manifest(tmp_path, frames=2), manifest_settings(cfg, {}), "binary", 256, 24, torch.device("cpu")
-    )
-    samples = list(samples)
+    model, samples = model_and_samples(tiny_checkpoint, tmp_path, frames=2, max_side=24)
     runs = GeneratorRuns(model, 24)
     calls = []
     model.generator.register_forward_hook(lambda *_: calls.append(1))
