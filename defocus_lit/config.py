@@ -30,7 +30,7 @@ from defocus_lit.errors import UserError
 from defocus_lit.losses import LOSSES, GANLoss
 from defocus_lit.models.defocuser import HEADS
 from defocus_lit.models.networks import GENERATORS, NORMS
-from defocus_lit.render import BLUR_MODELS
+from defocus_lit.render import BLUR_MODELS, check_strength_range
 
 OPEN_SECTIONS = ("trainer", "loss.terms")
 WANDB_MODES = ("auto", "online", "offline", "disabled")  # the modes `training.wandb_mode` understands
@@ -413,9 +413,7 @@ def _check_combination(cfg: DictConfig) -> None:
         raise UserError(f"data.path: {cfg.data.path}: no such file")
     if len(cfg.data.synthetic.size) != 2 or min(cfg.data.synthetic.size) < 1:
         raise UserError(f"data.synthetic.size={list(cfg.data.synthetic.size)} must be [height, width]")
-    strengths = cfg.data.strength_range
-    if strengths is not None and (len(strengths) != 2 or not 0 < strengths[0] < strengths[1] < float("inf")):
-        raise UserError(f"data.strength_range={list(strengths)}: must be [lo, hi] with 0 < lo < hi")
+    check_strength_range(cfg.data.strength_range, "data.strength_range")
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:

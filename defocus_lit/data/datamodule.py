@@ -33,7 +33,7 @@ from defocus_lit.data.hdf5 import SPLITS, open_dataset
 from defocus_lit.data.planes import MASK_KINDS, PLANES
 from defocus_lit.data.samples import as_disparity, frame_maps, mean_radius
 from defocus_lit.errors import UserError
-from defocus_lit.render import RenderSettings, render_uint8
+from defocus_lit.render import RenderSettings, check_strength_range, render_uint8
 
 READ = ("image", "target", "mask", "patch_mask", "depth_weight", "depth", "radius")  # the HDF5 datasets a sample reads
 # How the single-channel maps of a sample are padded (as blurred, not in focus, not valid); colour is reflected.
@@ -438,10 +438,7 @@ class DefocusDataModule(L.LightningDataModule):
             raise UserError(f"crop_size: must be at least 1 (or None for full frames), got {crop_size}")
         if num_workers < 0:
             raise UserError(f"num_workers: must be >= 0, got {num_workers}")
-        if strength_range is not None and (
-            len(strength_range) != 2 or not 0 < strength_range[0] < strength_range[1] < math.inf
-        ):
-            raise UserError(f"strength_range: must be (lo, hi) with 0 < lo < hi, got {strength_range}")
+        check_strength_range(strength_range, "strength_range")
         self.path = Path(path)
         self.batch_size, self.num_workers, self.crop_size = batch_size, num_workers, crop_size
         self.mask_kind, self.pad_multiple, self.seed, self.photometric = mask_kind, pad_multiple, seed, photometric

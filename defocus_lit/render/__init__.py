@@ -3,7 +3,7 @@ models and the layered, occlusion-aware, linear-light compositor. Imports only `
 
 from defocus_lit.render.layered import METHODS, render_defocus, render_uint8, uint8_images
 from defocus_lit.render.radius import blur_radius_blur_map, blur_radius_thin_lens
-from defocus_lit.render.settings import BLUR_MODELS, RenderSettings
+from defocus_lit.render.settings import BLUR_MODELS, RenderSettings, check_strength_range
 
 __all__ = [
     "BLUR_MODELS",
@@ -11,6 +11,7 @@ __all__ = [
     "RenderSettings",
     "blur_radius_blur_map",
     "blur_radius_thin_lens",
+    "check_strength_range",
     "render_defocus",
     "render_uint8",
     "uint8_images",
