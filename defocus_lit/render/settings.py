@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from defocus_lit.errors import UserError
@@ -34,7 +35,7 @@ class RenderSettings:
         return asdict(self)
 
 
-def check_strength_range(strengths, key: str) -> None:
+def check_strength_range(strengths: Sequence[float] | None, key: str) -> None:
     """UserError naming `key` unless `strengths` is None (strength 1 only) or [lo, hi] with 0 < lo < hi < inf: the
     range of blur strengths (multipliers of the thin-lens k) a model trains over."""
     if strengths is not None and (len(strengths) != 2 or not 0 < strengths[0] < strengths[1] < math.inf):
