@@ -180,5 +180,7 @@ def baselines(global_blur: GlobalBlur | None, max_radius: float, names: Iterable
 
 
 def alt_batch(batch: dict[str, Tensor]) -> dict[str, Tensor]:
-    """The same frames with the opposite focal plane's mask and target (for the plane sensitivity of a method)."""
-    return {**batch, "mask": batch["alt_mask"], "focus": in_focus(batch["alt_mask"]), "target": batch["alt_target"]}
+    """The same frames with the opposite focal plane's mask, target and mean blur radius (for the plane sensitivity
+    of a method)."""
+    alt = {"mask": batch["alt_mask"], "focus": in_focus(batch["alt_mask"]), "target": batch["alt_target"]}
+    return {**batch, **alt, **({"mean_radius": batch["alt_mean_radius"]} if "alt_mean_radius" in batch else {})}

@@ -54,6 +54,7 @@ class ModelConfig:
     d_layers: int = key(minimum=1)
     head: str = key(choices=lambda: HEADS)
     stack_levels: int = key(minimum=1)
+    amount_input: bool = key()
 
 
 @dataclass
@@ -89,6 +90,7 @@ class DataConfig:
     batch_size: int = key(minimum=1)
     num_workers: int = key(minimum=0)
     photometric: bool = key()
+    unknown_amount: float = key()
     strength_range: list[float] | None = key()
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
@@ -413,7 +415,14 @@ def _check_combination(cfg: DictConfig) -> None:
         raise UserError(f"data.path: {cfg.data.path}: no such file")
     if len(cfg.data.synthetic.size) != 2 or min(cfg.data.synthetic.size) < 1:
         raise UserError(f"data.synthetic.size={list(cfg.data.synthetic.size)} must be [height, width]")
+    if not 0 <= cfg.data.unknown_amount <= 1:
+        raise UserError(f"data.unknown_amount={cfg.data.unknown_amount:g}: a share of the samples, from 0 to 1")
     check_strength_range(cfg.data.strength_range, "data.strength_range")
+    if cfg.data.strength_range is not None and not cfg.model.amount_input:
+        raise UserError(
+            "data.strength_range: trains the amount input on targets rendered again at other strengths; "
+            "needs model.amount_input=true"
+        )
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:

@@ -25,12 +25,14 @@ from defocus_lit.errors import UserError
 LossFn = Callable[[Tensor, dict], Tensor]
 LOSSES: dict[str, LossFn] = {}
 USES: dict[str, str] = {}  # term name -> what it is given: "image" (B,3,H,W) or "radius" (B,1,H,W)
+READS_RADIUS: set[str] = set()  # terms that read the renderer's radius map, batch["radius"]
 PAPER_DEPTH_WEIGHT_SCALE = 2000.0  # the paper's weighted L1 scales the 0..1 depth weight to 0..2000
 
 
-def register_loss(name: str, uses: str = "image") -> Callable[[LossFn], LossFn]:
+def register_loss(name: str, uses: str = "image", reads_radius: bool = False) -> Callable[[LossFn], LossFn]:
     """Decorator that makes a term usable by name in experiments (``loss.terms.<name>``); `uses`: "image" (the
-    stage's output) or "radius" (the head's expected blur radius)."""
+    stage's output) or "radius" (the head's expected blur radius); `reads_radius`: the term compares with the
+    renderer's radius map, which the data then serves (batch["radius"])."""
     if uses not in ("image", "radius"):
         raise ValueError(f"loss {name!r}: uses must be 'image' or 'radius', not {uses!r}")
 
@@ -39,6 +41,8 @@ def register_loss(name: str, uses: str = "image") -> Callable[[LossFn], LossFn]:
             raise ValueError(f"loss {name!r} is already registered")
         LOSSES[name] = fn
         USES[name] = uses
+        if reads_radius:
+            READS_RADIUS.add(name)
         return fn
 
     return add
@@ -115,14 +119,14 @@ def log_mse(pred: Tensor, batch: dict) -> Tensor:
     return (10 * torch.log10(mse + 1e-6)).mean()
 
 
-@register_loss("radius_l1", uses="radius")
+@register_loss("radius_l1", uses="radius", reads_radius=True)
 def radius_l1(radius: Tensor, batch: dict) -> Tensor:
     """Mean |radius - batch["radius"]| in px over valid pixels: the head's expected blur radius against the
     renderer's, the direct supervision of how much blur each pixel gets."""
     return masked_mean((radius - batch["radius"]).abs(), _valid(radius, batch))
 
 
-@register_loss("radius_shape", uses="radius")
+@register_loss("radius_shape", uses="radius", reads_radius=True)
 def radius_shape(radius: Tensor, batch: dict) -> Tensor:
     """Mean over the samples of |radius / its mean - target / its mean| over the sample's valid pixels out of focus:
     where a sample blurs more and where less, whatever its amount. The amount (how far the scene is, in metres) is
@@ -139,6 +143,17 @@ def radius_shape(radius: Tensor, batch: dict) -> Tensor:
 
     per_sample = ((relative(radius) - relative(batch["radius"])).abs() * weight).flatten(1).sum(1) / count
     return per_sample.mean()
+
+
+@register_loss("amount_log", uses="radius")
+def amount_log(radius: Tensor, batch: dict) -> Tensor:
+    """Mean over the samples of |log((a + 1) / (A + 1))|, a the head's expected radius averaged over the sample's
+    pixels out of focus and A the target's, batch["amount"] (px): the amount of blur the output has against the one
+    it should have, relative (a 10 % error weighs the same on a small and a large amount). Told the amount, the
+    model learns to draw it; not told, to guess it."""
+    blurred = 1 - batch["focus"].to(radius.dtype)
+    drawn = (radius * blurred).flatten(1).sum(1) / blurred.flatten(1).sum(1).clamp_min(1)
+    return (torch.log1p(drawn) - torch.log1p(batch["amount"].to(radius.dtype))).abs().mean()
 
 
 def weighted_sum(

@@ -26,7 +26,7 @@ from defocus_lit.baselines import NAMES as BASELINE_NAMES
 from defocus_lit.config import to_container
 from defocus_lit.errors import UserError
 from defocus_lit.io import ensure_folder
-from defocus_lit.losses import USES
+from defocus_lit.losses import READS_RADIUS
 
 SUMMARY_KEYS = (
     "val/psnr",
@@ -36,6 +36,8 @@ SUMMARY_KEYS = (
     "val/plane_sensitivity",
     "val/depth_gain",
     "val/oracle_gap",
+    "val/told_psnr_defocus",
+    "val/told_oracle_gap",
     *(f"baseline/{name}/val/{metric}" for name in BASELINE_NAMES for metric in ("psnr", "psnr_defocus")),
 )
 
@@ -260,8 +262,9 @@ def run_training(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> TrainRe
         pad_multiple=2**cfg.model.num_downs,
         seed=cfg.seed,
         photometric=cfg.data.photometric,
-        radius=any(USES[name] == "radius" and weight for name, weight in cfg.loss.terms.items()),
+        radius=any(name in READS_RADIUS and weight for name, weight in cfg.loss.terms.items()),
         strength_range=None if cfg.data.strength_range is None else tuple(cfg.data.strength_range),
+        unknown_amount=cfg.data.unknown_amount if cfg.model.amount_input else 0.0,
     )
     module = build_module(cfg)
     if dry:

@@ -96,6 +96,16 @@ def test_strength_range_is_off_by_default_and_checked():
         load_experiment("pix2pix_4ch", ["data.strength_range=x"], cpu_preset=True)
 
 
+def test_the_amount_input_is_on_by_default_and_its_unknown_share_checked():
+    cfg = load_experiment("pix2pix_4ch", cpu_preset=True)
+    assert cfg.model.amount_input is True and cfg.data.unknown_amount == 0.5
+    for bad in ("-0.1", "1.5"):
+        with pytest.raises(UserError, match=rf"^data\.unknown_amount={bad}: a share of the samples, from 0 to 1$"):
+            load_experiment("pix2pix_4ch", [f"data.unknown_amount={bad}"], cpu_preset=True)
+    with pytest.raises(UserError, match=r"^data\.strength_range: .*needs model\.amount_input=true$"):
+        load_experiment("pix2pix_4ch", ["model.amount_input=false", "data.strength_range=[0.5,2]"], cpu_preset=True)
+
+
 def test_unknown_key_error_lists_the_valid_keys():
     with pytest.raises(UserError) as err:
         load_experiment("patch_mask", ["optim.lrr=1"])

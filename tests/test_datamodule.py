@@ -116,7 +116,7 @@ def test_batch_keys_shapes_ranges(built, mask_kind):
     dm = DefocusDataModule(str(built), batch_size=3, crop_size=32, mask_kind=mask_kind, pad_multiple=32, radius=True)
     batch = next(iter(dm.train_dataloader()))
     keys = {"image", "target", "mask", "focus", "depth_weight", "valid", "plane", "frame", "kind", "mean_radius"}
-    keys |= {"strength"}
+    keys |= {"strength", "amount", "amount_told"}
     assert set(batch) == keys | {"radius"}
     plain = DefocusDataModule(str(built), batch_size=3, crop_size=32, mask_kind=mask_kind, pad_multiple=32)
     assert set(next(iter(plain.train_dataloader()))) == keys  # the radius is read only when a loss needs it
@@ -451,6 +451,7 @@ def test_strength_range_renders_the_training_target_as_frame_samples_does(wide):
     dataset = dm.datasets["train"]
     draws = [dataset[(0, seed)]["strength"] for seed in (1, 1, 2)]
     assert draws[0] == draws[1] != draws[2]  # drawn from the sample's seed
+    assert torch.equal(batch["amount"], batch["mean_radius"])  # every sample told the rendered target's amount
 
 
 def test_strength_one_gives_back_the_stored_targets(built):
@@ -524,3 +525,49 @@ def test_strength_range_needs_a_thin_lens_dataset_and_lo_below_hi(built, tmp_pat
     for bad in ((2.0, 1.0), (0.0, 1.0), (1.0,)):
         with pytest.raises(UserError, match="strength_range"):
             DefocusDataModule(str(built), strength_range=bad)
+
+
+# ----- the amount of blur the generator is told ---------------------------------------------------------------
+def test_every_sample_carries_its_target_amount_and_a_crop_its_own(built):
+    """Whole frames: the amount is the stored mean radius out of focus, in every split; a crop: the mean of the
+    stored radius over the crop's blurred pixels."""
+    whole = DefocusDataModule(str(built), batch_size=4, crop_size=None, photometric=False)
+    for batch in (next(iter(whole.train_dataloader())), next(iter(whole.val_dataloader()))):
+        assert batch["amount"].dtype == torch.float32 and torch.equal(batch["amount"], batch["mean_radius"])
+    cropped = DefocusDataModule(str(built), crop_size=32, photometric=False)
+    cropped.setup("fit")
+    dataset = cropped.datasets["train"]
+    for position in range(4):
+        sample, stored = dataset[(position, 5)], _stored(built, dataset.indices[position])
+        assert "radius" not in sample  # read for the amount only, not served
+        h, w = stored["mask"].shape
+        rng = np.random.default_rng(5)  # the crop window a sample's seed draws (DefocusDataset._train_maps)
+        top, left = int(rng.integers(0, h - 31)), int(rng.integers(0, w - 31))
+        mask, radius = (stored[key][top : top + 32, left : left + 32] for key in ("mask", "radius"))
+        want = radius.astype(np.float64)[mask > 0].mean() if (mask > 0).any() else 0.0
+        assert sample["amount"] == pytest.approx(want, abs=1e-3)
+
+
+def test_a_share_of_training_samples_is_told_no_amount(built, wide):
+    """unknown_amount: that share of the training samples (drawn from each sample's seed) is told no amount (it
+    still carries its target's, for the losses); validation is always told. With strengths, an untold sample keeps
+    its stored target (strength 1)."""
+    dm = DefocusDataModule(str(built), crop_size=None, photometric=False, unknown_amount=0.5)
+    dm.setup("fit")
+    dataset = dm.datasets["train"]
+    told = [dataset[(0, seed)]["amount_told"] for seed in range(200)]
+    assert 60 < sum(told) < 140
+    assert told == [dataset[(0, seed)]["amount_told"] for seed in range(200)]  # the seed decides
+    assert {dataset[(0, seed)]["amount"] for seed in range(5)} == {dataset.mean_radius[dataset.indices[0]]}
+    val = next(iter(dm.val_dataloader()))
+    assert val["amount_told"].dtype == torch.bool and val["amount_told"].all()
+    for share, expect_told in ((0.0, True), (1.0, False)):
+        ranged = DefocusDataModule(
+            str(wide), crop_size=None, photometric=False, unknown_amount=share, strength_range=STRENGTHS
+        )
+        ranged.setup("fit")
+        sample = ranged.datasets["train"][(0, 3)]
+        assert sample["amount_told"] == expect_told
+        assert (sample["strength"] != 1.0) == expect_told
+    with pytest.raises(UserError, match="unknown_amount"):
+        DefocusDataModule(str(built), unknown_amount=1.5)

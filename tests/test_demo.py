@@ -90,32 +90,25 @@ def test_examples_lists_photos_only(tmp_path):
         demo.list_examples(tmp_path)
 
 
-def test_strength_slider_follows_the_checkpoint(demo_model):
-    """Shown for a blur-stack head (its radii scale), hidden for an RGB head; it starts at --strength and spans the
-    strengths a model trained over a range was trained on."""
+def test_amount_slider_follows_the_checkpoint(demo_model):
+    """Shown for a checkpoint trained with the amount input, up to what its blur head draws on a photo of
+    --max-side px (the tiny run's 16-px top radius on 256 px: 6.25 %); hidden for one without the input, or an RGB
+    head."""
     from dataclasses import replace
 
     from defocus_lit.models.defocuser import Defocuser
 
     def slider(model: demo.DemoModel):
         page = demo.build_page(model, output_dir=Path("."))
-        (found,) = [b for b in page.blocks.values() if getattr(b, "elem_id", None) == "strength"]
+        (found,) = [b for b in page.blocks.values() if getattr(b, "elem_id", None) == "amount"]
         return found
 
-    assert demo_model.takes_strength and slider(demo_model).visible and slider(demo_model).value == 1
-    started = slider(replace(demo_model, strength=3.0))  # beyond the usual span: the slider widens to take it
-    assert started.value == 3 and started.maximum == 3
-    rgb = Defocuser(demo_model.model.generator, None, keep_focus=True, multiple=demo_model.model.multiple)
-    assert not slider(replace(demo_model, model=rgb)).visible
+    shown = slider(demo_model)
+    assert demo_model.takes_amount and shown.visible and (shown.minimum, shown.maximum) == (0.05, 6.25)
     model = demo_model.model
-    over_strengths = Defocuser(model.generator, model.head, True, model.multiple, strength_range=(0.5, 1.5))
-    trained = slider(replace(demo_model, model=over_strengths))  # spans the strengths it trained on
-    assert (trained.minimum, trained.maximum, trained.value) == (0.5, 1.5, 1)
-
-
-def test_demo_strength_must_suit_the_checkpoint(tiny_checkpoint, capsys):
-    assert main(["demo", "--ckpt", str(tiny_checkpoint), "--strength", "0"]) == 2
-    assert capsys.readouterr().err.startswith("error: --strength: must be a number > 0")
+    for head, amount_input in ((model.head, False), (None, True)):
+        other = Defocuser(model.generator, head, True, model.multiple, amount_input=amount_input)
+        assert not slider(replace(demo_model, model=other)).visible
 
 
 # ----- painted layers -> mask ---------------------------------------------------------------------------------
@@ -180,9 +173,9 @@ def test_process_is_predicts_inference_and_keeps_the_painted_subject(demo_model)
     mask = np.ones(photo.shape[:2], np.float32)
     mask[30:60, 40:90] = 0
     assert (after == defocus_array(demo_model.model, photo, mask, demo_model.device, demo_model.max_side)).all()
-    _, stronger = demo.process(demo_model, {"background": photo, "layers": [layer]}, strength=2.0)
-    expected = defocus_array(demo_model.model, photo, mask, demo_model.device, demo_model.max_side, strength=2.0)
-    assert (stronger == expected).all() and not (stronger == after).all()  # the slider's strength
+    _, told = demo.process(demo_model, {"background": photo, "layers": [layer]}, amount=4.0)
+    expected = defocus_array(demo_model.model, photo, mask, demo_model.device, demo_model.max_side, amount=4.0)
+    assert (told == expected).all() and not (told == after).all()  # the slider's amount, once moved
     assert steps and steps[0] == "reading the photo"
 
 
@@ -239,12 +232,13 @@ def test_handler_shows_errors_as_messages_and_writes_a_full_size_png(demo_model,
     handler = demo.make_run_handler(demo_model, tmp_path)
     no_progress = lambda *args, **kwargs: None
     with pytest.raises(gr.Error, match="no photo"):
-        handler(None, None, None, progress=no_progress)
+        handler(None, None, 3.0, False, progress=no_progress)
     photo = _photo()
     (before, out), button = handler(
         {"background": photo, "layers": [_layer((96, 128), [(slice(0, 9), slice(0, 9), GREEN, 255)])]},
         None,
-        None,
+        3.0,
+        False,
         progress=no_progress,
     )
     assert Path(out).is_file() and Path(out).suffix == ".png" and Path(out).is_relative_to(tmp_path)
@@ -257,4 +251,38 @@ def test_handler_shows_errors_as_messages_and_writes_a_full_size_png(demo_model,
 
     monkeypatch.setattr(demo, "process", broken)
     with pytest.raises(gr.Error, match=r"unexpected error \(RuntimeError: boom\); details are in the server"):
-        handler({"background": photo, "layers": []}, None, None, progress=no_progress)
+        handler({"background": photo, "layers": []}, None, 3.0, False, progress=no_progress)
+
+
+# ----- the amount slider: the model's guess until the user moves it ---------------------------------------------
+def test_slider_moves_to_the_guess_and_run_tells_the_model_only_once_moved(demo_model, tmp_path):
+    """Whenever the photo or mask changes, the slider takes the model's guess (shown as a number) and counts as not
+    moved; Run then gives the model's own output (predict without --amount). Moved, Run tells the model the slider's
+    amount. Without a photo or a sharp area the slider stays and the note says what is missing."""
+    photo = _photo()
+    layer = _layer(photo.shape[:2], [(slice(30, 60), slice(40, 90), GREEN, 255)])
+    editor = {"background": photo, "layers": [layer]}
+    on_change = demo.make_guess_handler(demo_model)
+    update, note, moved = on_change(editor, None)
+    guess = demo.guess(demo_model, editor)
+    assert update["value"] == pytest.approx(round(guess, 2)) and f"{guess:.2f} %" in note and moved is False
+    mask = np.ones(photo.shape[:2], np.float32)
+    mask[30:60, 40:90] = 0
+    from defocus_lit.models.inference import array_tensors, blur_radius
+
+    image, mask_tensor = array_tensors(photo, mask, demo_model.device)
+    radius = blur_radius(demo_model.model, image, mask_tensor, demo_model.max_side)[0, 0].numpy()
+    assert guess == pytest.approx(radius[mask > 0].mean() * 100 / 128, rel=1e-4)  # mean out of focus, % of 128 px
+    update, note, _ = on_change({"background": photo, "layers": []}, None)
+    assert "value" not in update and "a photo and a sharp area" in note
+    assert "a photo." in on_change(None, None)[1]
+
+    handler = demo.make_run_handler(demo_model, tmp_path)
+    no_progress = lambda *args, **kwargs: None
+    outs = {}
+    for name, amount, was_moved in (("guess", 5.0, False), ("moved", 5.0, True)):
+        (_, out), _ = handler(editor, None, amount, was_moved, progress=no_progress)
+        outs[name] = np.asarray(Image.open(out))
+    device, side = demo_model.device, demo_model.max_side
+    assert (outs["guess"] == defocus_array(demo_model.model, photo, mask, device, side)).all()
+    assert (outs["moved"] == defocus_array(demo_model.model, photo, mask, device, side, amount=5.0)).all()

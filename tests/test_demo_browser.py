@@ -10,6 +10,7 @@ Without them the test is skipped, saying so. DEMO_SCREENSHOTS=DIR saves the page
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -157,7 +158,7 @@ def test_paint_run_compare_download(browser, demo_url, tmp_path):
     page.goto(demo_url)
     page.wait_for_selector("#photo canvas")
     assert "binary mask" in page.locator("#instructions").inner_text()
-    assert page.locator("#strength").is_visible()  # the tiny checkpoint's blur-stack head takes a strength
+    assert page.locator("#amount").is_visible()  # the tiny checkpoint was trained with the amount input
     _screenshot(page, "demo-empty")
 
     # bad input first: Run without a photo -> a visible message, no result
@@ -172,6 +173,14 @@ def test_paint_run_compare_download(browser, demo_url, tmp_path):
     page.locator("#photo input[type=file]").first.set_input_files(str(tmp_path / "photo.png"))
     page.wait_for_timeout(1000)
     paint_stroke(page, dx=120)
+    # the slider moves to the model's guess for the photo and the stroke, shown as a number
+    page.wait_for_function(
+        "document.querySelector('#guess').innerText.includes('guess for this photo')", timeout=30_000
+    )
+    guessed = float(re.search(r"([0-9.]+) %", page.locator("#guess").inner_text()).group(1))
+    page.wait_for_function(
+        f"Math.abs(document.querySelector('#amount input[type=number]').value - {guessed}) < 0.011", timeout=10_000
+    )
     _screenshot(page, "demo-painted")
     page.click("#run")
     after = page.locator("#result img").nth(1)

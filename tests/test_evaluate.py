@@ -72,25 +72,33 @@ def test_dataset_report_scores_model_and_baselines(tiny_checkpoint, dataset, tmp
     assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no staging folder left
 
 
-def test_blur_amount_sets_the_model_radius_beside_the_targets(tiny_checkpoint, tmp_path, capsys):
-    """Per sample the model's mean blur radius out of focus next to the target's (the renderer's mean_radius,
-    which mask_blur is told), their correlation and means, and the plot of one against the other."""
+def test_amount_of_blur_per_sample_told_and_guessed(tiny_checkpoint, tmp_path, capsys):
+    """Per sample the target's amount of blur (the renderer's mean radius out of focus, which mask_blur is told), the
+    model's guess and the model told the target's, in percent of the long side; over the samples how each follows
+    the target's, and the plot of one against the other."""
     out = tmp_path / "report"
     args = ["evaluate", "--ckpt", str(tiny_checkpoint), "--manifest", str(manifest(tmp_path)), "--out", str(out)]
     assert main(args) == 0
-    assert "mean blur radius out of focus per sample against the target's: correlation" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "The model's guess:" in printed and "The model told the target's: median ratio" in printed
     report = load_report(out)
-    max_radius = report["settings"]["renderer"]["max_radius"]
+    top = 100 * report["settings"]["renderer"]["max_radius"] / 72  # the frames' long side
     for sample in report["samples"]:
-        radius = sample["blur_radius"]
-        assert 0 <= radius["model"] <= max_radius and 0 < radius["target"] <= max_radius
+        amount = sample["amount"]
+        assert set(amount) == {"target", "asked", "model", "model_told_amount"} and amount["asked"] is None
+        assert 0 <= amount["model"] <= top and 0 <= amount["model_told_amount"] <= top and 0 < amount["target"] <= top
     amount = report["blur_amount"]
-    targets = [s["blur_radius"]["target"] for s in report["samples"]]
-    assert amount["mean_target"] == pytest.approx(np.mean(targets))
-    assert amount["correlation"] is None or -1 <= amount["correlation"] <= 1
+    targets = np.array([s["amount"]["target"] for s in report["samples"]])
+    assert amount["target"]["mean"] == pytest.approx(targets.mean())
+    for name in ("model", "model_told_amount"):
+        values = np.array([s["amount"][name] for s in report["samples"]])
+        assert amount[name]["asked"] is None and amount[name]["mean"] == pytest.approx(values.mean())
+        assert amount[name]["median_ratio"] == pytest.approx(np.median(values / targets))
+        assert amount[name]["median_error"] == pytest.approx(np.median(np.abs(values / targets - 1)))
+        assert amount[name]["correlation"] is None or -1 <= amount[name]["correlation"] <= 1
     plot = np.asarray(Image.open(out / "blur_amount.png"))
     assert plot.shape[0] > 200 and (plot != 255).any()
-    assert "## Blur amount" in (out / "report.md").read_text()
+    assert "## Amount of blur" in (out / "report.md").read_text()
     planes = report["by_plane"]  # the same per focal plane: the plane decides how much blur the rest may need
     assert list(planes) == [p for p in ("fore", "mid", "back") if any(s["plane"] == p for s in report["samples"])]
     assert sum(entry["samples"] for entry in planes.values()) == len(report["samples"])
@@ -99,13 +107,34 @@ def test_blur_amount_sets_the_model_radius_beside_the_targets(tiny_checkpoint, t
         assert entry["psnr_defocus"]["mask_blur"] == pytest.approx(
             np.mean([s["mask_blur"]["psnr_defocus"] for s in rows])
         )
-        assert entry["blur_amount"]["mean_target"] == pytest.approx(np.mean([s["blur_radius"]["target"] for s in rows]))
+        assert entry["blur_amount"]["target"]["mean"] == pytest.approx(np.mean([s["amount"]["target"] for s in rows]))
     overall = sum(e["samples"] * e["psnr_defocus"]["model"] for e in planes.values()) / len(report["samples"])
     assert overall == pytest.approx(report["mean"]["model"]["psnr_defocus"], abs=1e-4)
     assert "## Per focal plane" in (out / "report.md").read_text()
+    told = report["mean"]["model_told_amount"]  # told beside guessed, with its own gains
+    assert told["oracle_gap"] == pytest.approx(told["psnr_defocus"] - report["mean"]["oracle_blur"]["psnr_defocus"])
     baseline = tmp_path / "baseline"  # a baseline alone has no model radius: no amount, no plot
     assert main(["evaluate", "--baseline", "mask_blur", "--manifest", args[4], "--out", str(baseline)]) == 0
     assert "blur_amount" not in load_report(baseline)
+
+
+def test_evaluate_amount_asks_the_model_for_it_and_reports_what_it_drew(tiny_checkpoint, tmp_path, capsys):
+    """--amount A x --strength S: the "model" run is told A x S for every sample, its output's amount is set against
+    it; a bad amount is one error naming --amount and writes nothing."""
+    out = tmp_path / "report"
+    args = ["evaluate", "--ckpt", str(tiny_checkpoint), "--manifest", str(manifest(tmp_path)), "--out", str(out)]
+    assert main([*args, "--amount", "2", "--strength", "1.5"]) == 0
+    assert "The model asked 3: " in capsys.readouterr().out
+    report = load_report(out)
+    assert report["settings"]["amount"] == 2 and report["blur_amount"]["model"]["asked"] == 3
+    values = np.array([s["amount"]["model"] for s in report["samples"]])
+    assert all(s["amount"]["asked"] == 3 for s in report["samples"])
+    assert report["blur_amount"]["model"]["median_ratio"] == pytest.approx(np.median(values / 3))
+    assert report["blur_amount"]["model_told_amount"]["asked"] is None  # still told each target's
+    for bad, message in (("0", "--amount: must be a number > 0"), ("30", "--amount 30: more than")):
+        assert main([*args[:-1], str(tmp_path / bad), "--amount", bad]) == 2
+        _assert_one_line_error(capsys, message)
+        assert not (tmp_path / bad).exists()
 
 
 def model_and_samples(checkpoint: Path, folder: Path, frames: int, max_side: int) -> tuple:
@@ -120,58 +149,54 @@ def model_and_samples(checkpoint: Path, folder: Path, frames: int, max_side: int
     return model, list(samples)
 
 
-def test_model_told_amount_blurs_each_sample_by_the_target_amount(tiny_checkpoint, tmp_path):
-    """The model's radii scaled per sample to the target's mean out of focus (what mask_blur is told): told its own
-    amount it is the model; told half of it, the model at strength 0.5, whose mean radius is then the target's."""
-    from defocus_lit.commands.evaluate import GeneratorRuns, mean_blur_radius, told_amount
-    from defocus_lit.models.inference import blur_radius, defocus
+def test_model_told_amount_tells_the_generator_each_target_amount(tiny_checkpoint, tmp_path):
+    """model_told_amount runs the model as predict does with --amount set to the target's (its mean blur radius out
+    of focus in percent of the long side), on the sample's plane and on the opposite one (its own target's)."""
+    from defocus_lit.baselines import alt_batch
+    from defocus_lit.commands.evaluate import GeneratorRuns, model_runs
+    from defocus_lit.models.inference import defocus
 
     model, samples = model_and_samples(tiny_checkpoint, tmp_path, frames=1, max_side=256)
-    batch = samples[0].batch
-    image, mask = batch["image"], batch["mask"]
-    with torch.no_grad():
-        own = mean_blur_radius(blur_radius(model, image, mask, 256), batch)["model"]
-    for factor in (1.0, 0.5):
-        told = {**batch, "mean_radius": torch.tensor([own * factor])}
-        out = told_amount(GeneratorRuns(model, 256))(told)
-        assert torch.allclose(out, defocus(model, image, mask, 256, factor), atol=1e-6)
-        with torch.no_grad():
-            scaled = mean_blur_radius(blur_radius(model, image, mask, 256, factor), told)
-        assert scaled["model"] == pytest.approx(scaled["target"], rel=1e-4)
+    told = model_runs(GeneratorRuns(model, 256), 1.0, None)["model_told_amount"]
+    pair = next(sample.batch for sample in samples if bool(sample.batch["has_alt"]))
+    for batch in (pair, alt_batch(pair)):
+        amount = float(batch["mean_radius"][0]) * 100 / 72
+        expected = defocus(model, batch["image"], batch["mask"], 256, amount=amount)
+        assert torch.allclose(told.output(batch), expected, atol=1e-6)
+    assert not torch.equal(pair["mean_radius"], alt_batch(pair)["mean_radius"])
 
 
-def test_the_generator_runs_once_per_mask_and_gives_what_predict_gives(tiny_checkpoint, tmp_path):
-    """The model, the model told the amount and the blur radius read one generator run per mask (the sample's and
-    its opposite plane's); the model's output is `defocus`'s, as predict runs it."""
-    from defocus_lit.commands.evaluate import GeneratorRuns, build_methods, evaluate
+def test_the_generator_runs_once_per_mask_and_amount_and_gives_what_predict_gives(tiny_checkpoint, tmp_path):
+    """The model (guessing), the model told the target's amount and their amounts read one generator run per mask
+    (the sample's and its opposite plane's) and amount; the model's output is `defocus`'s, as predict runs it."""
+    from defocus_lit.commands.evaluate import GeneratorRuns, build_methods, evaluate, model_runs
     from defocus_lit.models.inference import defocus
 
     model, samples = model_and_samples(tiny_checkpoint, tmp_path, frames=2, max_side=24)
-    runs = GeneratorRuns(model, 24)
+    runs = model_runs(GeneratorRuns(model, 24), 1.0, None)
     calls = []
     model.generator.register_forward_hook(lambda *_: calls.append(1))
-    radius_of = lambda batch: model.head.expected_radius(*runs(batch))  # noqa: E731
-    report = evaluate(build_methods(runs, {}), iter(samples), tmp_path, torch.device("cpu"), radius_of=radius_of)
+    report = evaluate(build_methods(runs, {}), iter(samples), tmp_path, torch.device("cpu"), amounts=runs)
     masks = sum(1 + bool(sample.batch["has_alt"]) for sample in samples)
-    assert len(report["samples"]) == len(samples) and len(calls) == masks
+    assert len(report["samples"]) == len(samples) and len(calls) == 2 * masks
     batch = samples[0].batch
-    got = build_methods(GeneratorRuns(model, 24), {})["model"](batch)
+    got = build_methods(model_runs(GeneratorRuns(model, 24), 1.0, None), {})["model"](batch)
     assert torch.equal(got, defocus(model, batch["image"], batch["mask"], 24))
 
 
-def test_blur_amount_of_one_sample_has_no_correlation():
-    from defocus_lit.commands.evaluate import blur_amount, mean_blur_radius
+def test_how_amounts_follow_their_reference():
+    from defocus_lit.commands.evaluate import follows
+    from defocus_lit.models.inference import amount_percent
 
-    radius = torch.zeros(1, 1, 4, 4)
+    radius = torch.zeros(1, 1, 4, 8)
     radius[..., 2:] = 6.0
-    focus = torch.zeros(1, 1, 4, 4)
-    focus[..., :1] = 1  # one column sharp: the mean is over the other three
-    batch = {"focus": focus, "mean_radius": torch.tensor([5.0])}
-    row = {"blur_radius": mean_blur_radius(radius, batch)}
-    assert row["blur_radius"] == {"model": pytest.approx(4.0), "target": 5.0}
-    assert blur_amount([row]) == {"correlation": None, "mean_model": pytest.approx(4.0), "mean_target": 5.0}
-    rows = [{"blur_radius": {"model": m, "target": t}} for m, t in ((1, 2), (2, 4), (3, 6))]
-    assert blur_amount(rows)["correlation"] == pytest.approx(1.0)
+    mask = torch.ones(1, 1, 4, 8)
+    mask[..., :1] = 0  # one column sharp: the mean is over the other seven, 6 px x 6/7, of an 8-px long side
+    assert amount_percent(radius, mask).item() == pytest.approx(6 * 6 / 7 / 8 * 100)
+    one = follows(np.array([4.0]), np.array([5.0]))
+    assert one == {"mean": 4.0, "correlation": None, "median_ratio": 0.8, "median_error": pytest.approx(0.2)}
+    three = follows(np.array([1.0, 2.0, 3.3]), np.array([2.0, 4.0, 6.0]))
+    assert three["correlation"] == pytest.approx(0.998, abs=1e-3) and three["median_ratio"] == 0.5
 
 
 def test_baseline_alone_with_limit_replaces_an_earlier_report(dataset, tmp_path):
@@ -332,6 +357,8 @@ def test_manifest_strength_renders_targets_with_k_times_strength(tiny_checkpoint
     for a, b in zip(halved["samples"], at_k["samples"]):
         assert a["identity"] == b["identity"] and a["mask_blur"] == b["mask_blur"]  # the same targets
         assert a["model"]["psnr"] != b["model"]["psnr"]  # the model: half its blur
+        told = ("psnr", "psnr_defocus", "ssim")  # told the same targets' amounts (global_blur, in the gains, differs)
+        assert [a["model_told_amount"][k] for k in told] == [b["model_told_amount"][k] for k in told]
     assert halved["mean"]["identity"]["psnr"] > default["mean"]["identity"]["psnr"]  # less blur than at k
     fitted = default["settings"]["global_blur"]
     assert halved["settings"]["global_blur"] == {level: r / 2 for level, r in fitted.items()}

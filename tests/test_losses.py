@@ -7,7 +7,7 @@ import torch
 
 from defocus_lit import losses
 from defocus_lit.errors import UserError
-from defocus_lit.losses import GANLoss, get_loss, register_loss, weighted_sum
+from defocus_lit.losses import READS_RADIUS, GANLoss, get_loss, register_loss, weighted_sum
 
 
 def _batch(**maps) -> dict:
@@ -129,6 +129,15 @@ def test_radius_shape_ignores_the_amount_and_scores_where_a_sample_blurs_more():
     in_focus_wrong = twice.clone()
     in_focus_wrong[0, 0, 0, 0] = 16.0  # in focus: the keep-focus composite decides there, not the radius
     assert get_loss("radius_shape")(in_focus_wrong, batch).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_amount_log_scores_the_mean_radius_out_of_focus_relative_to_the_target_amount():
+    batch = {"focus": torch.tensor([[1.0, 0.0], [0.0, 0.0]]).view(1, 1, 2, 2), "amount": torch.tensor([3.0])}
+    right = torch.tensor([[9.0, 1.0], [3.0, 5.0]]).view(1, 1, 2, 2)  # mean 3 over the three pixels out of focus
+    assert get_loss("amount_log")(right, batch).item() == pytest.approx(0.0, abs=1e-6)
+    double = torch.full((1, 1, 2, 2), 7.0)  # mean 7: log(8/4)
+    assert get_loss("amount_log")(double, batch).item() == pytest.approx(math.log(2))
+    assert "amount_log" not in READS_RADIUS and {"radius_l1", "radius_shape"} <= READS_RADIUS
 
 
 def test_weighted_sum_gives_radius_terms_the_radius_and_skips_them_without_one():

@@ -13,7 +13,7 @@ from defocus_lit.cli import main
 from defocus_lit.errors import UserError
 from defocus_lit.io import read_mask
 from defocus_lit.models.defocuser import BlurStack, Defocuser
-from defocus_lit.models.inference import blur_radius, defocus, pad_to_multiple
+from defocus_lit.models.inference import blur_radius, defocus, guessed_amount, pad_to_multiple
 from defocus_lit.ops.masks import keep_focus
 
 
@@ -373,69 +373,127 @@ def test_blur_radius_is_the_radius_defocus_applies():
     assert blur_radius(rgb, image, mask, 30) is None
 
 
-class StrengthLevel(torch.nn.Module):
-    """A generator told the strength (its mask's second channel, log2 s): it picks level 1 below strength 1, level
-    2 from it, and records the strengths it was given."""
+class AmountLevel(torch.nn.Module):
+    """A generator that reads the amount channel (the mask's second, `amount_code`): told an amount, it picks the
+    level of `radii` nearest to it (in the head's px); told "unknown" (0), level 1. Records what it was told (nan =
+    unknown)."""
 
-    def __init__(self):
+    def __init__(self, radii: list[float]):
         super().__init__()
+        self.radii = radii
         self.told: list[float] = []
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         assert mask.shape[1] == 2 and bool((mask[:, 1] == mask[:, 1, :1, :1]).all())  # one value per sample
-        self.told.append(float(2 ** mask[0, 1, 0, 0]))
-        raw = -torch.ones(image.shape[0], 3, *image.shape[2:])
-        raw[:, 1 if self.told[-1] < 1 else 2] = 1
+        code = float(mask[0, 1, 0, 0])
+        self.told.append(float("nan") if code == 0 else 2**code - 1)
+        level = 1 if code == 0 else int(np.argmin([abs(r - self.told[-1]) for r in self.radii]))
+        raw = -torch.ones(image.shape[0], len(self.radii), *image.shape[2:])
+        raw[:, level] = 1
         return raw
 
 
-def test_a_model_trained_over_strengths_is_told_the_strength_and_keeps_its_radii():
-    """data.strength_range: the generator gets log2(s) beside the mask and chooses the blur; the head's radii are
-    not scaled (a model trained at strength 1 scales them instead); a strength outside the range is refused."""
+def test_a_given_amount_is_told_in_the_heads_px_and_strength_multiplies_it():
+    """--amount A (percent of the long side) reaches the generator as A/100 x long side / radius scale px (here a
+    90-px photo whose radii are scaled 3x above max_side 30), times the strength; the head then draws the radius the
+    generator chose, unscaled by the strength. No amount: the generator is told "unknown" and guesses, and the
+    strength scales its radii. More than the top radius can draw is refused, naming --amount."""
     radii = [0.0, 2.0, 4.0]
-    model = Defocuser(StrengthLevel(), BlurStack(radii), keep_focus=True, multiple=4, strength_range=(0.5, 2.0))
+    model = Defocuser(AmountLevel(radii), BlurStack(radii), keep_focus=True, multiple=4, amount_input=True).eval()
     image = torch.rand(1, 3, 60, 90) * 2 - 1
     mask = torch.ones(1, 1, 60, 90)
-    for strength, radius in ((0.5, 2.0), (1.0, 4.0), (2.0, 4.0)):
-        got = blur_radius(model.eval(), image, mask, max_side=0, strength=strength)
+    for amount, strength, told, radius in ((20 / 3, 1.0, 2.0, 6.0), (10 / 3, 2.0, 2.0, 6.0), (12.0, 1.0, 3.6, 12.0)):
+        got = blur_radius(model, image, mask, max_side=30, strength=strength, amount=amount)
+        assert model.generator.told[-1] == pytest.approx(told)
         torch.testing.assert_close(got, torch.full_like(got, radius), atol=1e-3, rtol=0)
-        assert model.generator.told[-1] == pytest.approx(strength)
-    assert torch.equal(model(image, mask), defocus(model, image, mask))  # forward: strength 1
-    with pytest.raises(UserError, match=r"--strength 3: this checkpoint trained over strengths 0.5 to 2"):
-        defocus(model, image, mask, strength=3.0)
-    per_sample = model.generator_mask(torch.ones(2, 1, 4, 4), torch.tensor([0.5, 2.0]))
-    assert per_sample.shape == (2, 2, 4, 4) and per_sample[:, 1, 0, 0].tolist() == [-1.0, 1.0]
+    guessed = blur_radius(model, image, mask, max_side=30, strength=0.5)  # level 1 (2 px) x 3 x 0.5
+    assert np.isnan(model.generator.told[-1])
+    torch.testing.assert_close(guessed, torch.full_like(guessed, 3.0), atol=1e-3, rtol=0)
+    assert guessed_amount(model, image, mask, max_side=30).item() == pytest.approx(6 / 90 * 100, abs=1e-3)
+    assert torch.equal(model(image, mask), defocus(model, image, mask))  # forward: the guess
+    with pytest.raises(UserError, match=r"^--amount 14: more than this checkpoint's blur head can draw on a 90-px"):
+        defocus(model, image, mask, max_side=30, amount=14.0)  # at most 13.3 (4 px x 3 on 90 px)
+    with pytest.raises(UserError, match=r"^--amount 7: .* at --strength 2 \(at most 6.67"):
+        defocus(model, image, mask, max_side=30, amount=7.0, strength=2.0)
+    per_sample = model.generator_mask(torch.ones(2, 1, 4, 4), torch.tensor([3.0, float("nan")]))
+    assert per_sample.shape == (2, 2, 4, 4) and per_sample[:, 1, 0, 0].tolist() == [2.0, 0.0]
 
 
 @pytest.fixture
-def strength_checkpoint(tiny_checkpoint, tmp_path) -> Path:
-    """The tiny run's checkpoint as if trained over strengths 0.5-2 (data.strength_range), fresh weights."""
+def no_amount_checkpoint(tiny_checkpoint, tmp_path) -> Path:
+    """The tiny run's checkpoint as one trained before the amount input (no model.amount_input key), fresh weights."""
     from omegaconf import OmegaConf
 
     from defocus_lit.models.defocuser import build_defocuser
 
     checkpoint = torch.load(tiny_checkpoint, map_location="cpu", weights_only=False)
-    cfg = OmegaConf.merge(checkpoint["hyper_parameters"]["cfg"], {"data": {"strength_range": [0.5, 2.0]}})
-    checkpoint["hyper_parameters"]["cfg"] = cfg
-    torch.manual_seed(0)
+    cfg = OmegaConf.merge(checkpoint["hyper_parameters"]["cfg"], {"model": {"amount_input": False}})
     checkpoint["state_dict"] = {f"defocuser.{k}": v for k, v in build_defocuser(cfg).state_dict().items()}
-    path = tmp_path / "strengths.ckpt"
+    del cfg.model["amount_input"]
+    checkpoint["hyper_parameters"]["cfg"] = OmegaConf.to_container(cfg)
+    path = tmp_path / "no_amount.ckpt"
     torch.save(checkpoint, path)
     return path
 
 
-def test_predict_with_a_checkpoint_trained_over_strengths(strength_checkpoint, tmp_path, capsys):
-    image, mask = tmp_path / "in.png", tmp_path / "mask.png"
-    photo(image, 16, 24), left_sharp_mask(mask, 16, 24)
+def test_predict_amount_sets_the_blur_of_files_and_folders(tiny_checkpoint, no_amount_checkpoint, tmp_path, capsys):
+    """--amount gives the output that amount of blur (the tiny model draws more for more); a file as in a folder;
+    a checkpoint without the amount input still guesses, and refuses --amount in one line."""
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir(), masks.mkdir()
+    photo(images / "a.png", 16, 24), left_sharp_mask(masks / "a.png", 16, 24)
     outs = {}
-    for strength in ("0.5", "1", "2"):
-        assert _predict(strength_checkpoint, image, mask, tmp_path / f"{strength}.png", "--strength", strength) == 0
-        outs[strength] = read(tmp_path / f"{strength}.png")
-    assert not np.array_equal(outs["0.5"], outs["1"]) and not np.array_equal(outs["2"], outs["1"])
-    out = tmp_path / "3.png"
-    assert _predict(strength_checkpoint, image, mask, out, "--strength", "3") == 2
-    _assert_one_line_error(capsys, "--strength 3: this checkpoint trained over strengths 0.5 to 2")
+    for name, flags in {"guess": (), "2": ("--amount", "2"), "6": ("--amount", "6")}.items():
+        assert _predict(tiny_checkpoint, images, masks, tmp_path / name, *flags) == 0
+        assert _predict(tiny_checkpoint, images / "a.png", masks / "a.png", tmp_path / f"{name}.png", *flags) == 0
+        outs[name] = read(tmp_path / name / "a.png")
+        assert np.array_equal(read(tmp_path / f"{name}.png"), outs[name])  # a file as in a folder
+    assert not np.array_equal(outs["2"], outs["6"]) and not np.array_equal(outs["2"], outs["guess"])
+    assert _predict(no_amount_checkpoint, images / "a.png", masks / "a.png", tmp_path / "old.png") == 0
+    capsys.readouterr()  # the folders' progress bars
+    out = tmp_path / "old2.png"
+    assert _predict(no_amount_checkpoint, images / "a.png", masks / "a.png", out, "--amount", "2") == 2
+    _assert_one_line_error(capsys, "--amount 2: this checkpoint was trained without the amount input")
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "amount, message",
+    [
+        ("0", "--amount: must be a number > 0 (percent of the photo's long side), got 0"),
+        ("-1", "--amount: must be a number > 0"),
+        ("nan", "--amount: must be a number > 0"),
+        ("abc", "defocus-lit predict: argument --amount: invalid float value: 'abc'"),
+        ("80", "--amount 80: more than this checkpoint's blur head can draw on a 24-px photo"),
+    ],
+)
+def test_bad_amounts_are_one_error_naming_amount(amount, message, tiny_checkpoint, tmp_path, capsys):
+    photo(tmp_path / "in.png", 16, 24), left_sharp_mask(tmp_path / "mask.png", 16, 24)
+    out = tmp_path / "out.png"
+    try:
+        status = _predict(tiny_checkpoint, tmp_path / "in.png", tmp_path / "mask.png", out, "--amount", amount)
+    except SystemExit as stop:  # argparse's own error (not a number) exits from inside the parser
+        status = stop.code
+    assert status == 2
+    _assert_one_line_error(capsys, message)
+    assert not out.exists()
+
+
+def test_a_checkpoint_told_a_strength_by_an_earlier_version_is_one_error(tiny_checkpoint, tmp_path, capsys):
+    """Before the amount input, data.strength_range gave the generator a strength channel: such a checkpoint is
+    named and refused (train it again), not a shape mismatch."""
+    from omegaconf import OmegaConf
+
+    checkpoint = torch.load(tiny_checkpoint, map_location="cpu", weights_only=False)
+    cfg = OmegaConf.to_container(OmegaConf.create(checkpoint["hyper_parameters"]["cfg"]))
+    del cfg["model"]["amount_input"]
+    cfg["data"]["strength_range"] = [0.5, 2.0]
+    checkpoint["hyper_parameters"]["cfg"] = cfg
+    path = tmp_path / "strengths.ckpt"
+    torch.save(checkpoint, path)
+    photo(tmp_path / "in.png", 16, 16), left_sharp_mask(tmp_path / "mask.png", 16, 16)
+    assert _predict(path, tmp_path / "in.png", tmp_path / "mask.png", tmp_path / "out.png") == 2
+    _assert_one_line_error(capsys, f"{path}: its generator was told a blur strength")
 
 
 def _predict(ckpt: Path, image: Path, mask: Path, out: Path, *flags: str) -> int:

@@ -14,6 +14,7 @@ import torch
 
 from defocus_lit.cli import main
 from defocus_lit.config import load_experiment
+from defocus_lit.errors import UserError
 from defocus_lit.models.checkpoint import load_checkpoint
 from defocus_lit.models.module import build_module, pix2pix_lambda
 from defocus_lit.training import run_training
@@ -319,17 +320,43 @@ def test_radius_loss_trains_on_the_stored_radius(tiny):
     assert values and 0 < values[0] < 16  # mean |expected - rendered radius| in px, below the largest radius
 
 
-def test_training_over_strengths_tells_the_generator_each_target_strength(tiny, monkeypatch):
-    """data.strength_range: each training target is rendered at its own strength and the generator is given that
-    strength (the batch's `strength`); the checkpoint keeps the range, so predict tells the model what it asks."""
+def test_training_tells_the_generator_each_target_amount_or_unknown(tiny, monkeypatch):
+    """The generator is told each training target's amount (its mean blur radius out of focus, px), or "unknown"
+    (nan) for a share of the samples (data.unknown_amount); with data.strength_range the told targets are rendered
+    again at other strengths, so their amounts spread wider. Validation also scores the model told the amount."""
     from defocus_lit.models.checkpoint import load_checkpoint
     from defocus_lit.models.defocuser import Defocuser
 
     told = []
     stages = Defocuser.stages
     monkeypatch.setattr(Defocuser, "stages", lambda self, *args: told.append(args[2:]) or stages(self, *args))
-    result = run_training(load_experiment("patch_mask", [*tiny, "data.strength_range=[0.5,2]"], cpu_preset=True))
-    strengths = torch.cat([args[0] for args in told if args])
-    assert strengths.numel() > 2 and strengths.min() >= 0.5 and strengths.max() <= 2 and strengths.std() > 0
+    words = [*tiny, "trainer.limit_train_batches=6", "data.unknown_amount=0.5", "data.strength_range=[0.5,2]"]
+    result = run_training(load_experiment("patch_mask", words, cpu_preset=True))
+    amounts = torch.cat([args[0] for args in told if args and args[0] is not None])
+    assert amounts.numel() >= 12 and 0 < amounts.isnan().sum() < amounts.numel() - 4  # validation: always told
+    assert (amounts[~amounts.isnan()] > 0).all()
     model, cfg = load_checkpoint(result.best_ckpt)
-    assert model.strength_range == (0.5, 2.0) and list(cfg.data.strength_range) == [0.5, 2.0]
+    assert model.amount_input and cfg.data.unknown_amount == 0.5
+    assert {"val/told_psnr_defocus", "val/told_oracle_gap"} <= set(result.metrics)
+    with pytest.raises(UserError, match=r"^data\.strength_range: .* needs model\.amount_input=true"):
+        load_experiment("patch_mask", [*tiny, "model.amount_input=false", "data.strength_range=[0.5,2]"])
+
+
+def test_told_amounts_change_the_output_amount_in_the_right_direction(tiny):
+    """A tiny model trained a few hundred steps, always told the amount: asked for more blur it draws more, on a
+    validation frame it never trained on."""
+    from defocus_lit.data.datamodule import DefocusDataModule
+    from defocus_lit.models.checkpoint import load_checkpoint
+    from defocus_lit.models.inference import amount_percent
+
+    words = [*tiny, "trainer.max_epochs=8", "trainer.limit_train_batches=25", "data.unknown_amount=0"]
+    result = run_training(load_experiment("pix2pix_4ch", [*words, "loss.terms={l1: 100.0, radius_l1: 1.0}"]))
+    model, cfg = load_checkpoint(result.best_ckpt)
+    dm = DefocusDataModule(cfg.data.path or str(next(Path("data").glob("*.h5"))), batch_size=1, crop_size=None)
+    batch = next(iter(dm.val_dataloader()))
+    drawn = []
+    with torch.no_grad():
+        for amount in (1.0, 3.0, 8.0):
+            radius = model.stages(batch["image"], batch["mask"], amount)["radius"]
+            drawn.append(float(amount_percent(radius, batch["mask"])[0]))
+    assert drawn[0] < drawn[1] < drawn[2], drawn

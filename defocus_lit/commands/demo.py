@@ -3,8 +3,11 @@ uploads a photo, paints what stays sharp (or uploads a mask file), runs, compare
 downloads the full-resolution PNG.
 
 The page calls `models.inference.defocus_array`, the function `defocus-lit predict` uses, with the same working size
-(`--max-side`), so the page and the command give the same pixels for the same photo and mask. A blur-strength slider
-(`--strength` in predict; the command's `--strength` is its starting value) shows for blur-head checkpoints.
+(`--max-side`), so the page and the command give the same pixels for the same photo and mask. For a checkpoint
+trained with the amount input, a slider sets the amount of blur (`--amount` in predict: the mean blur radius out of
+focus in percent of the photo's long side). Whenever the photo or the mask changes it moves to the model's guess for
+them (shown as a number); left there, Run gives the model's own output (predict without `--amount`), moved, the
+model is told the slider's amount.
 
 Painting: the editor returns the photo and the painted layers (RGBA). A pixel is painted where a layer's alpha is
 >= 128 (the brush's soft edge below that counts as unpainted); unpainted pixels are blurred. For a binary-mask
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import logging
+import math
 import os
 import re
 import shutil
@@ -60,7 +64,7 @@ MAX_UPLOAD = "100mb"  # Gradio rejects larger uploads before they reach the hand
 CHECKPOINT_GLOB = "*/*/checkpoints/best-*.ckpt"
 PAINTED_ALPHA = 128  # a layer pixel counts as painted from this alpha on
 BRUSH_OPACITY = 0.65  # the photo shows through the paint; still above PAINTED_ALPHA
-STRENGTH_RANGE = (0.25, 2.0)  # the strength slider's span (see DemoModel.strength_span)
+AMOUNT_STEP = 0.05  # the amount slider's step, percent of the long side; also its least value
 
 # (name, colour, mask value): the brushes; binary checkpoints get the first one only
 BRUSHES: tuple[tuple[str, str, float], ...] = (
@@ -100,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     examples = list_examples(Path(args.examples)) if args.examples else []
     ckpt = Path(args.ckpt) if args.ckpt else find_checkpoint(Path("outputs"))
     import_gradio()
-    demo_model = DemoModel.load(ckpt, args.device, args.max_side, args.max_megapixels, args.strength)
+    demo_model = DemoModel.load(ckpt, args.device, args.max_side, args.max_megapixels)
     warning = host_warning(args.host, args.port)
     if warning:
         print(warning, file=sys.stderr)
@@ -164,7 +168,6 @@ class DemoModel:
     ckpt: Path
     max_side: int
     max_megapixels: float = MAX_MEGAPIXELS
-    strength: float = 1.0  # the slider's starting value
 
     @classmethod
     def load(
@@ -173,16 +176,14 @@ class DemoModel:
         device: str = "auto",
         max_side: int | None = None,
         max_megapixels: float = MAX_MEGAPIXELS,
-        strength: float = 1.0,
     ) -> DemoModel:
         from defocus_lit.models.checkpoint import load_checkpoint
-        from defocus_lit.models.inference import MAX_SIDE, check_max_side, check_strength, select_device
+        from defocus_lit.models.inference import MAX_SIDE, check_max_side, select_device
 
         if max_side is not None:
             check_max_side(max_side)
         torch_device = select_device(device)
         model, cfg = load_checkpoint(ckpt)
-        check_strength(model, strength)
         return cls(
             model.to(torch_device),
             cfg,
@@ -190,7 +191,6 @@ class DemoModel:
             Path(ckpt),
             MAX_SIDE if max_side is None else max_side,
             max_megapixels,
-            strength,
         )
 
     @property
@@ -198,17 +198,19 @@ class DemoModel:
         return str(self.cfg.data.mask_kind)
 
     @property
-    def takes_strength(self) -> bool:
-        """Whether the model's blur can be scaled: a blur-stack head has radii, an RGB one paints its pixels."""
-        return self.model.head is not None
+    def takes_amount(self) -> bool:
+        """Whether the model can be told an amount: trained with the amount input, with a blur head."""
+        return self.model.amount_input and self.model.head is not None
 
     @property
-    def strength_span(self) -> tuple[float, float]:
-        """The slider's span: the strengths a model trained over a range was trained on, else STRENGTH_RANGE
-        widened to take the starting value."""
-        if self.model.strength_range is not None:
-            return self.model.strength_range
-        return min(STRENGTH_RANGE[0], self.strength), max(STRENGTH_RANGE[1], self.strength)
+    def amount_span(self) -> tuple[float, float]:
+        """The slider's span (percent of the long side): up to the most the blur head draws on a photo of
+        `max_side` px or more (its top radius; a smaller photo takes a little more, `--amount` in predict)."""
+        from defocus_lit.models.inference import MAX_SIDE
+
+        top = max(self.model.head.radii) if self.model.head is not None else 0.0
+        steps = math.floor(100 * top / (self.max_side or MAX_SIDE) / AMOUNT_STEP + 1e-6)
+        return AMOUNT_STEP, max(1, steps) * AMOUNT_STEP
 
     def brushes(self) -> tuple[tuple[str, str, float], ...]:
         return BRUSHES if self.mask_kind == "patch" else BRUSHES[:1]
@@ -318,31 +320,45 @@ def mask_from_file(path: str | os.PathLike, shape: tuple[int, int], mask_kind: s
     return mask
 
 
+def photo_and_mask(demo_model: DemoModel, editor: dict | None, mask_file: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """The photo (H,W,3) uint8 and its mask (H,W) float32 (0 = keep sharp) from the editor's value
+    ({"background", "layers", "composite"}) or, taking precedence over the painting, an uploaded `mask_file`.
+    Raises UserError for bad input."""
+    photo = photo_rgb((editor or {}).get("background"), demo_model.max_megapixels)
+    shape = photo.shape[:2]
+    if mask_file:
+        return photo, mask_from_file(mask_file, shape, demo_model.mask_kind)
+    return photo, mask_from_layers((editor or {}).get("layers") or [], shape, demo_model.mask_kind)
+
+
+def guess(demo_model: DemoModel, editor: dict | None, mask_file: str | None = None) -> float:
+    """The amount of blur (percent of the long side) the model guesses for the photo and mask: the slider's value
+    until the user moves it. Raises UserError for bad input."""
+    from defocus_lit.models.inference import array_tensors, guessed_amount
+
+    photo, mask = photo_and_mask(demo_model, editor, mask_file)
+    image, mask_tensor = array_tensors(photo, mask, demo_model.device)
+    return float(guessed_amount(demo_model.model, image, mask_tensor, demo_model.max_side)[0])
+
+
 def process(
     demo_model: DemoModel,
     editor: dict | None,
     mask_file: str | None = None,
-    strength: float | None = None,
+    amount: float | None = None,
     progress: Progress | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The Run button: (photo, defocused) as (H,W,3) uint8 at the photo's full resolution.
 
-    `editor` is the ImageEditor's value ({"background", "layers", "composite"}); an uploaded `mask_file` takes
-    precedence over the painting; `strength` is the slider's (None: the model's starting value). Raises UserError
-    for bad input."""
+    `editor` and `mask_file` as in `photo_and_mask`; `amount` is the slider's once the user moved it (None: the
+    model guesses, as predict without --amount). Raises UserError for bad input."""
     from defocus_lit.models.inference import defocus_array
 
     report = progress or (lambda fraction, desc: None)
     report(0.0, "reading the photo")
-    photo = photo_rgb((editor or {}).get("background"), demo_model.max_megapixels)
-    shape = photo.shape[:2]
-    if mask_file:
-        mask = mask_from_file(mask_file, shape, demo_model.mask_kind)
-    else:
-        mask = mask_from_layers((editor or {}).get("layers") or [], shape, demo_model.mask_kind)
-    strength = demo_model.strength if strength is None else float(strength)
-    report(0.2, f"defocusing {shape[1]}x{shape[0]} on {demo_model.device.type}")
-    result = defocus_array(demo_model.model, photo, mask, demo_model.device, demo_model.max_side, strength)
+    photo, mask = photo_and_mask(demo_model, editor, mask_file)
+    report(0.2, f"defocusing {photo.shape[1]}x{photo.shape[0]} on {demo_model.device.type}")
+    result = defocus_array(demo_model.model, photo, mask, demo_model.device, demo_model.max_side, amount=amount)
     report(0.9, "writing the PNG")
     return photo, result
 
@@ -361,29 +377,66 @@ def _instructions(demo_model: DemoModel) -> str:
             "This checkpoint wants a **binary mask**: paint what stays **sharp** with the brush; everything "
             "unpainted is blurred."
         )
+    amount = (
+        " The **amount of blur** slider then shows the model's guess for them; drag it for more or less blur."
+        if demo_model.takes_amount
+        else ""
+    )
     return (
         f"## Portrait mode\nCheckpoint {ckpt}.\n\n1. Upload a photo (up to {demo_model.max_megapixels:g} MP).\n"
-        f"2. {paint} Or upload a mask file instead (black = sharp, the photo's size).\n3. **Run**, then drag the "
-        "slider to compare, and download the full-resolution PNG."
+        f"2. {paint} Or upload a mask file instead (black = sharp, the photo's size).{amount}\n3. **Run**, then drag "
+        "the handle to compare, and download the full-resolution PNG."
     )
 
 
+AMOUNT_INFO = (
+    "the mean blur radius outside the sharp area, in % of the photo's long side (3 = 30 px on a 1000-px photo)"
+)
+
+
+def guess_note(amount: float) -> str:
+    return f"The model's guess for this photo and mask: **{amount:.2f} %** of the long side."
+
+
+def make_guess_handler(demo_model: DemoModel) -> Callable[..., tuple[Any, Any, bool]]:
+    """The handler that moves the amount slider to the model's guess whenever the photo or the mask changes:
+    (the slider's new value, the note under it, "moved by the user" False). Until there is a photo and a sharp
+    area it leaves the slider as it is and says what is missing."""
+    gr = import_gradio()
+
+    def on_change(editor: dict | None, mask_file: str | None) -> tuple[Any, Any, bool]:
+        try:
+            amount = guess(demo_model, editor, mask_file)
+        except UserError as err:
+            return gr.update(), f"The model's guess appears once there is {_missing(err)}.", False
+        low, high = demo_model.amount_span
+        return gr.update(value=min(max(round(amount, 2), low), high)), guess_note(amount), False
+
+    return on_change
+
+
+def _missing(err: UserError) -> str:
+    return "a photo" if str(err).startswith("no photo") else "a photo and a sharp area"
+
+
 def make_run_handler(demo_model: DemoModel, output_dir: Path) -> Callable[..., tuple[Any, Any]]:
-    """The Run button's Gradio handler: `process`, the full-resolution PNG written under `output_dir`, errors
-    turned into a message box on the page (`gr.Error`) instead of a stack trace."""
+    """The Run button's Gradio handler: `process` (told the slider's amount once the user `moved` it, else the
+    model's guess), the full-resolution PNG written under `output_dir`, errors turned into a message box on the page
+    (`gr.Error`) instead of a stack trace."""
     gr = import_gradio()
 
     track = gr.Progress()  # a gr.Progress default makes Gradio pass the page's progress bar
 
     def on_run(
-        editor: dict | None, mask_file: str | None, strength: float | None, progress: Any = track
+        editor: dict | None, mask_file: str | None, amount: float | None, moved: bool, progress: Any = track
     ) -> tuple[Any, Any]:
         # (annotations stay plain: Gradio evaluates them, and `gr` is not a module-level name here)
         from defocus_lit.io import write_rgb
 
         try:
+            told = float(amount) if moved and demo_model.takes_amount else None
             photo, result = process(
-                demo_model, editor, mask_file, strength, lambda fraction, desc: progress(fraction, desc=desc)
+                demo_model, editor, mask_file, told, lambda fraction, desc: progress(fraction, desc=desc)
             )
             out = output_dir / uuid.uuid4().hex / "defocused.png"
             write_rgb(out, result)
@@ -417,6 +470,7 @@ def build_page(demo_model: DemoModel, examples: Sequence[Path] = (), output_dir:
     )
 
     on_run = make_run_handler(demo_model, output_dir)
+    on_change = make_guess_handler(demo_model)
 
     with gr.Blocks(title="defocus_lit: portrait mode", theme=theme, analytics_enabled=False) as page:
         gr.Markdown(_instructions(demo_model), elem_id="instructions")
@@ -450,14 +504,21 @@ def build_page(demo_model: DemoModel, examples: Sequence[Path] = (), output_dir:
                     type="filepath",
                     elem_id="mask-file",
                 )
-                strength = gr.Slider(
-                    *demo_model.strength_span,
-                    value=demo_model.strength,
-                    step=0.05,
-                    label="Blur strength (1 = as trained; a wider or narrower aperture)",
-                    visible=demo_model.takes_strength,
-                    elem_id="strength",
+                amount = gr.Slider(
+                    *demo_model.amount_span,
+                    value=min(3.0, demo_model.amount_span[1]),
+                    step=AMOUNT_STEP,
+                    label="Amount of blur (%)",
+                    info=AMOUNT_INFO,
+                    visible=demo_model.takes_amount,
+                    elem_id="amount",
                 )
+                note = gr.Markdown(
+                    "The model's guess appears once there is a photo and a sharp area.",
+                    visible=demo_model.takes_amount,
+                    elem_id="guess",
+                )
+                moved = gr.State(False)  # the user moved the slider: Run tells the model its amount
                 run_button = gr.Button("Run", variant="primary", elem_id="run")
             with gr.Column():
                 result = gr.ImageSlider(
@@ -471,9 +532,19 @@ def build_page(demo_model: DemoModel, examples: Sequence[Path] = (), output_dir:
                 download = gr.DownloadButton("Download full-resolution PNG", visible=False, elem_id="download")
         if examples:
             gr.Examples(examples=[[str(p)] for p in examples], inputs=[editor], label="Example photos")
+        if demo_model.takes_amount:
+            amount.input(lambda: True, outputs=moved, show_progress="hidden")
+            for source in (editor.change, mask_file.change):
+                source(
+                    on_change,
+                    inputs=[editor, mask_file],
+                    outputs=[amount, note, moved],
+                    show_progress="hidden",
+                    trigger_mode="always_last",
+                )
         run_button.click(
             on_run,
-            inputs=[editor, mask_file, strength],
+            inputs=[editor, mask_file, amount, moved],
             outputs=[result, download],
             show_progress="full",
             concurrency_limit=1,

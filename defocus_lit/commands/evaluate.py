@@ -15,18 +15,19 @@ Data, one of:
   Photos that the checkpoint's training dataset holds (`data.path` built from a manifest or a mix with one, in any
   split; found by their bytes, under any name) are left out and named: the figures are on frames it never saw.
 
-`--strength S` (as in predict; default 1): the model runs with its blur radii times S (clamped at the top of its
-blur stack) and the manifest's targets are rendered with k times S (max_radius unchanged): the same wider aperture.
-global_blur's radii are scaled and clamped alike (fitted at strength 1); mask_blur and oracle_blur are told the
-targets' blur. `--data` needs strength 1: the file's targets are rendered at one k.
+`--amount A` and `--strength S` (as in predict): the "model" run is told A times S (percent of the long side), or
+guesses and has its guess times S (its blur radii times S, clamped at the top of its blur stack). The manifest's
+targets are rendered with k times S (max_radius unchanged): the same wider aperture; global_blur's radii are scaled
+and clamped alike (fitted at strength 1); mask_blur and oracle_blur are told the targets' blur. `--data` needs
+strength 1: the file's targets are rendered at one k.
 
-Methods: the checkpoint's model (`--ckpt`), for a blur-head model also `model_told_amount` (its radii scaled per
-sample so that their mean out of focus is the target's, the amount `mask_blur` is told: how much of the model's gap
-is the amount), and the baselines (`defocus_lit.baselines`): identity, mask_blur,
-global_blur (its radii fitted on the checkpoint's training split, so it needs `--ckpt`) and oracle_blur;
+Methods: the checkpoint's model (`--ckpt`) as predict runs it; for a model trained with the amount input also
+`model_told_amount`, the model told each target's amount (the number `mask_blur` is told) through its input: the
+two side by side are what knowing the amount is worth; and the baselines (`defocus_lit.baselines`): identity,
+mask_blur, global_blur (its radii fitted on the checkpoint's training split, so it needs `--ckpt`) and oracle_blur;
 `--baseline NAME` keeps only that baseline (alone when there is no `--ckpt`). Metrics (defocus_lit.metrics) count
 only pixels with a depth measurement; plane sensitivity compares a frame's fore and back samples over the pixels out
-of focus in both (nan/null for a sample with no opposite plane); the model's depth_gain and oracle_gap are its
+of focus in both (nan/null for a sample with no opposite plane); each model run's depth_gain and oracle_gap are its
 psnr_defocus minus global_blur's and oracle_blur's, per sample and for the means.
 
 Output, written to a temporary folder renamed to `--out` at the end (a failure leaves no partial folder):
@@ -34,10 +35,11 @@ Output, written to a temporary folder renamed to `--out` at the end (a failure l
 value}[, "blur_amount"]}}, "samples": [{"name", "plane", method: {metric: value}}], "settings": {...}}, `report.md`
 (the same tables in Markdown) and one PNG per sample
 (input | mask | output | target | abs error x4; the output is the model's, else the baseline's). A model with a
-blur-stack head also gets the blur amount: per sample its mean blur radius out of focus next to the target's
-(`"blur_radius": {"model", "target"}` px), their correlation and means over the samples (`"blur_amount"`), and
-`blur_amount.png`, the one against the other per focal plane: how much of the amount the model reads from the
-photo, which `mask_blur` is told.
+blur head also gets the amount of blur (the head's expected radius over the pixels out of focus, in percent of the
+long side): per sample the target's, the amount asked (`--amount` times `--strength`, else null) and each model
+run's (`"amount"`); over the samples, for each model run, how its amount follows the one it should have (the one
+asked, else the target's): mean, correlation, median ratio and median relative error (`"blur_amount"`); and
+`blur_amount.png`, output against target per sample.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ from tqdm import tqdm
 
 from defocus_lit.baselines import NAMES as BASELINE_NAMES
 from defocus_lit.baselines import GlobalBlur, alt_batch, baselines
-from defocus_lit.commands import add_inference_options
+from defocus_lit.commands import add_amount_options, add_inference_options
 from defocus_lit.config import to_container
 from defocus_lit.data.datamodule import DefocusDataModule
 from defocus_lit.data.hdf5 import read_info
@@ -71,11 +73,14 @@ from defocus_lit.metrics import IMAGE_METRICS, MetricSet, PlaneSensitivity, per_
 from defocus_lit.models.callbacks import gains
 from defocus_lit.models.checkpoint import Defocuser, defocuser_of, extras_of, read_checkpoint
 from defocus_lit.models.inference import (
+    amount_percent,
+    check_amount,
     check_max_side,
     check_strength,
     generator_output,
     radius_scale,
     select_device,
+    told_radius,
 )
 from defocus_lit.render import BLUR_MODELS, RenderSettings
 from defocus_lit.visualize import panel_row, scatter_plot
@@ -85,9 +90,9 @@ METRICS = (*IMAGE_METRICS, "plane_sensitivity", *GAINS)
 FRAME_SIDE = 256  # px: manifest frames are resized to this long side (the scale of the renderer's k)
 ERROR_GAIN = 4.0  # the abs-error panel is amplified so small errors show
 AMOUNT_PLOT = "blur_amount.png"
+MODEL_RUNS = ("model", "model_told_amount")
 OPPOSITE = {"fore": "back", "back": "fore"}
 Method = Callable[[dict[str, Tensor]], Tensor]
-RadiusOf = Callable[[dict[str, Tensor]], Tensor | None]  # batch -> the model's blur radius (B,1,H,W) px
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -103,6 +108,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--limit", type=int, help="score only the first N samples")
     add_inference_options(parser)
+    add_amount_options(parser)
     render = parser.add_argument_group("manifest frames and renderer overrides (--manifest only)")
     render.add_argument(
         "--frame-side",
@@ -141,6 +147,9 @@ def run(args: argparse.Namespace) -> int:
         fitted = extras_of(checkpoint).get("global_blur")
         global_blur = GlobalBlur({float(k): v for k, v in fitted.items()}) if fitted else None
     check_strength(model, args.strength)
+    check_amount(model, args.amount)
+    if args.amount is not None and model is None:
+        raise UserError("--amount: tells a checkpoint's model how much to blur; give --ckpt")
     if args.data and args.strength != 1:
         raise UserError(
             f"--strength {args.strength:g}: applies to --manifest only (the targets in {args.data} are already "
@@ -169,13 +178,8 @@ def run(args: argparse.Namespace) -> int:
         max_radius = settings["max_radius"] * radius_scale(args.frame_side, args.max_side)
         global_blur = global_blur.scaled(args.strength, settings["max_radius"]) if global_blur else None
     names = BASELINE_NAMES if args.baseline is None else (args.baseline,)
-    runs = GeneratorRuns(model, args.max_side, args.strength) if model is not None else None
+    runs = model_runs(GeneratorRuns(model, args.max_side), args.strength, args.amount) if model is not None else {}
     methods = build_methods(runs, baselines(global_blur, max_radius, names))
-    radius_of = (
-        (lambda batch: model.head.expected_radius(*runs(batch), strength=runs.head_strength))
-        if model is not None and model.head is not None
-        else None
-    )
     info = {
         "checkpoint": args.ckpt,
         "arch": cfg.arch if cfg is not None else None,
@@ -185,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
         "device": device.type,
         "max_side": args.max_side,
         "strength": args.strength,
+        "amount": args.amount,
         "global_blur": global_blur.radii if global_blur else None,
         **details,
     }
@@ -198,7 +203,8 @@ def run(args: argparse.Namespace) -> int:
             limit=args.limit,
             total=total,
             source=args.data or args.manifest,
-            radius_of=radius_of,
+            amounts=runs if model is not None and model.head is not None else None,
+            asked=None if args.amount is None else args.amount * args.strength,
         )
         report["settings"] = info
         write_report(report, staging)
@@ -211,57 +217,73 @@ def run(args: argparse.Namespace) -> int:
 
 # ----- methods ------------------------------------------------------------------------------------------------
 class GeneratorRuns:
-    """The generator's output for a batch's image and mask as predict runs it at `strength` (`generator_output`:
-    the output and the head's radius scale), kept for the last two image-and-mask pairs. Every model method of a
-    sample (the model, told the amount, its blur radius) reads one run for the sample's mask and one for the
-    opposite plane's, where each method running its own would take five per sample. `head_strength`: the head's
-    radius multiplier for `strength` (`Defocuser.head_strength`)."""
+    """The generator's output for a batch's image and mask as predict runs it, told an amount in the head's px or
+    none (`generator_output`: the output and the head's radius scale), kept for the last four runs. Every model
+    method of a sample (the model, the model told the target's amount, their blur radii) reads one run per mask and
+    amount, where each reading its own would take twice as many."""
 
-    def __init__(self, model: Defocuser, max_side: int, strength: float = 1.0) -> None:
-        self.model, self.max_side, self.strength = model, max_side, strength
-        self.head_strength = model.head_strength(strength)
-        self._recent: list[tuple[Tensor, Tensor, tuple[Tensor, float]]] = []  # holds the tensors: ids stay unique
+    def __init__(self, model: Defocuser, max_side: int) -> None:
+        self.model, self.max_side = model, max_side
+        self._recent: list[tuple[Tensor, Tensor, float | None, tuple[Tensor, float]]] = []  # holds the tensors
 
     @torch.inference_mode()
-    def __call__(self, batch: dict[str, Tensor]) -> tuple[Tensor, float]:
+    def __call__(self, batch: dict[str, Tensor], told: float | None = None) -> tuple[Tensor, float]:
         image, mask = batch["image"], batch["mask"]
-        for seen_image, seen_mask, output in self._recent:
-            if seen_image is image and seen_mask is mask:
+        for seen_image, seen_mask, seen_told, output in self._recent:
+            if seen_image is image and seen_mask is mask and seen_told == told:
                 return output
-        output = generator_output(self.model, image, mask, self.max_side, self.strength)
-        self._recent = [*self._recent[-1:], (image, mask, output)]
+        output = generator_output(self.model, image, mask, self.max_side, told)
+        self._recent = [*self._recent[-3:], (image, mask, told, output)]
         return output
 
 
-def build_methods(runs: GeneratorRuns | None, baseline_methods: dict[str, Method]) -> dict[str, Method]:
-    """name -> fn(batch) -> output (B,3,H,W) in [-1,1] for batch["mask"]: the model as predict runs it (`defocus`)
-    at the runs' strength, then the baselines."""
-    methods: dict[str, Method] = {}
-    if runs is not None:
-        model = runs.model
-        methods["model"] = lambda batch: model.finish(
-            batch["image"], batch["mask"], *runs(batch), strength=runs.head_strength
+@dataclass
+class ModelRun:
+    """One way of running the model on a batch (B=1): the amount it is told, in the head's px (None: it guesses),
+    and the multiplier of its head's radii."""
+
+    runs: GeneratorRuns
+    told: Callable[[dict[str, Tensor]], float | None]
+    head_strength: float
+
+    def output(self, batch: dict[str, Tensor]) -> Tensor:
+        raw, scale = self.runs(batch, self.told(batch))
+        return self.runs.model.finish(
+            batch["image"], batch["mask"], raw, radius_scale=scale, strength=self.head_strength
         )
-        if model.head is not None:
-            methods["model_told_amount"] = told_amount(runs)
-    return methods | baseline_methods
+
+    def amount(self, batch: dict[str, Tensor]) -> float:
+        """The amount its output has: the head's expected radius out of focus, in percent of the long side."""
+        raw, scale = self.runs(batch, self.told(batch))
+        radius = self.runs.model.head.expected_radius(raw, radius_scale=scale, strength=self.head_strength)
+        return float(amount_percent(radius, batch["mask"])[0])
 
 
-def told_amount(runs: GeneratorRuns) -> Method:
-    """The model with its blur radii scaled per sample so that their mean out of focus is the target's, the amount
-    `mask_blur` is told: its gap to the model is what misreading the amount costs, its gap to `mask_blur` what the
-    model knows about where to blur more and where less. The scaled radii are clamped at the top one (as any
-    strength), so a sample the model under-blurs at its top radius stays under-blurred."""
-    model, strength = runs.model, runs.head_strength
+def model_runs(runs: GeneratorRuns, strength: float, amount: float | None) -> dict[str, ModelRun]:
+    """ "model": as predict runs it (`--amount` times `--strength` told, or its own guess times `--strength`);
+    "model_told_amount", for a model with the amount input: told each target's amount, the number `mask_blur` is
+    told (targets rendered at `--strength` S have it already)."""
+    model, max_side = runs.model, runs.max_side
 
-    @torch.inference_mode()
-    def run(batch: dict[str, Tensor]) -> Tensor:
-        raw, scale = runs(batch)
-        radius = mean_blur_radius(model.head.expected_radius(raw, radius_scale=scale, strength=strength), batch)
-        factor = max(radius["target"], 1e-3) / max(radius["model"], 1e-3)
-        return model.finish(batch["image"], batch["mask"], raw, radius_scale=scale, strength=strength * factor)
+    def asked(batch: dict[str, Tensor]) -> float | None:
+        return None if amount is None else told_radius(model, amount, strength, long_side(batch), max_side)
 
-    return run
+    def target(batch: dict[str, Tensor]) -> float:
+        return float(batch["mean_radius"][0]) / radius_scale(long_side(batch), max_side)
+
+    methods = {"model": ModelRun(runs, asked, strength if amount is None else 1.0)}
+    if model.amount_input and model.head is not None:
+        methods["model_told_amount"] = ModelRun(runs, target, 1.0)
+    return methods
+
+
+def long_side(batch: dict[str, Tensor]) -> int:
+    return max(batch["image"].shape[-2:])
+
+
+def build_methods(model_methods: dict[str, ModelRun], baseline_methods: dict[str, Method]) -> dict[str, Method]:
+    """name -> fn(batch) -> output (B,3,H,W) in [-1,1] for batch["mask"]: the model's runs, then the baselines."""
+    return {name: run.output for name, run in model_methods.items()} | baseline_methods
 
 
 # ----- samples ------------------------------------------------------------------------------------------------
@@ -404,6 +426,7 @@ def manifest_samples(
                 "plane": torch.tensor([PLANES.index(plane)], device=device),
                 "alt_mask": (alt or maps_of_plane)["mask"],
                 "alt_target": (alt or maps_of_plane)["target"],
+                "alt_mean_radius": (alt or maps_of_plane)["mean_radius"],
                 "has_alt": torch.tensor([alt is not None], device=device),
             }
             samples.append(Sample(frame.name, plane, batch, depth.shape))
@@ -477,11 +500,13 @@ def evaluate(
     limit: int | None = None,
     total: int | None = None,
     source: str = "",
-    radius_of: RadiusOf | None = None,
+    amounts: dict[str, ModelRun] | None = None,
+    asked: float | None = None,
 ) -> dict:
     """Score every sample with every method, write one panel PNG per sample into `out_dir`; the report dict.
-    `source` names the data in the error raised when there is no sample. With `radius_of` (the model's blur
-    radius), also the blur amount per sample and overall, and `blur_amount.png` (see the module's docstring)."""
+    `source` names the data in the error raised when there is no sample. With `amounts` (the model's runs, for a
+    blur head), also the amount of blur per sample and overall, and `blur_amount.png` (see the module's docstring);
+    `asked`: the amount (percent of the long side) the "model" run is told, None where it guesses."""
     metric_sets = {name: MetricSet().to(device) for name in methods}
     rows = []
     bar = tqdm(samples, total=min(total, limit) if total and limit else total or limit, desc="evaluate", unit="sample")
@@ -494,8 +519,8 @@ def evaluate(
             outputs[name], values = score(method, sample.batch, metric_sets[name])
             row[name] = {key: _float(values.get(key, math.nan)) for key in METRICS}
         _add_gains(row)
-        if radius_of is not None:
-            row["blur_radius"] = mean_blur_radius(radius_of(sample.batch), sample.batch)
+        if amounts:
+            row["amount"] = sample_amounts(sample.batch, amounts, asked)
         row["image"] = f"{index:04d}_{sample.name}_{sample.plane}.png"
         write_rgb(out_dir / row["image"], sample_panel(sample, next(iter(outputs.values()))))
         rows.append(row)
@@ -507,30 +532,44 @@ def evaluate(
         values.update({key: None for key in GAINS})
     _add_gains(mean)
     report = {"mean": mean, "by_plane": by_plane(rows, list(methods)), "samples": rows}
-    if radius_of is not None:
+    if amounts:
         report["blur_amount"] = blur_amount(rows)
-        write_rgb(out_dir / AMOUNT_PLOT, amount_plot(rows, report["blur_amount"]["correlation"]))
+        write_rgb(out_dir / AMOUNT_PLOT, amount_plot(rows, report["blur_amount"]))
     return report
 
 
-def mean_blur_radius(radius: Tensor, batch: dict[str, Tensor]) -> dict[str, float]:
-    """One sample's mean blur radius (px) over its pixels out of focus, the model's (`radius` (1,1,H,W)) and the
-    target's (batch["mean_radius"], over the same pixels)."""
-    blurred = 1 - batch["focus"].float()
-    model = float((radius.float() * blurred).sum() / blurred.sum().clamp_min(1))
-    return {"model": model, "target": float(batch["mean_radius"][0])}
+def sample_amounts(batch: dict[str, Tensor], runs: dict[str, ModelRun], asked: float | None) -> dict:
+    """One sample's amounts of blur in percent of its long side: the target's ("target", the number mask_blur is
+    told), the amount `asked` of the "model" run (None where it guesses) and each run's output's (the head's
+    expected radius over the pixels out of focus)."""
+    target = float(batch["mean_radius"][0]) * 100 / long_side(batch)
+    return {"target": target, "asked": asked} | {name: run.amount(batch) for name, run in runs.items()}
 
 
-def blur_amount(rows: list[dict]) -> dict[str, float | None]:
-    """Over the samples: the correlation of the model's mean blur radius with the target's (None for fewer than
-    two samples or no spread) and both means (px)."""
-    model, target = (np.array([row["blur_radius"][key] for row in rows]) for key in ("model", "target"))
-    spread = len(rows) > 1 and model.std() > 0 and target.std() > 0
+def follows(amounts: np.ndarray, reference: np.ndarray) -> dict[str, float | None]:
+    """How closely per-sample `amounts` follow `reference` (both (N,), > 0): their mean, the correlation (None for
+    fewer than two samples or no spread), the median ratio and the median relative error |amount / reference - 1|."""
+    spread = len(amounts) > 1 and amounts.std() > 0 and reference.std() > 0
+    ratio = amounts / np.maximum(reference, 1e-6)
     return {
-        "correlation": float(np.corrcoef(model, target)[0, 1]) if spread else None,
-        "mean_model": float(model.mean()),
-        "mean_target": float(target.mean()),
+        "mean": float(amounts.mean()),
+        "correlation": float(np.corrcoef(amounts, reference)[0, 1]) if spread else None,
+        "median_ratio": float(np.median(ratio)),
+        "median_error": float(np.median(np.abs(ratio - 1))),
     }
+
+
+def blur_amount(rows: list[dict]) -> dict[str, dict]:
+    """Over the samples (percent of the long side): the targets' mean amount and, per model run, how its output's
+    amount follows the amount it should have: the one asked where it was told one (`--amount`), else the
+    target's (told it, or guessing it)."""
+    target = np.array([row["amount"]["target"] for row in rows])
+    out: dict[str, dict] = {"target": {"mean": float(target.mean())}}
+    for name in (key for key in rows[0]["amount"] if key not in ("target", "asked")):
+        asked = rows[0]["amount"]["asked"] if name == "model" else None
+        reference = target if asked is None else np.full_like(target, asked)
+        out[name] = {"asked": asked} | follows(np.array([row["amount"][name] for row in rows]), reference)
+    return out
 
 
 def by_plane(rows: list[dict], methods: list[str]) -> dict[str, dict]:
@@ -546,7 +585,7 @@ def by_plane(rows: list[dict], methods: list[str]) -> dict[str, dict]:
         planes[plane] = {
             "samples": len(group),
             "psnr_defocus": {name: _mean(v) for name, v in values.items()},
-            **({"blur_amount": blur_amount(group)} if "blur_radius" in group[0] else {}),
+            **({"blur_amount": blur_amount(group)} if "amount" in group[0] else {}),
         }
     return planes
 
@@ -561,29 +600,33 @@ def _correlation(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-def amount_plot(rows: list[dict], correlation: float | None) -> np.ndarray:
-    """The model's mean blur radius per sample against the target's, one colour per focal plane."""
+def amount_plot(rows: list[dict], amount: dict) -> np.ndarray:
+    """The amount of blur of each model run's output per sample against the target's (percent of the long side):
+    the model's per focal plane, told the target's amount in one colour of its own."""
     points = {
-        plane: [(row["blur_radius"]["target"], row["blur_radius"]["model"]) for row in rows if row["plane"] == plane]
+        f"model, {plane}": [(row["amount"]["target"], row["amount"]["model"]) for row in rows if row["plane"] == plane]
         for plane in PLANES
     }
-    points = {plane: group for plane, group in points.items() if group}
-    title = f"mean blur radius out of focus per sample (correlation {_correlation(correlation)})"
-    return scatter_plot(points, "target (px)", "model (px)", title)
+    if "model_told_amount" in amount:
+        points["told the target's"] = [(row["amount"]["target"], row["amount"]["model_told_amount"]) for row in rows]
+    points = {name: group for name, group in points.items() if group}
+    model = amount["model"]
+    told = "" if model["asked"] is None else f"told {model['asked']:g}, "
+    title = f"amount of blur per sample (model: {told}correlation {_correlation(model['correlation'])})"
+    return scatter_plot(points, "target (% of the long side)", "output (% of the long side)", title)
 
 
 def _add_gains(methods: dict) -> None:
-    """The model's depth_gain and oracle_gap from its and the baselines' psnr_defocus (None where not defined)."""
-    if "model" not in methods:
-        return
+    """Each model run's depth_gain and oracle_gap from its and the baselines' psnr_defocus (None where not
+    defined)."""
     values = {
         f"baseline/{name}/psnr_defocus": v["psnr_defocus"]
         for name, v in methods.items()
         if isinstance(v, dict) and v.get("psnr_defocus") is not None
     }
-    if methods["model"]["psnr_defocus"] is not None:
-        values["psnr_defocus"] = methods["model"]["psnr_defocus"]
-    methods["model"].update(gains(values, prefix=""))
+    for name in MODEL_RUNS:
+        if name in methods and methods[name]["psnr_defocus"] is not None:
+            methods[name].update(gains(values | {"psnr_defocus": methods[name]["psnr_defocus"]}, prefix=""))
 
 
 # ----- report -------------------------------------------------------------------------------------------------
@@ -602,10 +645,11 @@ def mean_table(mean: dict[str, dict]) -> str:
 
 
 def plane_table(planes: dict[str, dict]) -> str:
-    """psnr_defocus per focal plane and method, with the blur amount's correlation and means where known."""
+    """psnr_defocus per focal plane and method, with the amount of blur where known: the correlation of the model's
+    with the targets' and the means (percent of the long side)."""
     methods = list(next(iter(planes.values()))["psnr_defocus"]) if planes else []
     amount = any("blur_amount" in entry for entry in planes.values())
-    extra = ["amount correlation", "radius model / target (px)"] if amount else []
+    extra = ["amount correlation", "amount model / target (%)"] if amount else []
     lines = [
         "| plane | samples | " + " | ".join(methods + extra) + " |",
         "| --- | ---: |" + " ---: |" * len(methods + extra),
@@ -614,7 +658,8 @@ def plane_table(planes: dict[str, dict]) -> str:
         cells = [_cell(entry["psnr_defocus"][name], "psnr_defocus") for name in methods]
         if amount:
             a = entry["blur_amount"]
-            cells += [_correlation(a["correlation"]), f"{a['mean_model']:.2f} / {a['mean_target']:.2f}"]
+            model = a["model"]
+            cells += [_correlation(model["correlation"]), f"{model['mean']:.2f} / {a['target']['mean']:.2f}"]
         lines.append(f"| {plane} | {entry['samples']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -676,19 +721,36 @@ def write_report(report: dict, folder: Path) -> None:
 
 
 def amount_line(amount: dict) -> str:
-    """The blur amount in one sentence (printed and in report.md)."""
-    return (
-        "The model's mean blur radius out of focus per sample against the target's: correlation "
-        f"{_correlation(amount['correlation'])}; mean {amount['mean_model']:.2f} px against "
-        f"{amount['mean_target']:.2f} px. `mask_blur` is told each target's."
-    )
+    """The amount of blur in a few sentences (printed and in report.md)."""
+    model = amount["model"]
+    lines = [
+        "Amount of blur (mean blur radius out of focus, % of the long side; `mask_blur` is told each target's): "
+        f"targets {amount['target']['mean']:.2f} on average."
+    ]
+    if model["asked"] is None:
+        lines.append(
+            f"The model's guess: {model['mean']:.2f} on average, correlation {_correlation(model['correlation'])} "
+            f"with the targets', median ratio {model['median_ratio']:.2f}, median error {model['median_error']:.0%}."
+        )
+    else:
+        lines.append(
+            f"The model asked {model['asked']:g}: {model['mean']:.2f} on average, median ratio to the amount asked "
+            f"{model['median_ratio']:.2f}, median error {model['median_error']:.0%}."
+        )
+    told = amount.get("model_told_amount")
+    if told is not None:
+        lines.append(
+            f"The model told the target's: median ratio {told['median_ratio']:.2f}, median error "
+            f"{told['median_error']:.0%}, correlation {_correlation(told['correlation'])}."
+        )
+    return " ".join(lines)
 
 
 def amount_section(amount: dict | None) -> list[str]:
     """report.md's lines on the blur amount (none without it)."""
     if amount is None:
         return []
-    return ["## Blur amount", "", amount_line(amount), "", f"![blur amount]({AMOUNT_PLOT})", ""]
+    return ["## Amount of blur", "", amount_line(amount), "", f"![amount of blur]({AMOUNT_PLOT})", ""]
 
 
 # ----- output folder ------------------------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 Inputs of the exported model: `image` (B,3,H,W) float32 in [-1,1] and `mask` (B,1,H,W) float32 in [0,1]
 (0 = keep sharp; 0.5 = partial blur for patch-mask models); output (B,3,H,W) in [-1,1]. H and W must be
 multiples of the network's multiple (2**model.num_downs, printed by the command): pad as `defocus-lit predict`
-does (reflect the image, mask 1 in the padding) and crop back. The file defocuses at strength 1 (the trained look);
-other strengths are `predict`'s and the demo's.
+does (reflect the image, mask 1 in the padding) and crop back. The file defocuses with the amount of blur the model
+guesses (predict without --amount, strength 1); a given amount and a strength are `predict`'s and the demo's.
 
 Both files carry METADATA_KEY = JSON {"multiple", "mask_kind", "arch", "keep_focus", "defocus_lit"}: a TorchScript
 extra file (`torch.jit.load(F, _extra_files={"defocus_lit.json": ""})`) and an ONNX metadata property.

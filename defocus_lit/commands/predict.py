@@ -5,10 +5,10 @@ stays sharp, white what is blurred. A checkpoint trained on patch masks (`data.m
 3-level mask 0 / 128 / 255 (sharp / partial blur / full blur); a binary mask works for it too.
 
 The generator runs at a working size of `--max-side` px (long side, default 256) and the blur at full resolution:
-see `defocus_lit.models.inference`. `--strength S` scales the blur of a photo or a folder (radii times S, clamped at
-the training's largest; 1 = the trained look); other than 1 it needs a blur-head checkpoint. A folder is processed
-file by file: every good pair is written (atomically), each bad one is named in one line, and the command exits with
-status 2 at the end if any failed.
+see `defocus_lit.models.inference`. `--amount A` sets how much blur (the mean blur radius out of focus, in percent
+of the photo's long side; default: the model's guess) and `--strength S` multiplies it, given or guessed. A folder
+is processed file by file: every good pair is written (atomically), each bad one is named in one line, and the
+command exits with status 2 at the end if any failed.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from defocus_lit.commands import add_inference_options
+from defocus_lit.commands import add_amount_options, add_inference_options
 from defocus_lit.errors import UserError
 from defocus_lit.io import ensure_folder, icc_profile, read_mask, read_rgb, write_rgb
 from defocus_lit.models.checkpoint import load_checkpoint
 from defocus_lit.models.defocuser import Defocuser
-from defocus_lit.models.inference import check_max_side, check_strength, defocus_array, select_device
+from defocus_lit.models.inference import check_amount, check_max_side, check_strength, defocus_array, select_device
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -43,6 +43,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, help="output .png/.jpg (or a folder, for folder input)")
     add_inference_options(parser)
+    add_amount_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,15 +62,16 @@ def run(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     model, cfg = load_checkpoint(args.ckpt)
     check_strength(model, args.strength)
+    check_amount(model, args.amount)
     model.to(device)
     if folder:
         ensure_folder(out)  # an --out that cannot be made is one error, not one per image
     start = time.perf_counter()
     if not folder:
-        predict_file(model, cfg.data.mask_kind, image, mask, out, device, args.max_side, args.strength)
+        predict_file(model, cfg.data.mask_kind, image, mask, out, device, args.max_side, args.strength, args.amount)
         print(f"wrote {out} ({device.type}, {time.perf_counter() - start:.1f} s)")
         return 0
-    failed = predict_folder(model, cfg.data.mask_kind, jobs, out, device, args.max_side, args.strength)
+    failed = predict_folder(model, cfg.data.mask_kind, jobs, out, device, args.max_side, args.strength, args.amount)
     print(
         f"wrote {len(jobs) - failed} of {len(jobs)} images to {out} ({device.type}, "
         f"{time.perf_counter() - start:.1f} s)"
@@ -128,10 +130,11 @@ def predict_file(
     device: torch.device,
     max_side: int = 0,
     strength: float = 1.0,
+    amount: float | None = None,
 ) -> None:
     """Defocus one photo and write it (atomically) with the input's size and ICC profile."""
     image, mask = read_pair(image_path, mask_path, mask_kind)
-    result = defocus_array(model, image, mask, device, max_side, strength)
+    result = defocus_array(model, image, mask, device, max_side, strength, amount)
     write_rgb(out, result, icc_profile=icc_profile(image_path))
 
 
@@ -143,13 +146,14 @@ def predict_folder(
     device: torch.device,
     max_side: int = 0,
     strength: float = 1.0,
+    amount: float | None = None,
 ) -> int:
     """Defocus every pair into `out_dir`, each file written atomically; a pair that cannot be read is named in one
     `error:` line and skipped. Returns the number of failed pairs."""
     failed = 0
     for image_path, mask_path, name in tqdm(jobs, desc="predict", unit="image"):
         try:
-            predict_file(model, mask_kind, image_path, mask_path, out_dir / name, device, max_side, strength)
+            predict_file(model, mask_kind, image_path, mask_path, out_dir / name, device, max_side, strength, amount)
         except UserError as err:
             tqdm.write(f"error: {err}", file=sys.stderr)
             failed += 1

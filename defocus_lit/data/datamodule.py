@@ -6,8 +6,12 @@ together (flip) and applies the same photometric jitter to image and target. Ran
 each index with a seed drawn from a seeded generator, and a sample's crop, flip and jitter come from that seed
 alone, so a run depends on `seed` only, not on the number of workers. Batches: float as in the spec, made in the
 workers; under a Trainer on a GPU they travel as uint8 and become float on the device (on_after_batch_transfer).
-Blur strengths (`strength_range`): a training sample's target is rendered again in the worker, on the CPU, from the
-frame's stored image and depth with the thin-lens k times a strength drawn from the sample's seed.
+The amount of blur: every sample carries the amount its target has (`amount`, the mean blur radius out of focus in
+px), which the generator is told (`amount_told`) but for a share of the training samples (`unknown_amount`, drawn
+from the sample's seed): those it is told "unknown", so it also learns to guess the amount. Blur strengths
+(`strength_range`): a told training sample's target is rendered again in the worker, on the CPU, from the frame's
+stored image and depth with the thin-lens k times a strength drawn from the sample's seed, and its amount is the new
+target's.
 """
 
 from __future__ import annotations
@@ -163,10 +167,12 @@ class DefocusDataset(Dataset):
     """The samples `indices` of a built HDF5 file, as numpy uint8 maps (H,W[,3]) for `collate`.
 
     train: a random `crop_size` window (read alone from the file), horizontal flip and photometric jitter;
-    a frame smaller than the crop is padded. With `strength_range` (lo, hi), each training sample's target (and
+    a frame smaller than the crop is padded; a share `unknown_amount` of the samples (drawn from the sample's seed)
+    is told no amount (`amount_told` False). With `strength_range` (lo, hi), each told training sample's target (and
     radius, mean_radius) is rendered again at a blur strength drawn log-uniformly from that range (`_rendered`).
     Otherwise: the full frame padded to a multiple of `pad_multiple`, with the opposite plane of the same frame
-    (fore <-> back) as `alt_*` where the file has it. Every sample carries its `strength` (1.0: as stored).
+    (fore <-> back) as `alt_*` where the file has it. Every sample carries its `amount`: the mean blur radius (px) of
+    its target over its blurred pixels (of the crop, for a crop), or nan for "unknown".
     Picklable: the h5py handle is opened lazily in the process that reads.
     """
 
@@ -183,8 +189,10 @@ class DefocusDataset(Dataset):
         photometric: bool,
         radius: bool = False,
         strength_range: tuple[float, float] | None = None,
+        unknown_amount: float = 0.0,
     ):
         self.path = str(path)
+        self.unknown_amount = unknown_amount
         self.radius = radius  # read the per-pixel blur radius (a third of a sample's read time) only when asked
         self.strength_range = strength_range
         self.settings, self.as_stored = (None, None) if strength_range is None else _rendering(self.path)
@@ -242,9 +250,12 @@ class DefocusDataset(Dataset):
             self._ds = {name: self._file[name] for name in READ}
         return self._ds
 
-    def _read(self, index: int, rows: slice, cols: slice, *, rendered: bool = False) -> dict[str, np.ndarray]:
-        """The maps of sample `index` in the window (rows, cols), named as `collate` takes them. rendered: for a
-        target rendered again (`_rendered`): the depth (H,W) float32 instead of the stored target and radius."""
+    def _read(
+        self, index: int, rows: slice, cols: slice, *, rendered: bool = False, radius: bool = False
+    ) -> dict[str, np.ndarray]:
+        """The maps of sample `index` in the window (rows, cols), named as `collate` takes them; the blur radius
+        where the dataset serves it or `radius` asks. rendered: for a target rendered again (`_rendered`): the depth
+        (H,W) float32 instead of the stored target and radius."""
         ds = self._datasets()
         depth = ds["depth"][index, rows, cols]
         maps = {
@@ -257,7 +268,7 @@ class DefocusDataset(Dataset):
             maps["depth"] = depth.astype(np.float32)
         else:
             maps["target"] = ds["target"][index, rows, cols]
-            if self.radius:
+            if self.radius or radius:
                 maps["radius"] = ds["radius"][index, rows, cols].astype(np.float32)
         if self.mask_kind == "patch":
             maps["patch"] = ds["patch_mask"][index, rows, cols]
@@ -280,9 +291,11 @@ class DefocusDataset(Dataset):
             "frame": int(self.frame[index]),
             "kind": int(self.kind[index]),
             "mean_radius": float(self.mean_radius[index]),
+            "amount": float(self.mean_radius[index]),
+            "amount_told": True,
             "strength": 1.0,
         }
-        return {**stored, **sample}  # a sample rendered again brings its own mean_radius and strength
+        return {**stored, **sample}  # a training sample brings its own amount (a rendered one its strength too)
 
     def _train_maps(self, index: int, seed: int) -> dict:
         h, w = self._datasets()["mask"].shape[1:3]
@@ -290,25 +303,39 @@ class DefocusDataset(Dataset):
         rng = np.random.default_rng(seed)
         top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
         rows, cols = slice(top, top + ch), slice(left, left + cw)
-        if self.strength_range is None:
-            maps, values = self._read(index, rows, cols), {}
+        # generators of their own: the crop, flip and jitter drawn from `seed` stay what they are without amounts
+        told = np.random.default_rng([seed, 2]).random() >= self.unknown_amount
+        cropped = (ch, cw) != (h, w)  # a crop's amount is its own: read from its blur radius
+        if self.strength_range is None or not told:
+            maps, values = (
+                self._read(index, rows, cols, radius=cropped),
+                {"mean_radius": float(self.mean_radius[index])},
+            )
         else:
-            frame, values = self._rendered(index, seed)
+            frame, values = self._rendered(index, seed, serve_radius=cropped)
             maps = {key: value[rows, cols] for key, value in frame.items()}
+        if cropped:
+            radius = maps["radius"] if self.radius else maps.pop("radius")
+            values["amount"] = float(mean_radius(torch.from_numpy(radius)[None, None], (maps["mask"] > 0)[None])[0])
+        else:
+            values["amount"] = values["mean_radius"]
+        values["amount_told"] = bool(told)
         self.transform.set_random_seed(seed)
         maps = self.transform(**maps)
         return {**(_pad(maps, self.crop_size, self.crop_size) if self.crop_size else maps), **values}
 
-    def _rendered(self, index: int, seed: int) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    def _rendered(
+        self, index: int, seed: int, serve_radius: bool = False
+    ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         """The whole frame's maps of sample `index` (`_read`) with its target (H,W,3) uint8, and radius (H,W) float32
-        px where read, rendered again at a strength s drawn log-uniformly from the sample's augmentation `seed`; and
-        {"strength": s, "mean_radius": the new radius's mean over the blurred pixels}.
+        px where the dataset serves it or `serve_radius` asks, rendered again at a strength s drawn log-uniformly from
+        the sample's augmentation `seed`; and {"strength": s, "mean_radius": the new radius's mean over the blurred
+        pixels}.
 
         Rendered as `frame_samples` renders it: the file's thin-lens settings with k times s, the in-focus band from
         the stored mask, over the whole frame (the blur reaches across a crop's edges)."""
         lo, hi = self.strength_range
-        # a generator of its own: the crop, flip and jitter drawn from `seed` stay what they are without strengths;
-        # rounded to float32, as the batch carries it, so the generator is told exactly the strength of the target
+        # rounded to float32, as the batch carries it
         strength = float(np.float32(np.exp(np.random.default_rng([seed, 1]).uniform(np.log(lo), np.log(hi)))))
         everything = slice(None)
         maps = self._read(index, everything, everything, rendered=True)
@@ -317,7 +344,7 @@ class DefocusDataset(Dataset):
         reading = depth if self.as_stored[index] else as_disparity(depth)
         near, radius = frame_maps(reading, KINDS[self.kind[index]], settings, in_focus=maps["mask"] == 0)
         maps["target"] = render_uint8(maps["image"][None], near[None], radius[None], settings.layers)[0]
-        if self.radius:
+        if self.radius or serve_radius:
             maps["radius"] = radius
         mean = mean_radius(torch.from_numpy(radius)[None, None], (maps["mask"] > 0)[None])[0]
         return maps, {"strength": strength, "mean_radius": float(mean)}
@@ -337,6 +364,7 @@ class DefocusDataset(Dataset):
         m = self.pad_multiple
         maps = _pad(maps, -(-h // m) * m, -(-w // m) * m)
         maps["has_alt"] = alt >= 0
+        maps["alt_mean_radius"] = float(self.mean_radius[alt if alt >= 0 else index])
         return maps
 
 
@@ -361,6 +389,8 @@ def collate_uint8(samples: list[dict]) -> dict[str, torch.Tensor]:
         "frame": torch.tensor([s["frame"] for s in samples], dtype=torch.long),
         "kind": torch.tensor([s["kind"] for s in samples], dtype=torch.long),
         "mean_radius": torch.tensor([s["mean_radius"] for s in samples], dtype=torch.float32),
+        "amount": torch.tensor([s["amount"] for s in samples], dtype=torch.float32),
+        "amount_told": torch.tensor([s["amount_told"] for s in samples], dtype=torch.bool),
         "strength": torch.tensor([s["strength"] for s in samples], dtype=torch.float32),
     }
     if "radius" in samples[0]:
@@ -369,6 +399,7 @@ def collate_uint8(samples: list[dict]) -> dict[str, torch.Tensor]:
         batch["alt_target"] = _stack(samples, "alt_target")
         batch["alt_mask"] = _stack(samples, "alt_mask")
         batch["has_alt"] = torch.tensor([s["has_alt"] for s in samples], dtype=torch.bool)
+        batch["alt_mean_radius"] = torch.tensor([s["alt_mean_radius"] for s in samples], dtype=torch.float32)
     return batch
 
 
@@ -400,9 +431,12 @@ def to_float(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
     """The float batch of the spec (see `to_float`) plus, when asked, radius (B,1,H,W) float px (the renderer's blur
-    radius of each pixel), plane, frame, kind (B,) long, mean_radius (B,) float, strength (B,) float (the blur
-    strength the target was rendered at: the thin-lens k times it; 1 = as stored) and, for val/test, has_alt (B,)
-    bool."""
+    radius of each pixel), plane, frame, kind (B,) long, mean_radius (B,) float (the target's mean blur radius over
+    the frame's blurred pixels, px), amount (B,) float (the target's amount of blur: its mean radius over the
+    sample's blurred pixels, px), amount_told (B,) bool (whether the generator is told it; training only may say
+    no), strength (B,) float (the blur strength the
+    target was rendered at: the thin-lens k times it; 1 = as stored) and, for val/test, has_alt (B,) bool and
+    alt_mean_radius (B,) float (the opposite plane's mean_radius; the sample's own where it has none)."""
     return to_float(collate_uint8(samples))
 
 
@@ -422,12 +456,14 @@ class DefocusDataModule(L.LightningDataModule):
         uint8_batches: bool | None = None,
         radius: bool = False,
         strength_range: tuple[float, float] | None = None,
+        unknown_amount: float = 0.0,
     ):
         """`uint8_batches`: loaders yield uint8 batches that `on_after_batch_transfer` makes float on the device (a
         quarter of the bytes to share, pin and copy); None = when a Trainer trains on an accelerator. `radius`:
         batches carry the renderer's per-pixel blur radius (for a radius loss term). `strength_range` (lo, hi):
         training targets rendered again at blur strengths drawn log-uniformly in it (see `DefocusDataset`; the
-        file must be rendered with the thin_lens model); validation and test stay as stored, strength 1."""
+        file must be rendered with the thin_lens model); validation and test stay as stored, strength 1.
+        `unknown_amount`: the share of training samples told no amount (see `DefocusDataset`)."""
         super().__init__()
         if mask_kind not in MASK_KINDS:
             raise UserError(f"mask_kind: '{mask_kind}' is not one of {', '.join(MASK_KINDS)}")
@@ -439,11 +475,13 @@ class DefocusDataModule(L.LightningDataModule):
         if num_workers < 0:
             raise UserError(f"num_workers: must be >= 0, got {num_workers}")
         check_strength_range(strength_range, "strength_range")
+        if not 0 <= unknown_amount <= 1:
+            raise UserError(f"unknown_amount: a share of the samples, from 0 to 1; got {unknown_amount:g}")
         self.path = Path(path)
         self.batch_size, self.num_workers, self.crop_size = batch_size, num_workers, crop_size
         self.mask_kind, self.pad_multiple, self.seed, self.photometric = mask_kind, pad_multiple, seed, photometric
         self.uint8_batches = uint8_batches
-        self.radius, self.strength_range = radius, strength_range
+        self.radius, self.strength_range, self.unknown_amount = radius, strength_range, unknown_amount
         self.datasets: dict[str, DefocusDataset] = {}
         self.train_weights: np.ndarray | None = None  # per train sample, its source's weight (set by `setup`)
         self.frame_side: int | None = None  # long side of the file's frames in px (set by `setup`)
@@ -473,6 +511,7 @@ class DefocusDataModule(L.LightningDataModule):
                 train=name == "train",
                 photometric=self.photometric and name == "train",
                 strength_range=self.strength_range if name == "train" else None,
+                unknown_amount=self.unknown_amount if name == "train" else 0.0,
                 **common,
             )
         fit_common = {**common, "crop_size": None}

@@ -24,16 +24,17 @@ def _extras(checkpoint: dict[str, Any]) -> dict[str, Any]:
     return checkpoint.setdefault(CHECKPOINT_KEY, {})
 
 
-def gains(values: dict[str, float], prefix: str = "val/") -> dict[str, float]:
+def gains(values: dict[str, float], prefix: str = "val/", variant: str = "") -> dict[str, float]:
     """depth_gain = psnr_defocus(model) - psnr_defocus(global_blur): what the model infers beyond the best
     image-blind blur; oracle_gap = psnr_defocus(model) - psnr_defocus(oracle_blur): >= 0 beats every uniform blur
-    even one chosen knowing the target. `values` holds `{prefix}psnr_defocus` and the baselines' values."""
-    model = values.get(f"{prefix}psnr_defocus")
+    even one chosen knowing the target. `values` holds `{prefix}{variant}psnr_defocus` (variant "told_": the model
+    told the target's amount) and the baselines' values; the gains are named `{prefix}{variant}NAME`."""
+    model = values.get(f"{prefix}{variant}psnr_defocus")
     out = {}
     for name, baseline in (("depth_gain", "global_blur"), ("oracle_gap", "oracle_blur")):
         reference = values.get(f"baseline/{baseline}/{prefix}psnr_defocus")
         if model is not None and reference is not None:
-            out[f"{prefix}{name}"] = float(model) - float(reference)
+            out[f"{prefix}{variant}{name}"] = float(model) - float(reference)
     return out
 
 
@@ -85,7 +86,9 @@ class BaselineMetrics(Callback):
                 self.values.update({k: float(v) for k, v in metrics.compute().items()})
                 metrics.reset()
         model = {k: float(v) for k, v in pl_module.val_metrics.compute().items()}  # logged by the module itself
-        pl_module.log_dict(self.values | gains(model | self.values), sync_dist=True)
+        model |= {k: float(v) for k, v in pl_module.told_metrics().items()}
+        told = gains(model | self.values, variant="told_") if "val/told_psnr_defocus" in model else {}
+        pl_module.log_dict(self.values | gains(model | self.values) | told, sync_dist=True)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         _extras(checkpoint)["baselines"] = dict(self.values)

@@ -47,10 +47,16 @@ def defocuser_of(checkpoint: dict, path: str | Path) -> tuple[Defocuser, DictCon
     """The Defocuser (eval mode, with the long side of its training frames where the checkpoint records it) and
     config of a checkpoint read by `read_checkpoint` from `path`."""
     older = {  # before these options
-        "model": {"head": "rgb", "stack_levels": 6, "global_context": False},
-        "data": {"strength_range": None},
+        "model": {"head": "rgb", "stack_levels": 6, "global_context": False, "amount_input": False},
+        "data": {"strength_range": None, "unknown_amount": 0.0},
     }
-    cfg = OmegaConf.merge(OmegaConf.create(older), checkpoint["hyper_parameters"]["cfg"])
+    saved = checkpoint["hyper_parameters"]["cfg"]
+    if saved.get("data", {}).get("strength_range") and "amount_input" not in saved.get("model", {}):
+        raise UserError(
+            f"{path}: its generator was told a blur strength (data.strength_range before the amount input), which "
+            "this version replaced by the amount; train it again"
+        )
+    cfg = OmegaConf.merge(OmegaConf.create(older), saved)
     model = build_defocuser(cfg)
     prefix = "defocuser."
     state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}

@@ -5,6 +5,7 @@ The LightningModules train one of these; `predict`, `evaluate` and `export` load
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -86,85 +87,82 @@ class BlurStack(nn.Module):
         return (linear_to_srgb(out.clamp(0, 1)) * 2 - 1).to(image.dtype)
 
 
+def amount_code(amount: Tensor) -> Tensor:
+    """The generator's amount channel for `amount` (B,) in the head's px (the mean blur radius out of focus to draw
+    at radius scale 1; nan = unknown): log2(1 + px), > 0 for any amount, and 0 for "unknown"."""
+    return torch.where(torch.isnan(amount), torch.zeros_like(amount), torch.log2(1 + amount.clamp_min(0)))
+
+
 class Defocuser(nn.Module):
     """generator (+ head) (+ keep-focus composite): forward(image, mask) -> defocused image.
 
-    Blur strength (the user's aperture, 1 = the trained look) reaches the output one of two ways. A model trained
-    at strength 1 gets it as a multiplier of its blur head's radii (`BlurStack`). A model trained over a range of
-    strengths (`strength_range`, data.strength_range) is told it: the generator gets log2(strength) as one more
-    mask channel and chooses the blur for it, the head's radii stay as trained (`head_strength`)."""
+    The amount of blur: a model with `amount_input` takes, as one more constant mask channel (`amount_code`), the
+    mean blur radius out of focus it is asked to draw, in the head's px, or "unknown", and then guesses one from the
+    photo and the mask; it trained both ways (data.unknown_amount). Without the input it always guesses. The
+    user's `strength` multiplies the amount used: a told amount is multiplied before the generator is told it
+    (`inference`), a guessed one through the head's radii (`finish`)."""
 
     def __init__(
-        self,
-        generator: nn.Module,
-        head: BlurStack | None,
-        keep_focus: bool,
-        multiple: int,
-        strength_range: tuple[float, float] | None = None,
+        self, generator: nn.Module, head: BlurStack | None, keep_focus: bool, multiple: int, amount_input: bool = False
     ) -> None:
         super().__init__()
         self.generator = generator
         self.head = head
         self.keep_focus = keep_focus
         self.multiple = multiple  # H and W must be multiples of this
-        self.strength_range = strength_range  # (lo, hi) it trained over, or None: trained at strength 1
+        self.amount_input = amount_input  # the generator takes the amount channel
         self.train_side: int | None = None  # long side (px) of the frames it trained on, where known
 
-    def head_strength(self, strength: float) -> float:
-        """The multiplier of the head's radii that gives `strength`: itself, or 1 where the generator is told it."""
-        return 1.0 if self.strength_range is not None else strength
-
-    def generator_mask(self, mask: Tensor, strength: Tensor | float = 1.0) -> Tensor:
-        """What the generator gets beside the image: the mask (B,C,H,W), and for a model trained over strengths
-        log2(strength) (a number, or (B,) one per sample) as one more constant channel."""
-        if self.strength_range is None:
+    def generator_mask(self, mask: Tensor, amount: Tensor | float | None = None) -> Tensor:
+        """What the generator gets beside the image: the mask (B,C,H,W), and for a model with the amount input the
+        amount channel for `amount` (a number or (B,), head px; None or nan = unknown)."""
+        if not self.amount_input:
             return mask
-        log_strength = torch.log2(torch.as_tensor(strength, dtype=mask.dtype, device=mask.device))
-        return torch.cat([mask, log_strength.reshape(-1, 1, 1, 1).expand(mask.shape[0], 1, *mask.shape[2:])], 1)
+        amount = torch.as_tensor(math.nan if amount is None else amount, dtype=mask.dtype, device=mask.device)
+        code = amount_code(amount.reshape(-1)).expand(mask.shape[0])
+        return torch.cat([mask, code.view(-1, 1, 1, 1).expand(-1, 1, *mask.shape[2:])], 1)
 
     def finish(
         self, image: Tensor, mask: Tensor, raw: Tensor, radius_scale: float = 1.0, strength: float = 1.0
     ) -> Tensor:
-        """A generator output -> the defocused image (B,3,H,W) in [-1,1]: the head (radii times `radius_scale`,
-        blur `strength`; see BlurStack), then keep-focus. `raw` may come from a downscaled copy of `image` and be
+        """A generator output -> the defocused image (B,3,H,W) in [-1,1]: the head (radii times `radius_scale` and
+        `strength`; see BlurStack), then keep-focus. `raw` may come from a downscaled copy of `image` and be
         upsampled: the head and the keep-focus composite work at the photo's full resolution. An RGB output (no
         head) has no radii: it ignores `strength` (`inference.check_strength` refuses one other than 1)."""
         out = self.head(image, raw, mask, radius_scale, strength) if self.head is not None else raw
         return keep_focus(out, image, mask) if self.keep_focus else out
 
-    def _stages(self, image: Tensor, mask: Tensor, strength: Tensor | float) -> tuple[Tensor | None, Tensor]:
+    def _stages(self, image: Tensor, mask: Tensor, amount: Tensor | float | None) -> tuple[Tensor | None, Tensor]:
         """(two_stage's finished coarse image or None, the final generator output before `finish`)."""
-        told = self.generator_mask(mask, strength)
+        told = self.generator_mask(mask, amount)
         if hasattr(self.generator, "stages"):
             return self.generator.stages(image, told, lambda raw: self.finish(image, mask, raw))
         return None, self.generator(image, told)
 
-    def output_raw(self, image: Tensor, mask: Tensor, strength: Tensor | float = 1.0) -> Tensor:
-        """The final generator output (B,C,H,W) in [-1,1], before `finish`; `strength` (a number or (B,)) reaches
-        only a model trained over strengths (`generator_mask`)."""
-        return self._stages(image, mask, strength)[1]
+    def output_raw(self, image: Tensor, mask: Tensor, amount: Tensor | float | None = None) -> Tensor:
+        """The final generator output (B,C,H,W) in [-1,1], before `finish`; `amount` (a number or (B,), head px;
+        None or nan = unknown) reaches only a model with the amount input (`generator_mask`)."""
+        return self._stages(image, mask, amount)[1]
 
-    def stages(self, image: Tensor, mask: Tensor, strength: Tensor | float = 1.0) -> dict[str, Tensor]:
+    def stages(self, image: Tensor, mask: Tensor, amount: Tensor | float | None = None) -> dict[str, Tensor]:
         """Every stage's image (B,3,H,W) in [-1,1], the final one under "output" (two_stage adds "coarse"); with a
-        blur-stack head also the final stage's expected blur radius (B,1,H,W) px under "radius". `strength` as in
-        `output_raw` (training: the strength each sample's target was rendered with)."""
-        coarse, raw = self._stages(image, mask, strength)
+        blur-stack head also the final stage's expected blur radius (B,1,H,W) px under "radius". `amount` as in
+        `output_raw` (training: each target's own, or nan where the sample is told "unknown")."""
+        coarse, raw = self._stages(image, mask, amount)
         outs = {"output": self.finish(image, mask, raw)}
         if self.head is not None:
             outs["radius"] = self.head.expected_radius(raw)
         return outs | ({"coarse": coarse} if coarse is not None else {})
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
-        """image (B,3,H,W) in [-1,1], mask (B,1,H,W) in [0,1] (0 = keep sharp) -> (B,3,H,W) in [-1,1], at strength
-        1 (the trained look; `inference.defocus` takes any strength)."""
+        """image (B,3,H,W) in [-1,1], mask (B,1,H,W) in [0,1] (0 = keep sharp) -> (B,3,H,W) in [-1,1], with the
+        amount the model guesses (`inference.defocus` takes a told amount and a strength)."""
         return self.finish(image, mask, self.output_raw(image, mask))
 
 
 def build_defocuser(cfg) -> Defocuser:
-    """The Defocuser a config describes (cfg.arch, cfg.model.*, cfg.render.max_radius, cfg.keep_focus,
-    cfg.data.strength_range)."""
+    """The Defocuser a config describes (cfg.arch, cfg.model.*, cfg.render.max_radius, cfg.keep_focus)."""
     m = cfg["model"]
-    strength_range = cfg["data"].get("strength_range")
     head = (
         BlurStack(stack_radii(float(cfg["render"]["max_radius"]), m["stack_levels"]), spread=m["head"] == "blur_spread")
         if m["head"] != "rgb"
@@ -172,7 +170,7 @@ def build_defocuser(cfg) -> Defocuser:
     )
     generator = build_generator(
         cfg["arch"],
-        mask_channels=1 + (strength_range is not None),
+        mask_channels=1 + bool(m["amount_input"]),
         ngf=m["ngf"],
         num_downs=m["num_downs"],
         norm=m["norm"],
@@ -180,5 +178,4 @@ def build_defocuser(cfg) -> Defocuser:
         out_channels=head.channels if head else 3,
         global_context=m["global_context"],
     )
-    strength_range = (float(strength_range[0]), float(strength_range[1])) if strength_range is not None else None
-    return Defocuser(generator, head, bool(cfg["keep_focus"]), 2 ** m["num_downs"], strength_range)
+    return Defocuser(generator, head, bool(cfg["keep_focus"]), 2 ** m["num_downs"], bool(m["amount_input"]))

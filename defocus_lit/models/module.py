@@ -7,6 +7,7 @@ the step (baselines, image grids, best values) lives in `defocus_lit.models.call
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import lightning as L
@@ -16,9 +17,17 @@ from torch import Tensor, nn
 
 from defocus_lit.errors import UserError
 from defocus_lit.losses import USES, GANLoss, get_loss, weighted_sum
-from defocus_lit.metrics import MetricSet
+from defocus_lit.metrics import DefocusMetrics, MetricSet
 from defocus_lit.models.defocuser import Defocuser, build_defocuser
 from defocus_lit.models.networks import build_discriminator
+
+
+def told_amounts(batch: dict[str, Tensor]) -> Tensor | None:
+    """(B,) what the generator is told of the batch's amounts: each sample's, nan where it is told "unknown"."""
+    if "amount" not in batch:
+        return None
+    told = batch.get("amount_told", torch.ones_like(batch["amount"], dtype=torch.bool))
+    return torch.where(told, batch["amount"], torch.full_like(batch["amount"], math.nan))
 
 
 def pix2pix_lambda(max_epochs: int | None, decay_fraction: float):
@@ -54,13 +63,15 @@ class GANStepMixin:
                     f"loss.terms.{name}: needs a blur head's radius (model.head: blur_spread or blur_stack)"
                 )
         self.val_metrics = MetricSet(prefix="val/")
+        self.val_told = DefocusMetrics() if self.defocuser.amount_input else None
         self.on_train_epoch_start()
 
     # ----- generation -------------------------------------------------------------------------------------------
-    def outputs(self, image: Tensor, mask: Tensor, strength: Tensor | float = 1.0) -> dict[str, Tensor]:
+    def outputs(self, image: Tensor, mask: Tensor, amount: Tensor | None = None) -> dict[str, Tensor]:
         """Every stage's output (B,3,H,W) in [-1,1], the final one under "output" (see `Defocuser.stages`);
-        `strength` (B,): the strength each target was rendered with (data.strength_range; 1 without it)."""
-        return self.defocuser.stages(image, mask, strength)
+        `amount` (B,): the amount each sample is told (its target's mean blur radius out of focus, px; nan or None =
+        unknown)."""
+        return self.defocuser.stages(image, mask, amount)
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
         """image (B,3,H,W) in [-1,1], mask (B,1,H,W) in [0,1] (0 = keep sharp) -> defocused (B,3,H,W) in [-1,1]."""
@@ -98,7 +109,7 @@ class GANStepMixin:
         trained nor asked."""
         opt_g, opt_d = self.optimizers()
         image, mask = batch["image"], batch["mask"]
-        outs = self.outputs(image, mask, batch.get("strength", 1.0))
+        outs = self.outputs(image, mask, told_amounts(batch))
         gan_weight = self.cfg.loss.gan_weight
         logs = self._discriminator_step(opt_d, batch, outs["output"]) if gan_weight else {}
 
@@ -157,16 +168,29 @@ class GANStepMixin:
 
     # ----- validation -------------------------------------------------------------------------------------------
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        """Scores the output for the sample's mask and, for plane sensitivity, for the opposite plane's mask.
-        Returns {"output": (B,3,H,W) in [-1,1]} for the callbacks (image grid)."""
+        """Scores the output with the amount the model guesses (`val/*`) for the sample's mask and, for plane
+        sensitivity, for the opposite plane's mask; a model with the amount input also told the target's amount
+        (`val/told_*`). Returns {"output": (B,3,H,W) in [-1,1]} (guessed) for the callbacks (image grid)."""
         out = self(batch["image"], batch["mask"])
         self.val_metrics.update(out, batch)
         self.val_metrics.update_plane(out, self(batch["image"], batch["alt_mask"]), batch)
+        if self.val_told is not None:
+            self.val_told.update(self.outputs(batch["image"], batch["mask"], batch["amount"])["output"], batch)
         return {"output": out}
+
+    def told_metrics(self) -> dict[str, Tensor]:
+        """The validation's image metrics of the model told each target's amount, as `val/told_NAME` (none without
+        the amount input)."""
+        if self.val_told is None:
+            return {}
+        return {f"val/told_{name}": value for name, value in self.val_told.compute().items()}
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()
         self.val_metrics.reset()
+        values |= self.told_metrics()
+        if self.val_told is not None:
+            self.val_told.reset()
         self.log("val/psnr", values.pop("val/psnr"), prog_bar=True, sync_dist=True)
         self.log_dict(values, sync_dist=True)
 
