@@ -139,7 +139,7 @@ def test_evaluate_amount_asks_the_model_for_it_and_reports_what_it_drew(tiny_che
 
 def model_and_samples(checkpoint: Path, folder: Path, frames: int, max_side: int) -> tuple:
     """The checkpoint's Defocuser and the samples `evaluate --manifest` makes of a `manifest` of `frames` frames."""
-    from defocus_lit.commands.evaluate import manifest_samples, manifest_settings
+    from defocus_lit.evaluation import manifest_samples, manifest_settings
     from defocus_lit.models.checkpoint import defocuser_of, read_checkpoint
 
     model, cfg = defocuser_of(read_checkpoint(checkpoint), checkpoint)
@@ -153,7 +153,7 @@ def test_model_told_amount_tells_the_generator_each_target_amount(tiny_checkpoin
     """model_told_amount runs the model as predict does with --amount set to the target's (its mean blur radius out
     of focus in percent of the long side), on the sample's plane and on the opposite one (its own target's)."""
     from defocus_lit.baselines import alt_batch
-    from defocus_lit.commands.evaluate import GeneratorRuns, model_runs
+    from defocus_lit.evaluation import GeneratorRuns, model_runs
     from defocus_lit.models.inference import defocus
 
     model, samples = model_and_samples(tiny_checkpoint, tmp_path, frames=1, max_side=256)
@@ -169,7 +169,7 @@ def test_model_told_amount_tells_the_generator_each_target_amount(tiny_checkpoin
 def test_the_generator_runs_once_per_mask_and_amount_and_gives_what_predict_gives(tiny_checkpoint, tmp_path):
     """The model (guessing), the model told the target's amount and their amounts read one generator run per mask
     (the sample's and its opposite plane's) and amount; the model's output is `defocus`'s, as predict runs it."""
-    from defocus_lit.commands.evaluate import GeneratorRuns, build_methods, evaluate, model_runs
+    from defocus_lit.evaluation import GeneratorRuns, build_methods, evaluate, model_runs
     from defocus_lit.models.inference import defocus
 
     model, samples = model_and_samples(tiny_checkpoint, tmp_path, frames=2, max_side=24)
@@ -185,7 +185,7 @@ def test_the_generator_runs_once_per_mask_and_amount_and_gives_what_predict_give
 
 
 def test_how_amounts_follow_their_reference():
-    from defocus_lit.commands.evaluate import follows
+    from defocus_lit.evaluation import follows
     from defocus_lit.models.inference import amount_percent
 
     radius = torch.zeros(1, 1, 4, 8)

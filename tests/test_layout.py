@@ -15,7 +15,7 @@ LAYERS = (
     ("defocus_lit.losses", "defocus_lit.metrics", "defocus_lit.baselines"),
     ("defocus_lit.models",),
     ("defocus_lit.config",),
-    ("defocus_lit.training",),
+    ("defocus_lit.training", "defocus_lit.evaluation"),
     ("defocus_lit.commands", "defocus_lit.cli"),
 )
 
