@@ -55,6 +55,7 @@ class ModelConfig:
     head: str = key(choices=lambda: HEADS)
     stack_levels: int = key(minimum=1)
     amount_input: bool = key()
+    exact_amount: bool = key()
 
 
 @dataclass

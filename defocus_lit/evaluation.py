@@ -244,15 +244,16 @@ class ModelRun:
     head_strength: float
 
     def output(self, batch: dict[str, Tensor]) -> Tensor:
-        raw, scale = self.runs(batch, self.told(batch))
-        return self.runs.model.finish(
-            batch["image"], batch["mask"], raw, radius_scale=scale, strength=self.head_strength
-        )
+        told = self.told(batch)
+        raw, scale = self.runs(batch, told)
+        model = self.runs.model
+        return model.finish(batch["image"], batch["mask"], raw, scale, self.head_strength, told)
 
     def amount(self, batch: dict[str, Tensor]) -> float:
         """The amount its output has: the head's expected radius out of focus, in percent of the long side."""
-        raw, scale = self.runs(batch, self.told(batch))
-        radius = self.runs.model.head.expected_radius(raw, radius_scale=scale, strength=self.head_strength)
+        told = self.told(batch)
+        raw, scale = self.runs(batch, told)
+        radius = self.runs.model.radius(raw, batch["mask"], scale, self.head_strength, told)
         return float(amount_percent(radius, batch["mask"])[0])
 
 

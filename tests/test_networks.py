@@ -144,6 +144,38 @@ def test_blur_stack_expected_radius_is_the_weighted_level_radius():
     torch.testing.assert_close(head.expected_radius(even), torch.full((1, 1, 4, 4), 10.0 / 3))
 
 
+@pytest.mark.parametrize("spread", [False, True])
+def test_blur_stack_takes_one_strength_per_sample(spread):
+    """Strengths (B,): each sample blurred as the head at that sample's strength alone."""
+    head = BlurStack([0.0, 1.0, 2.0, 4.0], spread)
+    image, raw = torch.rand(2, 3, 20, 24) * 2 - 1, torch.randn(2, 4, 20, 24)
+    mask = torch.ones(2, 1, 20, 24)
+    mask[..., :6] = 0
+    both = head(image, raw, mask, 1.5, torch.tensor([0.5, 3.0]))
+    for i, strength in enumerate((0.5, 3.0)):
+        alone = head(image[i : i + 1], raw[i : i + 1], mask[i : i + 1], 1.5, strength)
+        torch.testing.assert_close(both[i : i + 1], alone, atol=1e-5, rtol=0)
+    assert head.level_radii(2.0, torch.tensor([0.5, 3.0])).tolist() == [[0, 1, 2, 4], [0, 6, 8, 8]]
+
+
+def test_fit_strength_draws_the_amount_over_the_blurred_pixels():
+    """The fitted strength makes the mean expected radius over the pixels out of focus the amount asked; the sharp
+    level's weight does not grow, so an amount beyond reach gets every level at the top radius."""
+    head = BlurStack([0.0, 1.0, 2.0, 4.0])
+    raw = torch.randn(2, 4, 10, 12)
+    mask = torch.ones(2, 1, 10, 12)
+    mask[..., :3] = 0
+    blurred = mask > 0.5
+    strength = head.fit_strength(raw, mask, torch.tensor([1.5, 2.5]))
+    radius = head.expected_radius(raw, strength=strength)
+    for i, amount in enumerate((1.5, 2.5)):
+        assert radius[i][blurred[i]].mean().item() == pytest.approx(amount, rel=1e-5)
+    sharp = -torch.ones(1, 4, 10, 12)
+    sharp[:, 0] = 1  # nearly every weight on the sharp level
+    beyond = head.fit_strength(sharp, mask[:1], torch.tensor([3.0]))
+    assert head.level_radii(strength=beyond)[0].tolist() == [0, 4, 4, 4]
+
+
 def test_spread_head_keeps_the_sharp_subject_out_of_the_blurred_background_where_the_gather_head_halos_it():
     """A white in-focus square on a black background that the generator blurs by 4 px everywhere (even on the
     square: the mask makes the in-focus pixels the sharp layer): spread, the background stays black; gathered, the

@@ -419,6 +419,27 @@ def test_a_given_amount_is_told_in_the_heads_px_and_strength_multiplies_it():
     assert per_sample.shape == (2, 2, 4, 4) and per_sample[:, 1, 0, 0].tolist() == [2.0, 0.0]
 
 
+def test_an_exact_amount_model_draws_the_amount_asked_wherever_its_generator_puts_the_blur():
+    """exact_amount: told A, the head's radii are scaled so that the mean blur radius out of focus is A (percent of
+    the long side) exactly, whatever blurred level the generator picked; the strength multiplies A; guessing stays
+    as is."""
+    radii = [0.0, 2.0, 4.0]
+    model = Defocuser(OneLevel(1, 3), BlurStack(radii), True, 4, amount_input=True, exact_amount=True).eval()
+    image = torch.rand(1, 3, 60, 90) * 2 - 1
+    mask = torch.ones(1, 1, 60, 90)
+    mask[..., :20] = 0
+    for amount, strength in ((2.5, 1.0), (5.0, 1.0), (3.0, 2.0)):
+        asked = amount * strength
+        radius = blur_radius(model, image, mask, max_side=30, strength=strength, amount=amount)
+        assert guessed_amount(model, image, mask, 30) is not None
+        assert radius[mask > 0].mean().item() * 100 / 90 == pytest.approx(asked, rel=1e-4)
+        out = defocus(model, image, mask, max_side=30, strength=strength, amount=amount)
+        assert torch.equal(out[..., :20], image[..., :20])  # keep focus
+    inexact = Defocuser(OneLevel(1, 3), BlurStack(radii), True, 4, amount_input=True).eval()
+    for guessing in (model, inexact):
+        torch.testing.assert_close(blur_radius(guessing, image, mask, 30), blur_radius(inexact, image, mask, 30))
+
+
 @pytest.fixture
 def no_amount_checkpoint(tiny_checkpoint, tmp_path) -> Path:
     """The tiny run's checkpoint as one trained before the amount input (no model.amount_input key), fresh weights."""

@@ -47,7 +47,13 @@ def defocuser_of(checkpoint: dict, path: str | Path) -> tuple[Defocuser, DictCon
     """The Defocuser (eval mode, with the long side of its training frames where the checkpoint records it) and
     config of a checkpoint read by `read_checkpoint` from `path`."""
     older = {  # before these options
-        "model": {"head": "rgb", "stack_levels": 6, "global_context": False, "amount_input": False},
+        "model": {
+            "head": "rgb",
+            "stack_levels": 6,
+            "global_context": False,
+            "amount_input": False,
+            "exact_amount": False,
+        },
         "data": {"strength_range": None, "unknown_amount": 0.0},
     }
     saved = checkpoint["hyper_parameters"]["cfg"]

@@ -59,29 +59,53 @@ class BlurStack(nn.Module):
         """raw (B,K,H,W) in [-1,1] -> the per-pixel weights of the K levels (B,K,H,W), summing to 1."""
         return torch.softmax(raw.float() * self.sharpness, dim=1)
 
-    def level_radii(self, radius_scale: float = 1.0, strength: float = 1.0) -> list[float]:
-        """The levels' radii in px as applied: min(r * strength, top radius) * radius_scale."""
-        top = max(self.radii)
-        return [min(r * strength, top) * radius_scale for r in self.radii]
+    def level_radii(self, radius_scale: float = 1.0, strength: Tensor | float = 1.0) -> Tensor:
+        """The levels' radii in px as applied, min(r * strength, top radius) * radius_scale: (K,) for one strength,
+        (B,K) for one per sample (B,)."""
+        radii = torch.tensor(self.radii)
+        strength = torch.as_tensor(strength, dtype=radii.dtype).cpu()
+        return (radii * strength[..., None]).clamp(max=max(self.radii)) * radius_scale
 
-    def expected_radius(self, raw: Tensor, radius_scale: float = 1.0, strength: float = 1.0) -> Tensor:
+    def expected_radius(self, raw: Tensor, radius_scale: float = 1.0, strength: Tensor | float = 1.0) -> Tensor:
         """raw (B,K,H,W) -> (B,1,H,W): the weights times the level radii (`level_radii`), in px; at the
         generator's scale by default."""
-        radii = torch.tensor(self.level_radii(radius_scale, strength), device=raw.device).view(1, -1, 1, 1)
+        radii = self.level_radii(radius_scale, strength).to(raw.device).view(-1, self.channels, 1, 1)
         return (self.weights(raw) * radii).sum(dim=1, keepdim=True)
 
+    @torch.no_grad()
+    def fit_strength(self, raw: Tensor, mask: Tensor, amount: Tensor) -> Tensor:
+        """(B,) the strength per sample at which the mean expected radius over the pixels `mask` (B,1,H,W) leaves
+        out of focus is `amount` (B,) px (at radius scale 1): the mean is sum_k W_k min(r_k s, top), W_k the level's
+        mean weight there, rising in s, so bisection finds it; an amount beyond reach (the weight on the sharp level
+        r_0 = 0 does not grow) gets the largest strength, every level at the top radius."""
+        blurred = 1 - in_focus(mask).to(raw.dtype)
+        mass = (self.weights(raw) * blurred).sum((2, 3)) / blurred.sum((2, 3)).clamp_min(1)  # (B,K)
+        radii, top = torch.tensor(self.radii, dtype=mass.dtype, device=mass.device), max(self.radii)
+        low = torch.zeros_like(amount, dtype=mass.dtype)
+        high = torch.full_like(low, top / min(r for r in self.radii if r > 0))
+        for _ in range(30):  # the interval shrinks 2**30 times
+            middle = (low + high) / 2
+            short = (mass * (radii * middle[:, None]).clamp(max=top)).sum(1) < amount.to(mass.dtype)
+            low, high = torch.where(short, middle, low), torch.where(short, high, middle)
+        return (low + high) / 2
+
     def forward(
-        self, image: Tensor, raw: Tensor, mask: Tensor, radius_scale: float = 1.0, strength: float = 1.0
+        self, image: Tensor, raw: Tensor, mask: Tensor, radius_scale: float = 1.0, strength: Tensor | float = 1.0
     ) -> Tensor:
         """image (B,3,H,W) in [-1,1]; raw (B,K,H,W) in [-1,1]; mask (B,1,H,W) in [0,1] (its in-focus pixels are
-        the sharp layer when spreading) -> (B,3,H,W) in [-1,1], each level blurred by its `level_radii` radius."""
+        the sharp layer when spreading) -> (B,3,H,W) in [-1,1], each level blurred by its `level_radii` radius
+        (`strength` a number, or (B,) one per sample)."""
         linear = srgb_to_linear((image.float() + 1) / 2)
-        kernels = disk_stack(self.level_radii(radius_scale, strength)).to(linear)
+        radii = self.level_radii(radius_scale, strength)
+        kernels = disk_stack(radii.flatten().tolist()).to(linear)
+        per_sample = radii.dim() == 2
+        if per_sample:
+            kernels = kernels.view(*radii.shape, *kernels.shape[-2:])
         weights = self.weights(raw)
         if self.spread:
             focus = in_focus(mask).to(weights)
             layers = torch.cat([weights[:, :1] * (1 - focus) + focus, weights[:, 1:] * (1 - focus)], 1)
-            out = spread_blur(linear, layers, kernels)
+            out = spread_blur(linear, layers, kernels, per_sample=per_sample)
         else:
             out = (weights.unsqueeze(2) * fft_blur(linear, kernels)).sum(dim=1)
         return (linear_to_srgb(out.clamp(0, 1)) * 2 - 1).to(image.dtype)
@@ -93,17 +117,32 @@ def amount_code(amount: Tensor) -> Tensor:
     return torch.where(torch.isnan(amount), torch.zeros_like(amount), torch.log2(1 + amount.clamp_min(0)))
 
 
+def told_amounts(amount: Tensor | float | None, batch: int, like: Tensor) -> Tensor:
+    """`amount` (None, a number, or (B,); nan = unknown) as (B,) on `like`'s device and dtype."""
+    amount = torch.as_tensor(math.nan if amount is None else amount, dtype=like.dtype, device=like.device)
+    return amount.reshape(-1).expand(batch)
+
+
 class Defocuser(nn.Module):
     """generator (+ head) (+ keep-focus composite): forward(image, mask) -> defocused image.
 
     The amount of blur: a model with `amount_input` takes, as one more constant mask channel (`amount_code`), the
     mean blur radius out of focus it is asked to draw, in the head's px, or "unknown", and then guesses one from the
-    photo and the mask; it trained both ways (data.unknown_amount). Without the input it always guesses. The
-    user's `strength` multiplies the amount used: a told amount is multiplied before the generator is told it
-    (`inference`), a guessed one through the head's radii (`finish`)."""
+    photo and the mask; it trained both ways (data.unknown_amount). Without the input it always guesses. With
+    `exact_amount` (and a blur head) a told amount is drawn exactly: the head's radii are scaled per sample so that
+    the mean expected radius out of focus is the amount (`BlurStack.fit_strength`), as the generator was trained
+    with; the generator decides where the blur goes, the amount is the user's. The user's `strength` multiplies
+    the amount used: a told amount is multiplied before the generator is told it (`inference`), a guessed one
+    through the head's radii (`finish`)."""
 
     def __init__(
-        self, generator: nn.Module, head: BlurStack | None, keep_focus: bool, multiple: int, amount_input: bool = False
+        self,
+        generator: nn.Module,
+        head: BlurStack | None,
+        keep_focus: bool,
+        multiple: int,
+        amount_input: bool = False,
+        exact_amount: bool = False,
     ) -> None:
         super().__init__()
         self.generator = generator
@@ -111,6 +150,7 @@ class Defocuser(nn.Module):
         self.keep_focus = keep_focus
         self.multiple = multiple  # H and W must be multiples of this
         self.amount_input = amount_input  # the generator takes the amount channel
+        self.exact_amount = exact_amount and amount_input and head is not None
         self.train_side: int | None = None  # long side (px) of the frames it trained on, where known
 
     def generator_mask(self, mask: Tensor, amount: Tensor | float | None = None) -> Tensor:
@@ -118,25 +158,58 @@ class Defocuser(nn.Module):
         amount channel for `amount` (a number or (B,), head px; None or nan = unknown)."""
         if not self.amount_input:
             return mask
-        amount = torch.as_tensor(math.nan if amount is None else amount, dtype=mask.dtype, device=mask.device)
-        code = amount_code(amount.reshape(-1)).expand(mask.shape[0])
+        code = amount_code(told_amounts(amount, mask.shape[0], mask))
         return torch.cat([mask, code.view(-1, 1, 1, 1).expand(-1, 1, *mask.shape[2:])], 1)
 
+    def head_strength(
+        self, raw: Tensor, mask: Tensor, strength: Tensor | float = 1.0, told: Tensor | float | None = None
+    ) -> Tensor | float:
+        """The multiplier of the head's radii for each sample: `strength`, but where `told` (head px; None or nan
+        = unknown) gives an amount to a model with `exact_amount`, the strength that draws it exactly."""
+        if not self.exact_amount or told is None:
+            return strength
+        amount = told_amounts(told, raw.shape[0], raw.float())
+        if amount.isnan().all():
+            return strength
+        fitted = self.head.fit_strength(raw, mask, amount.nan_to_num(0.0))
+        return torch.where(amount.isnan(), torch.as_tensor(strength, dtype=fitted.dtype), fitted)
+
+    def radius(
+        self,
+        raw: Tensor,
+        mask: Tensor,
+        radius_scale: float = 1.0,
+        strength: Tensor | float = 1.0,
+        told: Tensor | float | None = None,
+    ) -> Tensor:
+        """The blur radius (B,1,H,W) px the head draws for a generator output: its expected radius at
+        `head_strength`, times `radius_scale`."""
+        return self.head.expected_radius(raw, radius_scale, self.head_strength(raw, mask, strength, told))
+
     def finish(
-        self, image: Tensor, mask: Tensor, raw: Tensor, radius_scale: float = 1.0, strength: float = 1.0
+        self,
+        image: Tensor,
+        mask: Tensor,
+        raw: Tensor,
+        radius_scale: float = 1.0,
+        strength: Tensor | float = 1.0,
+        told: Tensor | float | None = None,
     ) -> Tensor:
         """A generator output -> the defocused image (B,3,H,W) in [-1,1]: the head (radii times `radius_scale` and
-        `strength`; see BlurStack), then keep-focus. `raw` may come from a downscaled copy of `image` and be
+        `head_strength`; see BlurStack), then keep-focus. `raw` may come from a downscaled copy of `image` and be
         upsampled: the head and the keep-focus composite work at the photo's full resolution. An RGB output (no
         head) has no radii: it ignores `strength` (`inference.check_strength` refuses one other than 1)."""
-        out = self.head(image, raw, mask, radius_scale, strength) if self.head is not None else raw
+        if self.head is None:
+            out = raw
+        else:
+            out = self.head(image, raw, mask, radius_scale, self.head_strength(raw, mask, strength, told))
         return keep_focus(out, image, mask) if self.keep_focus else out
 
     def _stages(self, image: Tensor, mask: Tensor, amount: Tensor | float | None) -> tuple[Tensor | None, Tensor]:
         """(two_stage's finished coarse image or None, the final generator output before `finish`)."""
         told = self.generator_mask(mask, amount)
         if hasattr(self.generator, "stages"):
-            return self.generator.stages(image, told, lambda raw: self.finish(image, mask, raw))
+            return self.generator.stages(image, told, lambda raw: self.finish(image, mask, raw, told=amount))
         return None, self.generator(image, told)
 
     def output_raw(self, image: Tensor, mask: Tensor, amount: Tensor | float | None = None) -> Tensor:
@@ -146,12 +219,12 @@ class Defocuser(nn.Module):
 
     def stages(self, image: Tensor, mask: Tensor, amount: Tensor | float | None = None) -> dict[str, Tensor]:
         """Every stage's image (B,3,H,W) in [-1,1], the final one under "output" (two_stage adds "coarse"); with a
-        blur-stack head also the final stage's expected blur radius (B,1,H,W) px under "radius". `amount` as in
+        blur-stack head also the final stage's blur radius (B,1,H,W) px under "radius". `amount` as in
         `output_raw` (training: each target's own, or nan where the sample is told "unknown")."""
         coarse, raw = self._stages(image, mask, amount)
-        outs = {"output": self.finish(image, mask, raw)}
+        outs = {"output": self.finish(image, mask, raw, told=amount)}
         if self.head is not None:
-            outs["radius"] = self.head.expected_radius(raw)
+            outs["radius"] = self.radius(raw, mask, told=amount)
         return outs | ({"coarse": coarse} if coarse is not None else {})
 
     def forward(self, image: Tensor, mask: Tensor) -> Tensor:
@@ -178,4 +251,6 @@ def build_defocuser(cfg) -> Defocuser:
         out_channels=head.channels if head else 3,
         global_context=m["global_context"],
     )
-    return Defocuser(generator, head, bool(cfg["keep_focus"]), 2 ** m["num_downs"], bool(m["amount_input"]))
+    return Defocuser(
+        generator, head, bool(cfg["keep_focus"]), 2 ** m["num_downs"], bool(m["amount_input"]), bool(m["exact_amount"])
+    )

@@ -142,8 +142,8 @@ def defocus(
     (radii times long side / `max_side` above `max_side`) and keep-focus run at full resolution. `amount` (percent
     of the long side; None = the model's guess) times `strength`: see the module's docstring (UserError where
     `check_strength`, `check_amount`, `told_radius` or `check_max_side` refuses it)."""
-    raw, scale, head_strength = run_generator(model, image, mask, max_side, strength, amount)
-    return model.finish(image, mask, raw, radius_scale=scale, strength=head_strength)
+    raw, scale, head_strength, told = run_generator(model, image, mask, max_side, strength, amount)
+    return model.finish(image, mask, raw, radius_scale=scale, strength=head_strength, told=told)
 
 
 @torch.inference_mode()
@@ -159,8 +159,8 @@ def blur_radius(
     expected radius, at the photo's resolution), run as `defocus` runs the model; None for an RGB head."""
     if model.head is None:
         return None
-    raw, scale, head_strength = run_generator(model, image, mask, max_side, strength, amount)
-    return model.head.expected_radius(raw, radius_scale=scale, strength=head_strength)
+    raw, scale, head_strength, told = run_generator(model, image, mask, max_side, strength, amount)
+    return model.radius(raw, mask, radius_scale=scale, strength=head_strength, told=told)
 
 
 @torch.inference_mode()
@@ -178,15 +178,15 @@ def run_generator(
     max_side: int = 0,
     strength: float = 1.0,
     amount: float | None = None,
-) -> tuple[Tensor, float, float]:
-    """(the generator output at the photo's H, W, the head's radius scale, the head's strength): `strength` and
-    `amount` checked and applied as `defocus` applies them. For a caller that needs more than one reading of one
-    run (`Defocuser.finish`, the head's `expected_radius`)."""
+) -> tuple[Tensor, float, float, float | None]:
+    """(the generator output at the photo's H, W, the head's radius scale, the head's strength, the amount told in
+    the head's px or None): `strength` and `amount` checked and applied as `defocus` applies them. For a caller that
+    needs more than one reading of one run (`Defocuser.finish`, `Defocuser.radius`)."""
     check_strength(model, strength)
     check_amount(model, amount)
     told = None if amount is None else told_radius(model, amount, strength, max(image.shape[-2:]), max_side)
     raw, scale = generator_output(model, image, mask, max_side, told)
-    return raw, scale, strength if told is None else 1.0
+    return raw, scale, strength if told is None else 1.0, told
 
 
 def generator_output(

@@ -22,7 +22,7 @@ from defocus_lit.models.defocuser import Defocuser, build_defocuser
 from defocus_lit.models.networks import build_discriminator
 
 
-def told_amounts(batch: dict[str, Tensor]) -> Tensor | None:
+def told_of(batch: dict[str, Tensor]) -> Tensor | None:
     """(B,) what the generator is told of the batch's amounts: each sample's, nan where it is told "unknown"."""
     if "amount" not in batch:
         return None
@@ -109,7 +109,7 @@ class GANStepMixin:
         trained nor asked."""
         opt_g, opt_d = self.optimizers()
         image, mask = batch["image"], batch["mask"]
-        outs = self.outputs(image, mask, told_amounts(batch))
+        outs = self.outputs(image, mask, told_of(batch))
         gan_weight = self.cfg.loss.gan_weight
         logs = self._discriminator_step(opt_d, batch, outs["output"]) if gan_weight else {}
 

@@ -66,10 +66,11 @@ def fft_blur(x: Tensor, kernels: Tensor) -> Tensor:
     return blurred[:, :, :-1] / blurred[:, :, -1:].clamp_min(_EPS)
 
 
-def spread_blur(x: Tensor, weights: Tensor, kernels: Tensor) -> Tensor:
+def spread_blur(x: Tensor, weights: Tensor, kernels: Tensor, per_sample: bool = False) -> Tensor:
     """x (B,C,H,W) split into layers by `weights` (B,L,H,W) in [0,1]; each layer spread by its own kernel of
     `kernels` (*S,L,k,k), odd k, premultiplied (colour * weight, weight), and the layers' sum normalised by the
-    spread weight -> (B,*S,C,H,W), one output per leading kernel set S (none: (B,C,H,W)).
+    spread weight -> (B,*S,C,H,W), one output per leading kernel set S (none: (B,C,H,W)). `per_sample`: kernels
+    (B,L,k,k), each sample spread with its own set -> (B,C,H,W).
 
     A pixel's colour reaches every pixel its disk covers, whatever those choose (a blurred near object spreads
     over its surroundings), and a sharp layer's pixels reach no blurred neighbour (no halo of a sharp subject in
@@ -80,7 +81,8 @@ def spread_blur(x: Tensor, weights: Tensor, kernels: Tensor) -> Tensor:
     padded = F.pad(layers, [half, half, half, half])
     size = padded.shape[-2:]
     spectrum = torch.fft.rfft2(padded)
-    spectrum = spectrum.view(spectrum.shape[0], *[1] * (kernels.dim() - 3), *spectrum.shape[1:])
+    if not per_sample:
+        spectrum = spectrum.view(spectrum.shape[0], *[1] * (kernels.dim() - 3), *spectrum.shape[1:])
     spectrum = (spectrum * torch.fft.rfft2(kernels.unsqueeze(-3), s=size)).sum(-4)  # (B,*S,C+1,h,w)
     spread = torch.fft.irfft2(spectrum, s=size)[
         ..., 2 * half : 2 * half + x.shape[-2], 2 * half : 2 * half + x.shape[-1]
