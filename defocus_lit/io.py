@@ -26,8 +26,26 @@ from defocus_lit.errors import UserError, warn
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # PIL's modes for 16-bit (and 32-bit int) grey
 
 
-def _open(path: str | os.PathLike) -> Image.Image:
-    path = Path(path)
+ImageSource = str | os.PathLike | Image.Image | np.ndarray  # a file, or an image in memory (the Python API's)
+
+
+def source_name(source: ImageSource) -> str:
+    """How errors name an image: its path, or what it is for one in memory."""
+    if isinstance(source, Image.Image):
+        return f"the {source.width}x{source.height} PIL image"
+    if isinstance(source, np.ndarray):
+        return f"the {'x'.join(map(str, source.shape))} {source.dtype} array"
+    return str(source)
+
+
+def _open(source: ImageSource) -> Image.Image:
+    """A PIL image of a file (UserError naming it when missing or unreadable), a PIL image or an array (H,W),
+    (H,W,3) or (H,W,4) of 8- or 16-bit integers, or floats in [0,1]."""
+    if isinstance(source, Image.Image):
+        return source
+    if isinstance(source, np.ndarray):
+        return _from_array(source)
+    path = Path(source)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     try:
@@ -36,6 +54,17 @@ def _open(path: str | os.PathLike) -> Image.Image:
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise UserError(f"{path}: not a readable image ({err})") from None
     return img
+
+
+def _from_array(array: np.ndarray) -> Image.Image:
+    if array.dtype.kind == "f":
+        array = np.clip(np.rint(array * 255), 0, 255).astype(np.uint8)
+    if array.dtype == np.uint16 and array.ndim == 2:
+        array = array.astype(np.int32)  # PIL's 16-bit grey mode "I"
+    try:
+        return Image.fromarray(array)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"{source_name(array)}: not an image (want H x W, H x W x 3 or 4; {err})") from None
 
 
 def _grey8(img: Image.Image) -> Image.Image:
@@ -58,7 +87,7 @@ def _over_white(img: Image.Image) -> Image.Image:
     return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
 
 
-def _cmyk_to_rgb(img: Image.Image, path: Path) -> Image.Image:
+def _cmyk_to_rgb(img: Image.Image, path: str) -> Image.Image:
     """CMYK through the file's ICC profile to sRGB (PIL's own conversion, which ignores the ink, without one)."""
     icc = img.info.get("icc_profile")
     if icc:
@@ -70,12 +99,12 @@ def _cmyk_to_rgb(img: Image.Image, path: Path) -> Image.Image:
     return img.convert("RGB")
 
 
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
+def read_rgb(path: ImageSource) -> np.ndarray:
     """(H,W,3) uint8, EXIF orientation applied: RGB as stored; CMYK to sRGB (via its ICC profile), palette and
     grey to RGB, 16-bit scaled to 8, transparency composited over white."""
     img = ImageOps.exif_transpose(_open(path))
     if img.mode == "CMYK":
-        img = _cmyk_to_rgb(img, Path(path))
+        img = _cmyk_to_rgb(img, source_name(path))
     img = _over_white(_grey8(img))
     return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
 
@@ -92,7 +121,7 @@ def read_gray(path: str | os.PathLike) -> np.ndarray:
     return arr.copy()
 
 
-def read_mask_grey(path: str | os.PathLike) -> np.ndarray:
+def read_mask_grey(path: ImageSource) -> np.ndarray:
     """(H,W) uint8 grey 0..255 of a mask in any PIL mode, on one scale: 1-bit and palette through their colours,
     16-bit divided by 257, colour by luminance, transparent pixels as white (not in focus)."""
     img = ImageOps.exif_transpose(_open(path))  # a rotated phone mask lines up with its photo
@@ -204,7 +233,7 @@ def write_rgb(path: str | os.PathLike, image: np.ndarray, icc_profile: bytes | N
         Image.fromarray(np.ascontiguousarray(image)).save(tmp, format=fmt, **extra)
 
 
-def read_mask(path: str | os.PathLike, mask_kind: str = "binary") -> np.ndarray:
+def read_mask(path: ImageSource, mask_kind: str = "binary") -> np.ndarray:
     """(H,W) float32 in [0,1], 0 = keep sharp: a mask (any mode, see `read_mask_grey`) thresholded at 128 to 0/1,
     or for a patch checkpoint snapped to the nearest of 0/128/255 -> 0/0.5/1. UserError if no pixel stays sharp; a
     warning if every pixel does (the output will be the input)."""
@@ -214,8 +243,10 @@ def read_mask(path: str | os.PathLike, mask_kind: str = "binary") -> np.ndarray:
     else:
         mask, sharp = (grey >= 128).astype(np.float32), "< 128"
     if not (mask == 0).any():
-        raise UserError(f"{path}: the mask has no in-focus pixel (black, value {sharp}, marks what stays sharp)")
-    warn_if_all_in_focus(mask == 0, path)
+        raise UserError(
+            f"{source_name(path)}: the mask has no in-focus pixel (black, value {sharp}, marks what stays sharp)"
+        )
+    warn_if_all_in_focus(mask == 0, source_name(path))
     return mask
 
 

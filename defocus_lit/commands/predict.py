@@ -18,16 +18,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
 from tqdm import tqdm
 
+from defocus_lit.api import Model, load_model
 from defocus_lit.commands import add_amount_options, add_inference_options
 from defocus_lit.errors import UserError
-from defocus_lit.io import ensure_folder, icc_profile, read_mask, read_rgb, write_rgb
-from defocus_lit.models.checkpoint import load_checkpoint
-from defocus_lit.models.defocuser import Defocuser
-from defocus_lit.models.inference import check_amount, check_max_side, check_strength, defocus_array, select_device
+from defocus_lit.io import ensure_folder, icc_profile, write_rgb
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -57,23 +53,19 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{out}: output must end in {', '.join(OUTPUT_SUFFIXES)}")
     if folder and out.exists() and not out.is_dir():
         raise UserError(f"{out}: for folder input --out must be a folder")
-    check_max_side(args.max_side)
-    jobs = pair_folders(image, mask) if folder else []
-    device = select_device(args.device)
-    model, cfg = load_checkpoint(args.ckpt)
-    check_strength(model, args.strength)
-    check_amount(model, args.amount)
-    model.to(device)
+    jobs = pair_folders(image, mask) if folder else [(image, mask, out.name)]
+    model = load_model(args.ckpt, args.device, args.max_side)
+    model.check(args.amount, args.strength)
     if folder:
         ensure_folder(out)  # an --out that cannot be made is one error, not one per image
     start = time.perf_counter()
     if not folder:
-        predict_file(model, cfg.data.mask_kind, image, mask, out, device, args.max_side, args.strength, args.amount)
-        print(f"wrote {out} ({device.type}, {time.perf_counter() - start:.1f} s)")
+        predict_file(model, image, mask, out, args.amount, args.strength)
+        print(f"wrote {out} ({model.device.type}, {time.perf_counter() - start:.1f} s)")
         return 0
-    failed = predict_folder(model, cfg.data.mask_kind, jobs, out, device, args.max_side, args.strength, args.amount)
+    failed = predict_folder(model, jobs, out, args.amount, args.strength)
     print(
-        f"wrote {len(jobs) - failed} of {len(jobs)} images to {out} ({device.type}, "
+        f"wrote {len(jobs) - failed} of {len(jobs)} images to {out} ({model.device.type}, "
         f"{time.perf_counter() - start:.1f} s)"
     )
     if failed:
@@ -82,16 +74,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ----- inputs -------------------------------------------------------------------------------------------------
-def read_pair(image_path: Path, mask_path: Path, mask_kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """The photo (H,W,3) uint8 and its mask (H,W) float32, checked to be the same size."""
-    image = read_rgb(image_path)
-    mask = read_mask(mask_path, mask_kind)
-    if mask.shape != image.shape[:2]:
-        (mh, mw), (ih, iw) = mask.shape, image.shape[:2]
-        raise UserError(f"{mask_path}: mask is {mw}x{mh} but the image {image_path} is {iw}x{ih}")
-    return image, mask
-
-
 def _images(folder: Path) -> dict[str, Path]:
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
@@ -122,38 +104,25 @@ def _output_name(image: Path) -> str:
 
 
 def predict_file(
-    model: Defocuser,
-    mask_kind: str,
-    image_path: Path,
-    mask_path: Path,
-    out: Path,
-    device: torch.device,
-    max_side: int = 0,
-    strength: float = 1.0,
-    amount: float | None = None,
+    model: Model, image_path: Path, mask_path: Path, out: Path, amount: float | None = None, strength: float = 1.0
 ) -> None:
     """Defocus one photo and write it (atomically) with the input's size and ICC profile."""
-    image, mask = read_pair(image_path, mask_path, mask_kind)
-    result = defocus_array(model, image, mask, device, max_side, strength, amount)
-    write_rgb(out, result, icc_profile=icc_profile(image_path))
+    write_rgb(out, model.defocus(image_path, mask_path, amount, strength), icc_profile=icc_profile(image_path))
 
 
 def predict_folder(
-    model: Defocuser,
-    mask_kind: str,
+    model: Model,
     jobs: list[tuple[Path, Path, str]],
     out_dir: Path,
-    device: torch.device,
-    max_side: int = 0,
-    strength: float = 1.0,
     amount: float | None = None,
+    strength: float = 1.0,
 ) -> int:
     """Defocus every pair into `out_dir`, each file written atomically; a pair that cannot be read is named in one
     `error:` line and skipped. Returns the number of failed pairs."""
     failed = 0
     for image_path, mask_path, name in tqdm(jobs, desc="predict", unit="image"):
         try:
-            predict_file(model, mask_kind, image_path, mask_path, out_dir / name, device, max_side, strength, amount)
+            predict_file(model, image_path, mask_path, out_dir / name, amount, strength)
         except UserError as err:
             tqdm.write(f"error: {err}", file=sys.stderr)
             failed += 1
