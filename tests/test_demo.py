@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,9 @@ from PIL import Image
 
 pytest.importorskip("gradio", reason="the demo extra is not installed: pip install -e '.[demo]'")
 
+from defocus_lit import demo_page as demo
 from defocus_lit.cli import main
-from defocus_lit.commands import demo
+from defocus_lit.commands.demo import find_checkpoint, host_warning, list_examples
 from defocus_lit.errors import UserError
 from defocus_lit.models.inference import defocus_array
 
@@ -54,7 +56,7 @@ def test_find_checkpoint_takes_the_newest_best(tmp_path):
         path.parent.mkdir(parents=True)
         path.write_bytes(b"x")
         os.utime(path, (time.time() + i * 10,) * 2)
-    assert demo.find_checkpoint(tmp_path / "outputs") == paths[1]  # last.ckpt is newer but not a best-*
+    assert find_checkpoint(tmp_path / "outputs") == paths[1]  # last.ckpt is newer but not a best-*
 
 
 def test_demo_without_checkpoint_says_run_make_train(tmp_path, monkeypatch, capsys):
@@ -76,26 +78,24 @@ def test_demo_bad_options_are_one_line_errors(tmp_path, monkeypatch, capsys, tin
 
 
 def test_host_warning_only_off_localhost():
-    assert demo.host_warning("127.0.0.1", 7860) is None
-    warning = demo.host_warning("0.0.0.0", 7860)
+    assert host_warning("127.0.0.1", 7860) is None
+    warning = host_warning("0.0.0.0", 7860)
     assert warning.startswith("warning:") and "no login" in warning
 
 
 def test_examples_lists_photos_only(tmp_path):
     for name in ("b.jpg", "a.png", "notes.txt", ".hidden.png"):
         (tmp_path / name).write_bytes(b"")
-    assert [p.name for p in demo.list_examples(tmp_path)] == ["a.png", "b.jpg"]
+    assert [p.name for p in list_examples(tmp_path)] == ["a.png", "b.jpg"]
     (tmp_path / "a.png").unlink(), (tmp_path / "b.jpg").unlink()
     with pytest.raises(UserError, match="no photos"):
-        demo.list_examples(tmp_path)
+        list_examples(tmp_path)
 
 
 def test_amount_slider_follows_the_checkpoint(demo_model):
     """Shown for a checkpoint trained with the amount input, up to what its blur head draws on a photo of
     --max-side px (the tiny run's 16-px top radius on 256 px: 6.25 %); hidden for one without the input, or an RGB
     head."""
-    from dataclasses import replace
-
     from defocus_lit.models.defocuser import Defocuser
 
     def slider(model: demo.DemoModel):
@@ -105,10 +105,10 @@ def test_amount_slider_follows_the_checkpoint(demo_model):
 
     shown = slider(demo_model)
     assert demo_model.takes_amount and shown.visible and (shown.minimum, shown.maximum) == (0.05, 6.25)
-    model = demo_model.model
+    model = demo_model.defocuser
     for head, amount_input in ((model.head, False), (None, True)):
         other = Defocuser(model.generator, head, True, model.multiple, amount_input=amount_input)
-        assert not slider(replace(demo_model, model=other)).visible
+        assert not slider(replace(demo_model, defocuser=other)).visible
 
 
 # ----- painted layers -> mask ---------------------------------------------------------------------------------
@@ -172,9 +172,9 @@ def test_process_is_predicts_inference_and_keeps_the_painted_subject(demo_model)
     assert outside.mean() > 10  # noise is blurred elsewhere
     mask = np.ones(photo.shape[:2], np.float32)
     mask[30:60, 40:90] = 0
-    assert (after == defocus_array(demo_model.model, photo, mask, demo_model.device, demo_model.max_side)).all()
+    assert (after == defocus_array(demo_model.defocuser, photo, mask, demo_model.device, demo_model.max_side)).all()
     _, told = demo.process(demo_model, {"background": photo, "layers": [layer]}, amount=4.0)
-    expected = defocus_array(demo_model.model, photo, mask, demo_model.device, demo_model.max_side, amount=4.0)
+    expected = defocus_array(demo_model.defocuser, photo, mask, demo_model.device, demo_model.max_side, amount=4.0)
     assert (told == expected).all() and not (told == after).all()  # the slider's amount, once moved
     assert steps and steps[0] == "reading the photo"
 
@@ -207,14 +207,7 @@ def test_bad_input_is_a_user_error(demo_model, tmp_path, case, message):
     elif case == "nothing painted":
         editor["layers"] = []
     elif case == "too large":
-        model = demo.DemoModel(
-            demo_model.model,
-            demo_model.cfg,
-            demo_model.device,
-            demo_model.ckpt,
-            demo_model.max_side,
-            max_megapixels=0.001,
-        )
+        model = replace(demo_model, max_megapixels=0.001)
     else:
         mask_file = tmp_path / "mask.png"
         if case == "unreadable mask":
@@ -271,7 +264,7 @@ def test_slider_moves_to_the_guess_and_run_tells_the_model_only_once_moved(demo_
     from defocus_lit.models.inference import array_tensors, blur_radius
 
     image, mask_tensor = array_tensors(photo, mask, demo_model.device)
-    radius = blur_radius(demo_model.model, image, mask_tensor, demo_model.max_side)[0, 0].numpy()
+    radius = blur_radius(demo_model.defocuser, image, mask_tensor, demo_model.max_side)[0, 0].numpy()
     assert guess == pytest.approx(radius[mask > 0].mean() * 100 / 128, rel=1e-4)  # mean out of focus, % of 128 px
     update, note, _ = on_change({"background": photo, "layers": []}, None)
     assert "value" not in update and "a photo and a sharp area" in note
@@ -284,5 +277,5 @@ def test_slider_moves_to_the_guess_and_run_tells_the_model_only_once_moved(demo_
         (_, out), _ = handler(editor, None, amount, was_moved, progress=no_progress)
         outs[name] = np.asarray(Image.open(out))
     device, side = demo_model.device, demo_model.max_side
-    assert (outs["guess"] == defocus_array(demo_model.model, photo, mask, device, side)).all()
-    assert (outs["moved"] == defocus_array(demo_model.model, photo, mask, device, side, amount=5.0)).all()
+    assert (outs["guess"] == defocus_array(demo_model.defocuser, photo, mask, device, side)).all()
+    assert (outs["moved"] == defocus_array(demo_model.defocuser, photo, mask, device, side, amount=5.0)).all()

@@ -16,7 +16,8 @@ LAYERS = (
     ("defocus_lit.models",),
     ("defocus_lit.config",),
     ("defocus_lit.training", "defocus_lit.evaluation"),
-    ("defocus_lit.api", "defocus_lit.commands", "defocus_lit.cli"),
+    ("defocus_lit.api",),
+    ("defocus_lit.demo_page", "defocus_lit.commands", "defocus_lit.cli"),
 )
 # The package's `__getattr__` loads the Python API on first use (PEP 562): the one import from the bottom layer to
 # the top, made so that `import defocus_lit` stays light; no module of the package uses it.
