@@ -34,7 +34,7 @@ from defocus_lit.io import read_mask_grey
 
 WORK_SIDE = 512  # long side (px) of the working copy GrabCut segments
 MAX_UPSCALE = 4.0  # a tiny box is enlarged at most this much for the working copy
-CONTEXT = 0.25  # surroundings kept around the box, as a fraction of its width/height
+CONTEXT = 0.1  # surroundings kept around the box, as a fraction of its width/height
 ITERATIONS = 5  # GrabCut iterations (GMM re-estimation + graph cut)
 KEEP_FRACTION = 0.1  # subject components smaller than this fraction of the largest are dropped
 REFINE_SIDE = 1024  # long side (px) at which the guided filter's coefficients are computed
@@ -93,46 +93,70 @@ def read_strokes(path: str | os.PathLike, shape: tuple[int, int]) -> np.ndarray:
 
 
 def select_subject(image: np.ndarray, box: Box | None = None, strokes: np.ndarray | None = None) -> np.ndarray:
-    """(H,W) bool, True = subject, for an (H,W,3) uint8 photo (any channel order: GrabCut only compares colours)
-    from a box around the subject and/or (H,W) int8 strokes (`read_strokes`). Without a box every pixel may be
-    subject and at least one SUBJECT stroke is needed. UserError when the input leaves nothing to learn the
-    subject or the background from."""
+    """(H,W) bool, True = subject, for an (H,W,3) uint8 RGB photo, from a box around the subject and/or (H,W)
+    int8 strokes (`read_strokes`). Without a box every pixel may be subject and at least one SUBJECT stroke is
+    needed. UserError when the input leaves nothing to learn the subject or the background from."""
     height, width = image.shape[:2]
-    if strokes is None:
-        strokes = np.zeros((height, width), np.int8)
+    strokes = np.zeros((0, 0), np.int8) if strokes is None or not strokes.any() else strokes
     if box is None and not (strokes == SUBJECT).any():
         raise UserError("strokes without a box need at least one subject (black) stroke")
     x0, y0, x1, y1 = _window(box, strokes, width, height)
-    crop, crop_strokes = image[y0:y1, x0:x1], strokes[y0:y1, x0:x1]
-    scale = min(MAX_UPSCALE, WORK_SIDE / max(crop.shape[:2]))
-    size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
-    small = cv2.resize(crop, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    crop = image[y0:y1, x0:x1]
+    reduced = _resize(crop, min(1.0, REFINE_SIDE / max(crop.shape[:2])))  # the refinement's guide
+    scale = min(MAX_UPSCALE, WORK_SIDE / max(crop.shape[:2]))  # working-copy px per photo px
+    small = _resize(reduced, scale * crop.shape[1] / reduced.shape[1])
+    inside = (
+        (0, 0, crop.shape[1], crop.shape[0]) if box is None else (box.x0 - x0, box.y0 - y0, box.x1 - x0, box.y1 - y0)
+    )
+    crop_strokes = strokes[y0:y1, x0:x1] if strokes.size else strokes
 
-    labels = np.full(small.shape[:2], cv2.GC_PR_BGD, np.uint8)
-    inside = np.ones((height, width), bool)
-    if box is not None:
-        inside[:] = False
-        inside[box.y0 : box.y1, box.x0 : box.x1] = True
-        labels = np.where(_shrink(inside[y0:y1, x0:x1], size) > 0.5, cv2.GC_PR_FGD, cv2.GC_BGD).astype(np.uint8)
-    labels[_shrink(crop_strokes == BACKGROUND, size) > 0] = cv2.GC_BGD
-    labels[_shrink(crop_strokes == SUBJECT, size) > 0] = cv2.GC_FGD
-    if not np.isin(labels, (cv2.GC_BGD, cv2.GC_PR_BGD)).any():
-        raise UserError("the box covers the whole photo and no stroke marks background: draw the box tighter")
-    if not np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD)).any():
-        raise UserError("nothing is left that could be the subject: the strokes mark the whole box as background")
-
+    labels = _seeds(small.shape[:2], crop.shape[:2], None if box is None else inside, crop_strokes)
     cv2.setRNGSeed(0)  # GrabCut starts its GMMs with k-means++: seeded, the same input gives the same mask
     lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB)
     cv2.grabCut(lab, labels, None, np.zeros((1, 65)), np.zeros((1, 65)), ITERATIONS, cv2.GC_INIT_WITH_MASK)
     subject = _drop_specks(np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD)), labels == cv2.GC_FGD)
 
-    sharp = _refine(crop, subject.astype(np.float32), scale) > 0.5
-    sharp &= inside[y0:y1, x0:x1]
-    sharp[crop_strokes == SUBJECT] = True
-    sharp[crop_strokes == BACKGROUND] = False
+    sharp = np.zeros(crop.shape[:2], bool)
+    ix0, iy0, ix1, iy1 = inside
+    sharp[iy0:iy1, ix0:ix1] = _refine(crop, reduced, subject.astype(np.float32), scale)[iy0:iy1, ix0:ix1]
+    if strokes.size:
+        sharp[crop_strokes == SUBJECT] = True
+        sharp[crop_strokes == BACKGROUND] = False
     out = np.zeros((height, width), bool)
     out[y0:y1, x0:x1] = sharp
     return out
+
+
+def _seeds(
+    size: tuple[int, int], crop_size: tuple[int, int], inside: tuple[int, int, int, int] | None, strokes: np.ndarray
+) -> np.ndarray:
+    """GrabCut's (h,w) uint8 start labels for a working copy of `size` (h,w) of a crop of `crop_size`: outside
+    the box (x0,y0,x1,y1 in crop px) surely background, inside probably subject; without a box, all probably
+    background; (crop-sized int8) strokes as sure labels, a subject stroke winning where both shrink to a pixel."""
+    fy, fx = size[0] / crop_size[0], size[1] / crop_size[1]
+    if inside is None:
+        labels = np.full(size, cv2.GC_PR_BGD, np.uint8)
+    else:
+        labels = np.full(size, cv2.GC_BGD, np.uint8)
+        x0, y0, x1, y1 = round(inside[0] * fx), round(inside[1] * fy), round(inside[2] * fx), round(inside[3] * fy)
+        labels[y0 : max(y1, y0 + 1), x0 : max(x1, x0 + 1)] = cv2.GC_PR_FGD
+    if strokes.size:
+        shrink = lambda flags: cv2.resize(flags.astype(np.float32), size[::-1], interpolation=cv2.INTER_AREA) > 0
+        labels[shrink(strokes == BACKGROUND)] = cv2.GC_BGD
+        labels[shrink(strokes == SUBJECT)] = cv2.GC_FGD
+    if not np.isin(labels, (cv2.GC_BGD, cv2.GC_PR_BGD)).any():
+        raise UserError("the box covers the whole photo and no stroke marks background: draw the box tighter")
+    if not np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD)).any():
+        raise UserError("nothing is left that could be the subject: the strokes mark the whole box as background")
+    return labels
+
+
+def _resize(image: np.ndarray, factor: float) -> np.ndarray:
+    """(h,w,3) uint8 scaled by `factor` (area-averaged down, bicubic up); itself for 1."""
+    if factor == 1:
+        return image
+    size = (max(1, round(image.shape[1] * factor)), max(1, round(image.shape[0] * factor)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC)
 
 
 def _window(box: Box | None, strokes: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
@@ -142,8 +166,8 @@ def _window(box: Box | None, strokes: np.ndarray, width: int, height: int) -> tu
     if box is None:
         return 0, 0, width, height
     x0, y0, x1, y1 = box
-    rows, cols = np.nonzero(strokes == SUBJECT)
-    if rows.size:
+    rows, cols = np.nonzero(strokes == SUBJECT) if strokes.size else ((), ())
+    if len(rows):
         x0, y0, x1, y1 = min(x0, cols.min()), min(y0, rows.min()), max(x1, cols.max() + 1), max(y1, rows.max() + 1)
     dx, dy = CONTEXT * (x1 - x0), CONTEXT * (y1 - y0)
     return (
@@ -152,11 +176,6 @@ def _window(box: Box | None, strokes: np.ndarray, width: int, height: int) -> tu
         min(width, int(np.ceil(x1 + dx))),
         min(height, int(np.ceil(y1 + dy))),
     )
-
-
-def _shrink(flags: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(h,w) bool to float32 coverage at `size` (w,h): a thin stroke keeps a non-zero value when scaled down."""
-    return cv2.resize(flags.astype(np.float32), size, interpolation=cv2.INTER_AREA)
 
 
 def _drop_specks(subject: np.ndarray, anchors: np.ndarray) -> np.ndarray:
@@ -171,21 +190,42 @@ def _drop_specks(subject: np.ndarray, anchors: np.ndarray) -> np.ndarray:
     return keep[labels]
 
 
-def _refine(crop: np.ndarray, coarse: np.ndarray, scale: float) -> np.ndarray:
-    """(h,w) float32 ~0..1: the (h',w') working mask `coarse` guided-filtered with the (h,w,3) uint8 photo. The
-    filter's coefficients are found at up to REFINE_SIDE px and upsampled, then applied at full resolution."""
+def _refine(crop: np.ndarray, reduced: np.ndarray, coarse: np.ndarray, scale: float) -> np.ndarray:
+    """(h,w) bool: the (h',w') float32 working mask `coarse` guided-filtered with the (h,w,3) uint8 photo `crop`
+    and thresholded at 0.5. The filter's coefficients are found on `reduced`, the crop at up to REFINE_SIDE px; at
+    full resolution they are applied (bilinearly upsampled) only near the outline found at that size, the rest
+    taking its decision."""
     height, width = crop.shape[:2]
-    factor = min(1.0, REFINE_SIDE / max(height, width))
-    size = (max(1, round(width * factor)), max(1, round(height * factor)))
-    guide = (cv2.resize(crop, size, interpolation=cv2.INTER_AREA) if factor < 1 else crop).astype(np.float32) / 255
-    target = cv2.resize(coarse, size, interpolation=cv2.INTER_LINEAR)
+    size = reduced.shape[1], reduced.shape[0]
+    factor = size[0] / width
+    guide = reduced.astype(np.float32) / 255
     radius = max(1, round(GUIDE_RADIUS * factor / scale))
-    a, b = _guided_coefficients(guide, target, radius, GUIDE_EPS)
-    if factor < 1:
-        a = cv2.resize(a, (width, height), interpolation=cv2.INTER_LINEAR)
-        b = cv2.resize(b, (width, height), interpolation=cv2.INTER_LINEAR)
-        guide = crop.astype(np.float32) / 255
-    return np.einsum("hwc,hwc->hw", a, guide) + b
+    a, b = _guided_coefficients(guide, cv2.resize(coarse, size, interpolation=cv2.INTER_LINEAR), radius, GUIDE_EPS)
+    sharp = np.einsum("hwc,hwc->hw", a, guide) + b > 0.5
+    if reduced is crop:
+        return sharp
+    kernel = np.ones((3, 3), np.uint8)
+    near = cv2.dilate(sharp.astype(np.uint8), kernel) != cv2.erode(sharp.astype(np.uint8), kernel)
+    sharp = cv2.resize(sharp.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).astype(bool)
+    rows, cols = np.nonzero(cv2.resize(near.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST))
+    coefficients = _bilinear(
+        np.dstack([a, b]), (rows + 0.5) * size[1] / height - 0.5, (cols + 0.5) * size[0] / width - 0.5
+    )
+    colour = crop[rows, cols].astype(np.float32) / 255
+    sharp[rows, cols] = np.einsum("nc,nc->n", coefficients[:, :3], colour) + coefficients[:, 3] > 0.5
+    return sharp
+
+
+def _bilinear(grid: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """(n,c) values of the (h,w,c) `grid` at fractional pixel positions (n,) `rows`, `cols` (clamped to the grid)."""
+    grid = np.pad(grid, ((0, 1), (0, 1), (0, 0)), mode="edge")  # the last row and column interpolate with themselves
+    rows = np.clip(rows, 0, grid.shape[0] - 2)
+    cols = np.clip(cols, 0, grid.shape[1] - 2)
+    r0, c0 = rows.astype(np.int64), cols.astype(np.int64)
+    fr, fc = (rows - r0)[:, None].astype(np.float32), (cols - c0)[:, None].astype(np.float32)
+    top = grid[r0, c0] * (1 - fc) + grid[r0, c0 + 1] * fc
+    bottom = grid[r0 + 1, c0] * (1 - fc) + grid[r0 + 1, c0 + 1] * fc
+    return top * (1 - fr) + bottom * fr
 
 
 def _guided_coefficients(guide: np.ndarray, target: np.ndarray, radius: int, eps: float) -> tuple[np.ndarray, ...]:
@@ -194,11 +234,24 @@ def _guided_coefficients(guide: np.ndarray, target: np.ndarray, radius: int, eps
     mean = lambda x: cv2.blur(x, (2 * radius + 1, 2 * radius + 1), borderType=cv2.BORDER_REFLECT)
     mean_i, mean_p = mean(guide), mean(target)
     cov_ip = mean(guide * target[..., None]) - mean_i * mean_p[..., None]
-    var = np.empty(guide.shape[:2] + (3, 3), np.float32)
+    var = {
+        (i, j): mean(guide[..., i] * guide[..., j]) - mean_i[..., i] * mean_i[..., j]
+        for i in range(3)
+        for j in range(i, 3)
+    }
     for i in range(3):
-        for j in range(i, 3):
-            var[..., i, j] = var[..., j, i] = mean(guide[..., i] * guide[..., j]) - mean_i[..., i] * mean_i[..., j]
-    var += eps * np.eye(3, dtype=np.float32)
-    a = np.linalg.solve(var, cov_ip[..., None])[..., 0]
+        var[i, i] += eps
+    # the symmetric 3x3 covariance inverted by its cofactors, all pixels at once
+    cofactor = {
+        (0, 0): var[1, 1] * var[2, 2] - var[1, 2] ** 2,
+        (0, 1): var[0, 2] * var[1, 2] - var[0, 1] * var[2, 2],
+        (0, 2): var[0, 1] * var[1, 2] - var[0, 2] * var[1, 1],
+        (1, 1): var[0, 0] * var[2, 2] - var[0, 2] ** 2,
+        (1, 2): var[0, 1] * var[0, 2] - var[0, 0] * var[1, 2],
+        (2, 2): var[0, 0] * var[1, 1] - var[0, 1] ** 2,
+    }
+    det = var[0, 0] * cofactor[0, 0] + var[0, 1] * cofactor[0, 1] + var[0, 2] * cofactor[0, 2]
+    inverse = lambda i, j: cofactor[min(i, j), max(i, j)]
+    a = np.stack([sum(inverse(i, j) * cov_ip[..., j] for j in range(3)) / det for i in range(3)], axis=-1)
     b = mean_p - np.einsum("hwc,hwc->hw", a, mean_i)
     return mean(a), mean(b)
