@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import multiprocessing
 import os
 import statistics
 import time
@@ -156,34 +157,45 @@ def picture(image: np.ndarray, truth: np.ndarray, chosen: dict[str, np.ndarray],
     canvas.quantize(256).save(path, optimize=True)
 
 
+def score_photo(folder: Path, row: dict[str, str], picture_path: Path | None) -> dict[str, tuple[float, float]]:
+    """IoU and boundary F of each method on one photo of the manifest; the picture too when a path is given."""
+    image = read_rgb(folder / row["image"])
+    truth = read_mask_grey(folder / row["alpha"]) > 127
+    chosen = selections(image, truth)
+    if picture_path is not None:
+        picture(image, truth, chosen, picture_path)
+    return {m: (iou(chosen[m], truth), boundary_f(chosen[m], truth)) for m in METHODS}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "subject-masks")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count(), help="photos measured at once (default: CPUs)")
     parser.add_argument("--picture", metavar="NAME", help="write docs/images/subject-selection.png from this photo")
     args = parser.parse_args()
     with open(args.data / "manifest.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
+    jobs = [
+        (args.data, row, ROOT / "docs" / "images" / "subject-selection.png" if row["image"] == args.picture else None)
+        for row in rows
+    ]
+    with multiprocessing.Pool(args.jobs) as pool:
+        scores = pool.starmap(score_photo, jobs)
+    halves = ["tuning" if i % 2 == 0 else "held out" for i in range(len(rows))]
     print("| photo | half | " + " | ".join(f"{m} IoU / F" for m in METHODS) + " |")
     print("| --- | --- | " + " | ".join("---" for _ in METHODS) + " |")
-    scores, halves, timed = [], [], None
-    for i, row in enumerate(rows):
-        image = read_rgb(args.data / row["image"])
-        truth = read_mask_grey(args.data / row["alpha"]) > 127
-        chosen = selections(image, truth)
-        scores.append({m: (iou(chosen[m], truth), boundary_f(chosen[m], truth)) for m in METHODS})
-        halves.append("tuning" if i % 2 == 0 else "held out")
-        cells = " | ".join(f"{scores[-1][m][0]:.3f} / {scores[-1][m][1]:.3f}" for m in METHODS)
-        print(f"| {row['image']} | {halves[-1]} | {cells} |", flush=True)
-        if row["image"] == args.picture:
-            picture(image, truth, chosen, ROOT / "docs" / "images" / "subject-selection.png")
-        if timed is None:
-            timed = (image, truth)
+    for row, half, score in zip(rows, halves, scores):
+        print(
+            f"| {row['image']} | {half} | "
+            + " | ".join(f"{score[m][0]:.3f} / {score[m][1]:.3f}" for m in METHODS)
+            + " |"
+        )
     print("\n| photos | " + " | ".join(f"{m} IoU / F" for m in METHODS) + " |")
     print("| --- | " + " | ".join("---" for _ in METHODS) + " |")
     print(median_row("all", scores))
     for half in ("tuning", "held out"):
         print(median_row(half, [s for s, h in zip(scores, halves) if h == half]))
-    wall, cpu = snap_seconds(*timed)
+    wall, cpu = snap_seconds(read_rgb(args.data / rows[0]["image"]), read_mask_grey(args.data / rows[0]["alpha"]) > 127)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\none snap on {rows[0]['image']} scaled to 4032x3024: {wall:.2f} s wall-clock, {cpu:.2f} s CPU")
     print(f"({os.cpu_count()} CPU cores, load average {load})")
