@@ -137,19 +137,22 @@ def snap_seconds(image: np.ndarray, truth: np.ndarray, runs: int = 3) -> tuple[f
 
 
 def picture(image: np.ndarray, truth: np.ndarray, chosen: dict[str, np.ndarray], path: Path) -> None:
-    """Box alone, plain GrabCut and the snap side by side: the selection's outline in red, the box in blue."""
-    scale = 400 / image.shape[1]
-    size = (400, round(image.shape[0] * scale))
+    """Box alone, plain GrabCut and the snap (those of them in `chosen`) side by side, each cut to the box and half
+    its size around it: the selection's outline in red, the box in blue."""
     box = margin_box(truth)
+    dx, dy = (box.x1 - box.x0) // 2, (box.y1 - box.y0) // 2
+    x0, y0 = max(0, box.x0 - dx), max(0, box.y0 - dy)
+    x1, y1 = min(image.shape[1], box.x1 + dx), min(image.shape[0], box.y1 + dy)
+    size = (360, round((y1 - y0) * 360 / (x1 - x0)))
+    captions = {"box": "box alone", "GrabCut": "plain GrabCut", "snap": "snapped (defocus-lit mask)"}
     tiles = []
-    for name in ("box", "GrabCut", "snap"):
+    for name in [m for m in captions if m in chosen]:
         tile = image.copy()
         contours, _ = cv2.findContours(chosen[name].astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
-        cv2.drawContours(tile, contours, -1, (255, 40, 40), 2)
-        cv2.rectangle(tile, (box.x0, box.y0), (box.x1 - 1, box.y1 - 1), (40, 90, 255), 2)
-        tile = Image.fromarray(cv2.resize(tile, size, interpolation=cv2.INTER_AREA))
-        caption = {"box": "box alone", "GrabCut": "plain GrabCut", "snap": "snapped (defocus-lit mask)"}[name]
-        ImageDraw.Draw(tile).text((6, 4), caption, fill="white", stroke_width=2, stroke_fill="black")
+        cv2.drawContours(tile, contours, -1, (255, 40, 40), 1)
+        cv2.rectangle(tile, (box.x0, box.y0), (box.x1 - 1, box.y1 - 1), (40, 90, 255), 1)
+        tile = Image.fromarray(cv2.resize(tile[y0:y1, x0:x1], size, interpolation=cv2.INTER_CUBIC))
+        ImageDraw.Draw(tile).text((6, 4), captions[name], fill="white", stroke_width=2, stroke_fill="black")
         tiles.append(tile)
     canvas = Image.new("RGB", (size[0] * len(tiles), size[1]))
     for i, tile in enumerate(tiles):
