@@ -3,11 +3,11 @@ subject's outline out, as (H,W) bool, True = subject (what a mask file keeps sha
 
 The method, and why (docs/subject-selection.md has the measurements):
 
-- OpenCV's GrabCut (colour GMMs and a graph cut, no model to download) segments a *working copy*: the box plus a
-  quarter of its size of surroundings, scaled so its long side is `WORK_SIDE` px. Cropping first keeps a small
+- OpenCV's GrabCut (colour GMMs and a graph cut, no model to download) segments a *working copy*: the box plus
+  `CONTEXT` of its size of surroundings, scaled so its long side is `WORK_SIDE` px. Cropping first keeps a small
   subject (a car far away) large enough to segment, and the time per snap the same for a 12 MP photo as for a
   thumbnail. It runs in CIE Lab, where colour distances follow what the eye sees: on the tuning photos this kept
-  sky and shadow out of subjects that BGR let in. The random start of its GMMs is seeded: the same input gives
+  sky and shadow out of subjects that RGB let in. The random start of its GMMs is seeded: the same input gives
   the same mask.
 - Strokes are hard constraints (GC_FGD/GC_BGD) in the graph cut and again on the final mask: a stroke pixel is
   always in (subject) or out (background).
@@ -15,8 +15,8 @@ The method, and why (docs/subject-selection.md has the measurements):
   stroke touches them.
 - The edge is refined at full resolution with a colour guided filter (He et al.) of the working mask, guided by
   the photo: its local linear colour model moves the outline onto the photo's edges (hair, fur). The filter's
-  coefficients are computed at up to `REFINE_SIDE` px and applied to the full-resolution photo (He & Sun's fast
-  guided filter), so a 12 MP photo costs little more than a small one.
+  coefficients are computed at up to `REFINE_SIDE` px and applied to the full-resolution pixels near the outline
+  (He & Sun's fast guided filter), so a 12 MP photo costs little more than a small one.
 """
 
 from __future__ import annotations
