@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("defocus_lit.commands.render", "render a defocused photo from an image and its depth"),
     "train": ("defocus_lit.commands.train", "train an experiment: defocus-lit train EXP [key=value ...]"),
     "predict": ("defocus_lit.commands.predict", "defocus your own photo (or a folder) with a trained checkpoint"),
+    "mask": ("defocus_lit.commands.mask", "select the subject from a box or strokes and write its mask file"),
     "demo": ("defocus_lit.commands.demo", "portrait mode in the browser: paint the mask, run, compare, download"),
     "evaluate": ("defocus_lit.commands.evaluate", "score a checkpoint or a baseline and write a report"),
     "export": ("defocus_lit.commands.export", "export a checkpoint's generator to TorchScript or ONNX"),

@@ -221,7 +221,7 @@ def atomic_path(path: str | os.PathLike, *, folder: bool = False) -> Iterator[Pa
 
 
 def write_rgb(path: str | os.PathLike, image: np.ndarray, icc_profile: bytes | None = None) -> None:
-    """Write (H,W,3) uint8 as PNG or JPEG by extension, atomically."""
+    """Write (H,W,3) uint8 (or (H,W) uint8 grey, e.g. a mask) as PNG or JPEG by extension, atomically."""
     path = Path(path)
     fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower())
     if fmt is None:
