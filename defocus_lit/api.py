@@ -40,8 +40,9 @@ from defocus_lit.models.inference import (
     guessed_amount,
     select_device,
 )
+from defocus_lit.select import Box, parse_box, read_strokes, select_subject
 
-__all__ = ["Model", "build_dataset", "evaluate", "load_model"]
+__all__ = ["Model", "build_dataset", "evaluate", "load_model", "subject_mask"]
 
 evaluate = evaluate_checkpoint
 
@@ -106,6 +107,24 @@ class Model:
         """`evaluate_checkpoint` of this model's checkpoint on its device and `max_side` (options: data= or
         manifest=, out=, amount=, strength=, limit=, ...)."""
         return evaluate_checkpoint(self.path, device=str(self.device), max_side=self.max_side, **options)
+
+
+def subject_mask(image: ImageSource, box: str | Box | None = None, strokes: ImageSource | None = None) -> np.ndarray:
+    """The mask file `predict` reads for the photo's subject, selected from a box around it (`x0,y0,x1,y1` in
+    photo pixels, or a `Box`) and/or strokes (black = surely subject, white = surely background): (H,W) uint8, 0 =
+    the subject (kept sharp), 255 = the rest (`defocus_lit.select`). UserError for a bad box or strokes file, or
+    when nothing is selected."""
+    if box is None and strokes is None:
+        raise UserError("give --box X0,Y0,X1,Y1, --strokes S.png or both")
+    photo = read_rgb(image)
+    height, width = photo.shape[:2]
+    box = parse_box(box, width, height) if isinstance(box, str) else box
+    subject = select_subject(photo, box, None if strokes is None else read_strokes(strokes, (height, width)))
+    if not subject.any():
+        raise UserError(
+            f"{source_name(image)}: nothing was selected; draw the box closer around the subject or add strokes"
+        )
+    return np.where(subject, 0, 255).astype(np.uint8)
 
 
 def load_model(ckpt: str | Path, device: str = "auto", max_side: int = MAX_SIDE) -> Model:

@@ -578,3 +578,77 @@ def test_negative_max_side_is_one_error_and_writes_nothing(tiny_checkpoint, tmp_
     assert _predict(tiny_checkpoint, tmp_path / "in.png", tmp_path / "mask.png", out, "--max-side", "-5") == 2
     _assert_one_line_error(capsys, "--max-side: must be >= 0 px")
     assert not out.exists()
+
+
+# ----- --box: the subject selected instead of a mask file ------------------------------------------------------
+def _subject_photo(path: Path) -> np.ndarray:
+    """A 64x96 photo: a red disk (the subject) on green-blue noise; returns the disk (bool)."""
+    rng = np.random.default_rng(3)
+    rgb = np.stack(
+        [rng.integers(0, 60, (64, 96)), rng.integers(100, 200, (64, 96)), rng.integers(100, 255, (64, 96))], 2
+    )
+    rows, cols = np.mgrid[:64, :96]
+    disk = (rows - 32) ** 2 + (cols - 40) ** 2 < 18**2
+    rgb[disk] = [230, 30, 30]
+    Image.fromarray(rgb.astype(np.uint8)).save(path)
+    return disk
+
+
+def test_predict_box_keeps_the_selected_subject_sharp(tiny_checkpoint, tmp_path):
+    disk = _subject_photo(tmp_path / "in.png")
+    out = tmp_path / "out.png"
+    args = ["predict", "--ckpt", str(tiny_checkpoint), "--image", str(tmp_path / "in.png"), "--out", str(out)]
+    assert main([*args, "--box", "19,11,61,53"]) == 0
+    photo, result = read(tmp_path / "in.png"), read(out)
+    same = (result == photo).all(axis=2)
+    inner = disk & ~np.pad(~disk, 2, constant_values=True)[2:-2, 2:-2]  # the disk without its rim
+    assert same[inner].mean() > 0.98 and same[~disk].mean() < 0.2  # the subject sharp, the rest blurred
+    assert (
+        main(["mask", "--image", str(tmp_path / "in.png"), "--box", "19,11,61,53", "--out", str(tmp_path / "m.png")])
+        == 0
+    )
+    assert main([*args[:-1], str(tmp_path / "via_mask.png"), "--mask", str(tmp_path / "m.png")]) == 0
+    assert np.array_equal(read(tmp_path / "via_mask.png"), result)  # the same as the mask command's file
+
+
+@pytest.mark.parametrize(
+    "box, message",
+    [
+        ("1,2,3", "--box"),
+        ("10,10,10,40", "--box"),
+        ("200,200,300,300", "--box"),
+    ],
+)
+def test_bad_boxes_are_one_error_and_write_nothing(box, message, tiny_checkpoint, tmp_path, capsys):
+    _subject_photo(tmp_path / "in.png")
+    out = tmp_path / "out.png"
+    assert (
+        main(
+            [
+                "predict",
+                "--ckpt",
+                str(tiny_checkpoint),
+                "--image",
+                str(tmp_path / "in.png"),
+                "--box",
+                box,
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
+    _assert_one_line_error(capsys, message)
+    assert not out.exists()
+
+
+def test_box_needs_one_photo_and_excludes_a_mask(tiny_checkpoint, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    _subject_photo(folder / "a.png")
+    args = ["predict", "--ckpt", str(tiny_checkpoint), "--out", str(tmp_path / "out")]
+    assert main([*args, "--image", str(folder), "--box", "1,1,20,20"]) == 2
+    _assert_one_line_error(capsys, "--box: selects the subject of one photo")
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "--image", str(folder / "a.png"), "--box", "1,1,20,20", "--mask", str(folder / "a.png")])
+    assert stop.value.code == 2 and "not allowed with argument" in capsys.readouterr().err

@@ -11,11 +11,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
+from defocus_lit.api import subject_mask
 from defocus_lit.errors import UserError
-from defocus_lit.io import read_rgb, write_rgb
-from defocus_lit.select import parse_box, read_strokes, select_subject
+from defocus_lit.io import write_rgb
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -35,17 +33,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.box is None and args.strokes is None:
-        raise UserError("give --box X0,Y0,X1,Y1, --strokes S.png or both")
     if Path(args.out).suffix.lower() != ".png":  # a mask must keep exact values: no JPEG
         raise UserError(f"{args.out}: the mask must be a .png")
-    image = read_rgb(args.image)
-    height, width = image.shape[:2]
-    box = None if args.box is None else parse_box(args.box, width, height)
-    strokes = None if args.strokes is None else read_strokes(args.strokes, (height, width))
-    subject = select_subject(image, box, strokes)
-    if not subject.any():
-        raise UserError(f"{args.image}: nothing was selected; draw the box closer around the subject or add strokes")
-    write_rgb(args.out, np.where(subject, 0, 255).astype(np.uint8))
-    print(f"wrote {args.out} ({width}x{height}, subject {subject.mean():.1%} of the photo)")
+    mask = subject_mask(args.image, args.box, args.strokes)
+    write_rgb(args.out, mask)
+    height, width = mask.shape
+    print(f"wrote {args.out} ({width}x{height}, subject {(mask == 0).mean():.1%} of the photo)")
     return 0

@@ -1,8 +1,9 @@
 """`defocus-lit predict`: defocus your own photo, or a folder of photos, with a trained checkpoint.
 
 The mask is a grey image (any mode: 1-bit, palette, 16-bit ...) of the photo's size: black (< 128) marks what
-stays sharp, white what is blurred. A checkpoint trained on patch masks (`data.mask_kind=patch`) also takes the
-3-level mask 0 / 128 / 255 (sharp / partial blur / full blur); a binary mask works for it too.
+stays sharp, white what is blurred; `--box X0,Y0,X1,Y1` instead selects the subject inside the box (`defocus-lit
+mask`, `defocus_lit.select`) and keeps it sharp. A checkpoint trained on patch masks (`data.mask_kind=patch`) also
+takes the 3-level mask 0 / 128 / 255 (sharp / partial blur / full blur); a binary mask works for it too.
 
 The generator runs at a working size of `--max-side` px (long side, default 256) and the blur at full resolution:
 see `defocus_lit.models.inference`. `--amount A` sets how much blur (the mean blur radius out of focus, in percent
@@ -18,9 +19,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
-from defocus_lit.api import Model, load_model
+from defocus_lit.api import Model, load_model, subject_mask
 from defocus_lit.commands import add_amount_options, add_inference_options
 from defocus_lit.errors import UserError
 from defocus_lit.io import ensure_folder, icc_profile, write_rgb
@@ -32,10 +34,16 @@ OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg")
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", required=True, help="checkpoint from `defocus-lit train` (.ckpt)")
     parser.add_argument("--image", required=True, help="photo (PNG/JPEG/...) or a folder of photos")
-    parser.add_argument(
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument(
         "--mask",
-        required=True,
         help="grey mask of the photo's size, black = keep sharp (or a folder: paired by file stem)",
+    )
+    what.add_argument(
+        "--box",
+        metavar="X0,Y0,X1,Y1",
+        help="instead of --mask: a box around the subject (photo pixels), which is selected and kept sharp (see "
+        "`defocus-lit mask`)",
     )
     parser.add_argument("--out", required=True, help="output .png/.jpg (or a folder, for folder input)")
     add_inference_options(parser)
@@ -43,16 +51,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    image, mask, out = Path(args.image), Path(args.mask), Path(args.out)
+    image, out = Path(args.image), Path(args.out)
     if not image.exists():
         raise UserError(f"{image}: no such file or folder")
     folder = image.is_dir()
-    if folder != mask.is_dir():
-        raise UserError(f"{mask if folder else image}: --image and --mask must both be files or both be folders")
+    if args.box is not None and folder:
+        raise UserError(f"--box: selects the subject of one photo; {image} is a folder (give masks with --mask)")
+    if args.mask is not None and folder != Path(args.mask).is_dir():
+        raise UserError(f"{args.mask if folder else image}: --image and --mask must both be files or both be folders")
     if not folder and out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise UserError(f"{out}: output must end in {', '.join(OUTPUT_SUFFIXES)}")
     if folder and out.exists() and not out.is_dir():
         raise UserError(f"{out}: for folder input --out must be a folder")
+    mask = Path(args.mask) if args.mask is not None else subject_mask(image, args.box)
     jobs = pair_folders(image, mask) if folder else [(image, mask, out.name)]
     model = load_model(args.ckpt, args.device, args.max_side)
     model.check(args.amount, args.strength)
@@ -104,7 +115,12 @@ def _output_name(image: Path) -> str:
 
 
 def predict_file(
-    model: Model, image_path: Path, mask_path: Path, out: Path, amount: float | None = None, strength: float = 1.0
+    model: Model,
+    image_path: Path,
+    mask_path: Path | np.ndarray,
+    out: Path,
+    amount: float | None = None,
+    strength: float = 1.0,
 ) -> None:
     """Defocus one photo and write it (atomically) with the input's size and ICC profile."""
     write_rgb(out, model.defocus(image_path, mask_path, amount, strength), icc_profile=icc_profile(image_path))
