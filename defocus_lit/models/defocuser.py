@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -59,17 +60,17 @@ class BlurStack(nn.Module):
         """raw (B,K,H,W) in [-1,1] -> the per-pixel weights of the K levels (B,K,H,W), summing to 1."""
         return torch.softmax(raw.float() * self.sharpness, dim=1)
 
-    def level_radii(self, radius_scale: float = 1.0, strength: Tensor | float = 1.0) -> Tensor:
+    def level_radii(self, radius_scale: float = 1.0, strength: Tensor | float = 1.0) -> np.ndarray:
         """The levels' radii in px as applied, min(r * strength, top radius) * radius_scale: (K,) for one strength,
-        (B,K) for one per sample (B,)."""
-        radii = torch.tensor(self.radii)
-        strength = torch.as_tensor(strength, dtype=radii.dtype).cpu()
-        return (radii * strength[..., None]).clamp(max=max(self.radii)) * radius_scale
+        (B,K) for one per sample (B,). In numpy, not torch: they size the kernels, so an exported model must see
+        them as constants."""
+        strength = strength.detach().cpu().numpy() if isinstance(strength, Tensor) else np.float64(strength)
+        return np.minimum(np.asarray(self.radii) * strength[..., None], max(self.radii)) * radius_scale
 
     def expected_radius(self, raw: Tensor, radius_scale: float = 1.0, strength: Tensor | float = 1.0) -> Tensor:
         """raw (B,K,H,W) -> (B,1,H,W): the weights times the level radii (`level_radii`), in px; at the
         generator's scale by default."""
-        radii = self.level_radii(radius_scale, strength).to(raw.device).view(-1, self.channels, 1, 1)
+        radii = torch.from_numpy(self.level_radii(radius_scale, strength)).to(raw).view(-1, self.channels, 1, 1)
         return (self.weights(raw) * radii).sum(dim=1, keepdim=True)
 
     @torch.no_grad()
@@ -97,8 +98,8 @@ class BlurStack(nn.Module):
         (`strength` a number, or (B,) one per sample)."""
         linear = srgb_to_linear((image.float() + 1) / 2)
         radii = self.level_radii(radius_scale, strength)
-        kernels = disk_stack(radii.flatten().tolist()).to(linear)
-        per_sample = radii.dim() == 2
+        kernels = disk_stack(radii.ravel().tolist()).to(linear)
+        per_sample = radii.ndim == 2
         if per_sample:
             kernels = kernels.view(*radii.shape, *kernels.shape[-2:])
         weights = self.weights(raw)
