@@ -41,12 +41,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import cv2
 import numpy as np
 from PIL import Image
 
 from defocus_lit.api import Model, load_model
 from defocus_lit.errors import UserError
 from defocus_lit.models.inference import MAX_SIDE, array_tensors, defocus_array, guessed_amount
+from defocus_lit.select import BACKGROUND, SUBJECT, UNKNOWN, select_subject
 
 if TYPE_CHECKING:  # pragma: no cover
     import gradio as gr
@@ -59,12 +61,15 @@ PAINTED_ALPHA = 128  # a layer pixel counts as painted from this alpha on
 BRUSH_OPACITY = 0.65  # the photo shows through the paint; still above PAINTED_ALPHA
 AMOUNT_STEP = 0.05  # the amount slider's step, percent of the long side; also its least value
 
-# (name, colour, mask value): the brushes; binary checkpoints get the first one only
+# (name, colour, mask value): the brushes; binary checkpoints get "sharp" and "not subject". With snapping on, the
+# sharp strokes are surely the subject and every other brush's surely not (`defocus_lit.select`)
 BRUSHES: tuple[tuple[str, str, float], ...] = (
     ("sharp", "#22c55e", 0.0),
     ("middle", "#f59e0b", 0.5),
     ("far", "#3b82f6", 1.0),
+    ("not subject", "#ef4444", 1.0),
 )
+SHARP, NOT_SUBJECT = 0, 3  # indices into BRUSHES
 
 Progress = Callable[[float, str], None]
 
@@ -100,7 +105,7 @@ class DemoModel(Model):
         return AMOUNT_STEP, max(1, steps) * AMOUNT_STEP
 
     def brushes(self) -> tuple[tuple[str, str, float], ...]:
-        return BRUSHES if self.mask_kind == "patch" else BRUSHES[:1]
+        return BRUSHES if self.mask_kind == "patch" else (BRUSHES[SHARP], BRUSHES[NOT_SUBJECT])
 
     def describe(self) -> str:
         return f"arch {self.cfg.arch}, {self.mask_kind} mask, {self.device.type}"
@@ -160,16 +165,13 @@ def _hex_rgb(colour: str) -> tuple[int, int, int]:
     return int(colour[0:2], 16), int(colour[2:4], 16), int(colour[4:6], 16)
 
 
-def mask_from_layers(layers: Sequence[Any], shape: tuple[int, int], mask_kind: str) -> np.ndarray:
-    """Painted editor layers (RGBA, any size: scaled to the photo's) -> (H,W) float32 mask, 0 = keep sharp.
-
-    Unpainted pixels are 1 (blurred). Binary: painted = 0. Patch: painted pixels take the value of the nearest
-    brush colour (sharp 0, middle 0.5, far 1). UserError if nothing is painted or nothing is marked sharp."""
+def brush_labels(layers: Sequence[Any], shape: tuple[int, int]) -> np.ndarray:
+    """Painted editor layers (RGBA, any size: scaled to the photo's `shape`) -> (H,W) int8: for each painted pixel
+    the index of the nearest brush colour in BRUSHES (later layers over earlier ones), -1 where unpainted. A pixel
+    is painted where a layer's alpha is >= PAINTED_ALPHA (the brush's soft edge below that is not)."""
     h, w = shape
-    mask = np.ones((h, w), np.float32)
+    labels = np.full((h, w), -1, np.int8)
     palette = np.array([_hex_rgb(c) for _, c, _ in BRUSHES], np.float32)
-    values = np.array([v for _, _, v in BRUSHES], np.float32)
-    painted_any = False
     for layer in layers or []:
         if layer is None:
             continue
@@ -183,23 +185,49 @@ def mask_from_layers(layers: Sequence[Any], shape: tuple[int, int], mask_kind: s
                 Image.fromarray(np.ascontiguousarray(arr.astype(np.uint8))).resize((w, h), Image.Resampling.NEAREST)
             )
         painted = arr[..., 3] >= PAINTED_ALPHA
-        if not painted.any():
-            continue
-        painted_any = True
-        if mask_kind == "patch":
-            rgb = arr[painted][:, :3].astype(np.float32)
-            nearest = ((rgb[:, None, :] - palette[None]) ** 2).sum(axis=2).argmin(axis=1)
-            mask[painted] = values[nearest]
-        else:
-            mask[painted] = 0.0
-    if not painted_any:
+        rgb = arr[painted][:, :3].astype(np.float32)
+        labels[painted] = ((rgb[:, None, :] - palette[None]) ** 2).sum(axis=2).argmin(axis=1)
+    return labels
+
+
+def mask_from_layers(
+    layers: Sequence[Any], shape: tuple[int, int], mask_kind: str, snap_to: np.ndarray | None = None
+) -> np.ndarray:
+    """Painted editor layers -> (H,W) float32 mask, 0 = keep sharp (`brush_labels`).
+
+    Unpainted pixels are 1 (blurred), and so are the "not subject" brush's. Binary: every other painted pixel is 0.
+    Patch: painted pixels take their brush's value (sharp 0, middle 0.5, far 1). `snap_to` (the photo (H,W,3)
+    uint8): the sharp area is the subject selected from the strokes instead (`defocus_lit.select`: sharp strokes
+    are surely subject, every other brush's surely not), so it follows the subject's outline; middle and far stay
+    as brushed. UserError if nothing is painted or nothing is marked sharp."""
+    labels = brush_labels(layers, shape)
+    painted = labels >= 0
+    if not painted.any():
         raise UserError("nothing is painted: paint what stays sharp with the brush, or upload a mask file")
+    values = np.array([v for _, _, v in BRUSHES], np.float32)
+    if mask_kind == "patch":
+        mask = np.where(painted, values[labels], 1.0).astype(np.float32)
+    else:
+        mask = np.where(painted & (labels != NOT_SUBJECT), 0.0, 1.0).astype(np.float32)
+    if snap_to is not None and (labels == SHARP).any():
+        strokes = np.where(labels == SHARP, SUBJECT, np.where(painted, BACKGROUND, UNKNOWN)).astype(np.int8)
+        subject = select_subject(snap_to, None, strokes)
+        mask = np.where(subject, 0.0, np.where(mask == 0, 1.0, mask)).astype(np.float32)
     if not (mask == 0).any():
         raise UserError(
             "nothing is marked sharp: paint the subject with the 'sharp' brush "
-            f"({BRUSHES[0][1]}); 'middle' and 'far' only grade the blur"
+            f"({BRUSHES[SHARP][1]}); the other brushes only grade the blur or mark what is not the subject"
         )
     return mask
+
+
+def selection_preview(photo: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """What stays sharp, shown over the photo (H,W,3) uint8: the rest dimmed, the sharp area's outline green."""
+    sharp = mask == 0
+    preview = np.where(sharp[..., None], photo, (photo * 0.35).astype(np.uint8))
+    edge = sharp & ~cv2.erode(sharp.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    preview[cv2.dilate(edge.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)] = _hex_rgb(BRUSHES[SHARP][1])
+    return preview
 
 
 def mask_from_file(path: str | os.PathLike, shape: tuple[int, int], mask_kind: str) -> np.ndarray:
@@ -217,21 +245,23 @@ def mask_from_file(path: str | os.PathLike, shape: tuple[int, int], mask_kind: s
     return mask
 
 
-def photo_and_mask(demo_model: DemoModel, editor: dict | None, mask_file: str | None) -> tuple[np.ndarray, np.ndarray]:
+def photo_and_mask(
+    demo_model: DemoModel, editor: dict | None, mask_file: str | None, snap: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """The photo (H,W,3) uint8 and its mask (H,W) float32 (0 = keep sharp) from the editor's value
-    ({"background", "layers", "composite"}) or, taking precedence over the painting, an uploaded `mask_file`.
-    Raises UserError for bad input."""
+    ({"background", "layers", "composite"}), its sharp strokes snapped to the subject's outline with `snap`, or,
+    taking precedence over the painting, an uploaded `mask_file`. Raises UserError for bad input."""
     photo = photo_rgb((editor or {}).get("background"), demo_model.max_megapixels)
     shape = photo.shape[:2]
     if mask_file:
         return photo, mask_from_file(mask_file, shape, demo_model.mask_kind)
-    return photo, mask_from_layers((editor or {}).get("layers") or [], shape, demo_model.mask_kind)
+    layers = (editor or {}).get("layers") or []
+    return photo, mask_from_layers(layers, shape, demo_model.mask_kind, photo if snap else None)
 
 
-def guess(demo_model: DemoModel, editor: dict | None, mask_file: str | None = None) -> float:
+def guess(demo_model: DemoModel, photo: np.ndarray, mask: np.ndarray) -> float:
     """The amount of blur (percent of the long side) the model guesses for the photo and mask: the slider's value
-    until the user moves it. Raises UserError for bad input."""
-    photo, mask = photo_and_mask(demo_model, editor, mask_file)
+    until the user moves it."""
     image, mask_tensor = array_tensors(photo, mask, demo_model.device)
     return float(guessed_amount(demo_model.defocuser, image, mask_tensor, demo_model.max_side)[0])
 
@@ -242,14 +272,15 @@ def process(
     mask_file: str | None = None,
     amount: float | None = None,
     progress: Progress | None = None,
+    snap: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The Run button: (photo, defocused) as (H,W,3) uint8 at the photo's full resolution.
 
-    `editor` and `mask_file` as in `photo_and_mask`; `amount` is the slider's once the user moved it (None: the
-    model guesses, as predict without --amount). Raises UserError for bad input."""
+    `editor`, `mask_file` and `snap` as in `photo_and_mask`; `amount` is the slider's once the user moved it (None:
+    the model guesses, as predict without --amount). Raises UserError for bad input."""
     report = progress or (lambda fraction, desc: None)
-    report(0.0, "reading the photo")
-    photo, mask = photo_and_mask(demo_model, editor, mask_file)
+    report(0.0, "selecting the subject" if snap and not mask_file else "reading the photo")
+    photo, mask = photo_and_mask(demo_model, editor, mask_file, snap)
     report(0.2, f"defocusing {photo.shape[1]}x{photo.shape[0]} on {demo_model.device.type}")
     result = defocus_array(demo_model.defocuser, photo, mask, demo_model.device, demo_model.max_side, amount=amount)
     report(0.9, "writing the PNG")
@@ -270,6 +301,10 @@ def _instructions(demo_model: DemoModel) -> str:
             "This checkpoint wants a **binary mask**: paint what stays **sharp** with the brush; everything "
             "unpainted is blurred."
         )
+    paint += (
+        " With **snap to edges** on, a few sharp strokes on the subject are enough: the selection grows to its "
+        "outline (shown under the result); mark what it wrongly takes with **not subject** (red)."
+    )
     amount = (
         " The **amount of blur** slider then shows the model's guess for them; drag it for more or less blur."
         if demo_model.takes_amount
@@ -291,19 +326,24 @@ def guess_note(amount: float) -> str:
     return f"The model's guess for this photo and mask: **{amount:.2f} %** of the long side."
 
 
-def make_guess_handler(demo_model: DemoModel) -> Callable[..., tuple[Any, Any, bool]]:
-    """The handler that moves the amount slider to the model's guess whenever the photo or the mask changes:
-    (the slider's new value, the note under it, "moved by the user" False). Until there is a photo and a sharp
-    area it leaves the slider as it is and says what is missing."""
+def make_change_handler(demo_model: DemoModel) -> Callable[..., tuple[Any, Any, bool, Any]]:
+    """The handler run whenever the photo, the painting, the mask file or snapping changes: (the amount slider's
+    new value: the model's guess for the photo and mask, the note under it, "moved by the user" False, the preview
+    of what stays sharp). Until there is a photo and a sharp area it leaves the slider and preview as they are and
+    says what is missing."""
     gr = import_gradio()
 
-    def on_change(editor: dict | None, mask_file: str | None) -> tuple[Any, Any, bool]:
+    def on_change(editor: dict | None, mask_file: str | None, snap: bool = False) -> tuple[Any, Any, bool, Any]:
         try:
-            amount = guess(demo_model, editor, mask_file)
+            photo, mask = photo_and_mask(demo_model, editor, mask_file, snap)
         except UserError as err:
-            return gr.update(), f"The model's guess appears once there is {_missing(err)}.", False
+            return gr.update(), f"The model's guess appears once there is {_missing(err)}.", False, gr.update()
+        preview = selection_preview(photo, mask)
+        if not demo_model.takes_amount:
+            return gr.update(), "", False, preview
+        amount = guess(demo_model, photo, mask)
         low, high = demo_model.amount_span
-        return gr.update(value=min(max(round(amount, 2), low), high)), guess_note(amount), False
+        return gr.update(value=min(max(round(amount, 2), low), high)), guess_note(amount), False, preview
 
     return on_change
 
@@ -314,23 +354,28 @@ def _missing(err: UserError) -> str:
 
 def make_run_handler(demo_model: DemoModel, output_dir: Path) -> Callable[..., tuple[Any, Any]]:
     """The Run button's Gradio handler: `process` (told the slider's amount once the user `moved` it, else the
-    model's guess), the full-resolution PNG written under `output_dir`, errors turned into a message box on the page
+    model's guess; the sharp strokes snapped to the subject with `snap`), the full-resolution PNG written under
+    `output_dir`, errors turned into a message box on the page
     (`gr.Error`) instead of a stack trace."""
     gr = import_gradio()
 
     track = gr.Progress()  # a gr.Progress default makes Gradio pass the page's progress bar
 
     def on_run(
-        editor: dict | None, mask_file: str | None, amount: float | None, moved: bool, progress: Any = track
+        editor: dict | None,
+        mask_file: str | None,
+        amount: float | None,
+        moved: bool,
+        snap: bool = False,
+        progress: Any = track,
     ) -> tuple[Any, Any]:
         # (annotations stay plain: Gradio evaluates them, and `gr` is not a module-level name here)
         from defocus_lit.io import write_rgb
 
         try:
             told = float(amount) if moved and demo_model.takes_amount else None
-            photo, result = process(
-                demo_model, editor, mask_file, told, lambda fraction, desc: progress(fraction, desc=desc)
-            )
+            report = lambda fraction, desc: progress(fraction, desc=desc)  # noqa: E731
+            photo, result = process(demo_model, editor, mask_file, told, report, snap)
             out = output_dir / uuid.uuid4().hex / "defocused.png"
             write_rgb(out, result)
         except UserError as err:
@@ -363,7 +408,7 @@ def build_page(demo_model: DemoModel, examples: Sequence[Path] = (), output_dir:
     )
 
     on_run = make_run_handler(demo_model, output_dir)
-    on_change = make_guess_handler(demo_model)
+    on_change = make_change_handler(demo_model)
 
     with gr.Blocks(title="defocus_lit: portrait mode", theme=theme, analytics_enabled=False) as page:
         gr.Markdown(_instructions(demo_model), elem_id="instructions")
@@ -386,11 +431,16 @@ def build_page(demo_model: DemoModel, examples: Sequence[Path] = (), output_dir:
                     elem_id="photo",
                     height=520,
                 )
-                if len(brushes) > 1:
-                    gr.Markdown(
-                        " · ".join(f"<span style='color:{c}'>&#9632;</span> {n}" for n, c, _ in brushes),
-                        elem_id="brush-legend",
-                    )
+                gr.Markdown(
+                    " · ".join(f"<span style='color:{c}'>&#9632;</span> {n}" for n, c, _ in brushes),
+                    elem_id="brush-legend",
+                )
+                snap = gr.Checkbox(
+                    value=True,
+                    label="Snap to edges: the sharp strokes select the subject up to its outline "
+                    "(the other brushes mark what it is not); off: exactly what you paint stays sharp",
+                    elem_id="snap",
+                )
                 mask_file = gr.File(
                     label="...or upload a mask file (black = sharp; replaces the painting)",
                     file_types=["image"],
@@ -423,21 +473,27 @@ def build_page(demo_model: DemoModel, examples: Sequence[Path] = (), output_dir:
                     max_height=520,
                 )
                 download = gr.DownloadButton("Download full-resolution PNG", visible=False, elem_id="download")
+                preview = gr.Image(
+                    label="What stays sharp (the rest is dimmed)",
+                    type="numpy",
+                    interactive=False,
+                    elem_id="selection",
+                    height=300,
+                )
         if examples:
             gr.Examples(examples=[[str(p)] for p in examples], inputs=[editor], label="Example photos")
-        if demo_model.takes_amount:
-            amount.input(lambda: True, outputs=moved, show_progress="hidden")
-            for source in (editor.change, mask_file.change):
-                source(
-                    on_change,
-                    inputs=[editor, mask_file],
-                    outputs=[amount, note, moved],
-                    show_progress="hidden",
-                    trigger_mode="always_last",
-                )
+        amount.input(lambda: True, outputs=moved, show_progress="hidden")
+        for source in (editor.change, mask_file.change, snap.change):
+            source(
+                on_change,
+                inputs=[editor, mask_file, snap],
+                outputs=[amount, note, moved, preview],
+                show_progress="hidden",
+                trigger_mode="always_last",
+            )
         run_button.click(
             on_run,
-            inputs=[editor, mask_file, amount, moved],
+            inputs=[editor, mask_file, amount, moved, snap],
             outputs=[result, download],
             show_progress="full",
             concurrency_limit=1,

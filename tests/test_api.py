@@ -24,7 +24,9 @@ def model(tiny_checkpoint):
 def test_the_api_is_exported_from_the_package_on_first_use():
     from defocus_lit import Model, api, build_dataset, evaluate, load_model, subject_mask
 
-    assert (Model, build_dataset, evaluate, load_model, subject_mask) == tuple(getattr(api, name) for name in defocus_lit.API)
+    assert (Model, build_dataset, evaluate, load_model, subject_mask) == tuple(
+        getattr(api, name) for name in defocus_lit.API
+    )
 
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         defocus_lit.nothing  # noqa: B018

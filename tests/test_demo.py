@@ -255,20 +255,21 @@ def test_slider_moves_to_the_guess_and_run_tells_the_model_only_once_moved(demo_
     photo = _photo()
     layer = _layer(photo.shape[:2], [(slice(30, 60), slice(40, 90), GREEN, 255)])
     editor = {"background": photo, "layers": [layer]}
-    on_change = demo.make_guess_handler(demo_model)
-    update, note, moved = on_change(editor, None)
-    guess = demo.guess(demo_model, editor)
-    assert update["value"] == pytest.approx(round(guess, 2)) and f"{guess:.2f} %" in note and moved is False
+    on_change = demo.make_change_handler(demo_model)
+    update, note, moved, preview = on_change(editor, None, False)
     mask = np.ones(photo.shape[:2], np.float32)
     mask[30:60, 40:90] = 0
+    guess = demo.guess(demo_model, photo, mask)
+    assert update["value"] == pytest.approx(round(guess, 2)) and f"{guess:.2f} %" in note and moved is False
+    assert preview.shape == photo.shape and (preview[30:60, 40:90] == photo[30:60, 40:90])[2:-2, 2:-2].all()
     from defocus_lit.models.inference import array_tensors, blur_radius
 
     image, mask_tensor = array_tensors(photo, mask, demo_model.device)
     radius = blur_radius(demo_model.defocuser, image, mask_tensor, demo_model.max_side)[0, 0].numpy()
     assert guess == pytest.approx(radius[mask > 0].mean() * 100 / 128, rel=1e-4)  # mean out of focus, % of 128 px
-    update, note, _ = on_change({"background": photo, "layers": []}, None)
-    assert "value" not in update and "a photo and a sharp area" in note
-    assert "a photo." in on_change(None, None)[1]
+    update, note, _, preview = on_change({"background": photo, "layers": []}, None, False)
+    assert "value" not in update and "a photo and a sharp area" in note and "value" not in preview
+    assert "a photo." in on_change(None, None, False)[1]
 
     handler = demo.make_run_handler(demo_model, tmp_path)
     no_progress = lambda *args, **kwargs: None
@@ -279,3 +280,54 @@ def test_slider_moves_to_the_guess_and_run_tells_the_model_only_once_moved(demo_
     device, side = demo_model.device, demo_model.max_side
     assert (outs["guess"] == defocus_array(demo_model.defocuser, photo, mask, device, side)).all()
     assert (outs["moved"] == defocus_array(demo_model.defocuser, photo, mask, device, side, amount=5.0)).all()
+
+
+# ----- snapping: the sharp strokes select the subject up to its outline ----------------------------------------
+RED = (239, 68, 68)  # the "not subject" brush
+
+
+def _disk_photo() -> tuple[np.ndarray, np.ndarray]:
+    """A 96x128 photo: a red-orange disk (the subject) on blue-green noise; and the disk (bool)."""
+    rng = np.random.default_rng(5)
+    photo = np.stack(
+        [rng.integers(0, 60, (96, 128)), rng.integers(90, 200, (96, 128)), rng.integers(120, 255, (96, 128))], 2
+    )
+    rows, cols = np.mgrid[:96, :128]
+    disk = (rows - 48) ** 2 + (cols - 60) ** 2 < 30**2
+    photo[disk] = [235, 120, 40]
+    return photo.astype(np.uint8), disk
+
+
+def test_snapping_grows_a_stroke_to_the_subjects_outline():
+    """A short sharp stroke inside the disk: painted, only the stroke stays sharp; snapped, the whole disk does (up
+    to its rim) and nothing else. The "not subject" brush is never sharp; for a patch checkpoint the far brush
+    stays as brushed outside the subject."""
+    photo, disk = _disk_photo()
+    stroke = _layer(photo.shape[:2], [(slice(44, 52), slice(52, 68), GREEN, 255)])
+    painted = demo.mask_from_layers([stroke], photo.shape[:2], "binary")
+    assert (painted == 0).sum() == 8 * 16
+    snapped = demo.mask_from_layers([stroke], photo.shape[:2], "binary", snap_to=photo)
+    rows, cols = np.mgrid[:96, :128]
+    rim = np.abs(np.hypot(rows - 48, cols - 60) - 30) < 3  # the outline, where GrabCut may err by a pixel or two
+    assert (snapped[disk & ~rim] == 0).all() and (snapped[~disk & ~rim] == 1).all()
+    red = _layer(photo.shape[:2], [(slice(0, 10), slice(0, 20), RED, 255)])
+    assert (demo.mask_from_layers([stroke, red], photo.shape[:2], "binary")[:10, :20] == 1).all()
+    far = _layer(photo.shape[:2], [(slice(85, 96), slice(0, 128), BLUE, 255), (slice(0, 6), slice(0, 128), AMBER, 255)])
+    patch = demo.mask_from_layers([stroke, far], photo.shape[:2], "patch", snap_to=photo)
+    assert (patch[disk & ~rim] == 0).all() and (patch[0:6] == 0.5).all() and (patch[88:] == 1).all()
+    with pytest.raises(UserError, match="nothing is marked sharp"):
+        demo.mask_from_layers([red], photo.shape[:2], "binary", snap_to=photo)
+
+
+def test_run_snaps_when_asked(demo_model, tmp_path):
+    photo, disk = _disk_photo()
+    editor = {"background": photo, "layers": [_layer(photo.shape[:2], [(slice(44, 52), slice(52, 68), GREEN, 255)])]}
+    handler = demo.make_run_handler(demo_model, tmp_path)
+    outs = {}
+    for snap in (False, True):
+        (_, out), _ = handler(editor, None, 3.0, False, snap, progress=lambda *args, **kwargs: None)
+        outs[snap] = np.asarray(Image.open(out))
+    kept = {snap: (out == photo).all(axis=2) for snap, out in outs.items()}
+    rows, cols = np.mgrid[:96, :128]
+    inner = np.hypot(rows - 48, cols - 60) < 27  # the disk, less the rim GrabCut may miss by a pixel or two
+    assert kept[True][inner].all() and kept[False][inner].mean() < 0.9  # unsnapped, the noise blurs into the disk

@@ -172,6 +172,7 @@ def test_paint_run_compare_download(browser, demo_url, tmp_path):
     # the same server then serves a real run
     page.locator("#photo input[type=file]").first.set_input_files(str(tmp_path / "photo.png"))
     page.wait_for_timeout(1000)
+    page.locator("#snap input").uncheck()  # noise has no subject to snap to: the stroke is the mask
     paint_stroke(page, dx=120)
     # the slider moves to the model's guess for the photo and the stroke, shown as a number
     page.wait_for_function(
@@ -204,3 +205,35 @@ def test_paint_run_compare_download(browser, demo_url, tmp_path):
         assert laplacian_energy(out[band]) < 0.5 * laplacian_energy(photo[band])
     external = [url for url in requests if not url.startswith(demo_url) and not url.startswith(("data:", "blob:"))]
     assert external == [], f"the page loaded from other hosts: {external}"
+
+
+def test_a_stroke_snaps_to_the_subject(browser, demo_url, tmp_path):
+    """Snapping is on by default: a short stroke inside a disk keeps the whole disk sharp, and the page shows the
+    selection before the run."""
+    h, w = 240, 320
+    rng = np.random.default_rng(1)
+    photo = np.stack([rng.integers(0, 60, (h, w)), rng.integers(90, 200, (h, w)), rng.integers(120, 255, (h, w))], 2)
+    rows, cols = np.mgrid[:h, :w]
+    distance = np.hypot(rows - h / 2, cols - w / 2)
+    disk = distance < 80
+    photo[disk] = [215, 100, 20] + rng.integers(0, 40, (disk.sum(), 3))  # orange, textured: any blur shows
+    Image.fromarray(photo.astype(np.uint8)).save(tmp_path / "disk.png")
+    page = browser.new_page(viewport=VIEWPORT, accept_downloads=True)
+    page.goto(demo_url)
+    page.wait_for_selector("#photo canvas")
+    assert page.locator("#snap input").is_checked()
+    page.locator("#photo input[type=file]").first.set_input_files(str(tmp_path / "disk.png"))
+    page.wait_for_timeout(1000)
+    paint_stroke(page, dx=20)
+    page.locator("#selection img").wait_for(timeout=30_000)  # the snapped selection, shown before Run
+    _screenshot(page, "demo-snapped")
+    page.click("#run")
+    page.locator("#result img").nth(1).wait_for(timeout=60_000)
+    with page.expect_download(timeout=30_000) as download:
+        page.click("#download")
+    download.value.save_as(tmp_path / "out.png")
+    page.close()
+
+    out = np.asarray(Image.open(tmp_path / "out.png").convert("RGB"))
+    assert (out[distance < 75] == photo[distance < 75]).all()  # the whole disk, far beyond the stroke, is sharp
+    assert np.abs(out[distance > 90].astype(int) - photo[distance > 90]).mean() > 10  # the rest is blurred
