@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from defocus_lit.errors import UserError
+
 ROUNDS = 3  # alternating Lightning / plain runs per experiment; the best of each (machine noise is ~5 %)
 EXPERIMENTS = ("pix2pix_4ch", "uniform_l1", "focus_penalty", "patch_mask", "two_stage")
 STEPS = 8  # timed training steps per architecture
@@ -262,6 +264,9 @@ def run_benchmarks(
     """The figures of `parts` (default: all of PARTS, in order), each measured in its own process, with the
     machine they were measured on and each part's peak resident memory in MB. `steps`: timed training steps per
     architecture; `experiments`: those the train part times."""
+    unknown = [name for name in parts or () if name not in PARTS]
+    if unknown:
+        raise UserError(f"parts: unknown part '{unknown[0]}' (valid: {', '.join(PARTS)})")
     options = BenchOptions(steps, tuple(experiments))
     figures: dict = {
         "machine": {"cpus": torch.get_num_threads(), "torch": torch.__version__, "cuda": torch.cuda.is_available()},
