@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from defocus_lit.cli import main
-from defocus_lit.commands.export import example_inputs
 from defocus_lit.models.checkpoint import load_checkpoint
+from defocus_lit.models.export import example_inputs
 
 TOLERANCE = 1e-3
 

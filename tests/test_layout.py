@@ -1,5 +1,6 @@
 """The package's layout: data flows one way (ops -> render -> data -> losses/metrics/baselines -> models -> config
--> training -> commands), so no module imports one from a layer above it and no import cycle exists."""
+-> training -> sweeps/benchmarks -> commands), so no module imports one from a layer above it and no import cycle
+exists."""
 
 import ast
 from pathlib import Path
@@ -16,6 +17,7 @@ LAYERS = (
     ("defocus_lit.models",),
     ("defocus_lit.config",),
     ("defocus_lit.training", "defocus_lit.evaluation"),
+    ("defocus_lit.sweeps", "defocus_lit.benchmarks"),
     ("defocus_lit.api",),
     ("defocus_lit.demo_page", "defocus_lit.commands", "defocus_lit.cli"),
 )

@@ -12,7 +12,9 @@ import torch
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
 from defocus_lit.cli import main
-from defocus_lit.commands.sweep import (
+from defocus_lit.config import config_keys, experiment_names, experiments_dir, load_experiment
+from defocus_lit.errors import UserError
+from defocus_lit.sweeps import (
     WORKER_ATTR,
     PruningCallback,
     agent_words,
@@ -20,8 +22,6 @@ from defocus_lit.commands.sweep import (
     validate_sweep,
     worker_id,
 )
-from defocus_lit.config import config_keys, experiment_names, experiments_dir, load_experiment
-from defocus_lit.errors import UserError
 
 SWEEPS = sorted((experiments_dir() / "sweeps").glob("*.yaml"))
 
@@ -177,7 +177,7 @@ def test_a_stopped_study_continues_and_reruns_an_orphaned_trial(tmp_path, tiny):
 def test_wandb_backend_registers_the_file_with_fixed_words_in_its_command(monkeypatch, tmp_path):
     import wandb
 
-    import defocus_lit.commands.sweep as sweep_module
+    import defocus_lit.sweeps as sweep_module
 
     calls = {}
 
