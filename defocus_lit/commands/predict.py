@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from defocus_lit.commands import add_inference_options
-from defocus_lit.errors import UserError
+from defocus_lit.errors import DiskFull, UserError
 from defocus_lit.io import ensure_folder, icc_profile, read_mask, read_rgb, write_rgb
 from defocus_lit.models.checkpoint import load_checkpoint
 from defocus_lit.models.defocuser import Defocuser
@@ -145,11 +145,13 @@ def predict_folder(
     strength: float = 1.0,
 ) -> int:
     """Defocus every pair into `out_dir`, each file written atomically; a pair that cannot be read is named in one
-    `error:` line and skipped. Returns the number of failed pairs."""
+    `error:` line and skipped, a full disk stops. Returns the number of failed pairs."""
     failed = 0
     for image_path, mask_path, name in tqdm(jobs, desc="predict", unit="image"):
         try:
             predict_file(model, mask_kind, image_path, mask_path, out_dir / name, device, max_side, strength)
+        except DiskFull:  # every later image would fail the same way: stop, keeping those written
+            raise
         except UserError as err:
             tqdm.write(f"error: {err}", file=sys.stderr)
             failed += 1

@@ -34,7 +34,7 @@ from defocus_lit.data.planes import PAPER_PLANES, PLANES, REJECT_REASONS, Sample
 from defocus_lit.data.samples import FrameSamples, as_disparity, clean_depth, fit_frame, frame_samples
 from defocus_lit.data.sources import ManifestSource, MixedSource
 from defocus_lit.errors import UserError
-from defocus_lit.io import atomic_path
+from defocus_lit.io import WriteErrorsKept, atomic_path, keeping_write_errors
 from defocus_lit.render import RenderSettings
 
 DEFAULT_SIZE = (256, 256)
@@ -231,10 +231,11 @@ def deflate(sample: np.ndarray) -> bytes:
 
 
 class _Writer:
-    """Appends samples to resizable, one-chunk-per-sample datasets, a block at a time."""
+    """Appends samples to resizable, one-chunk-per-sample datasets, a block at a time. `raw` is the file HDF5 writes
+    through: a block that did not fit on the disk stops the build (`WriteErrorsKept`)."""
 
-    def __init__(self, file: h5py.File, size: tuple[int, int], block: int):
-        self.file, self.block, self.n = file, block, 0
+    def __init__(self, file: h5py.File, size: tuple[int, int], block: int, raw: WriteErrorsKept):
+        self.file, self.block, self.n, self.raw = file, block, 0, raw
         self.pending: dict[str, list] = {name: [] for name in LAYOUT if name != "split"}
         h, w = size
         for name, (dtype, trailing) in LAYOUT.items():
@@ -279,6 +280,7 @@ class _Writer:
                 ds[self.n : self.n + k] = np.concatenate(values)
             values.clear()
         self.n += k
+        self.raw.check()
 
 
 # ---------------------------------------------------------------------------------------------------- build
@@ -352,8 +354,9 @@ def build_dataset(
     with _sigterm_raises_interrupt() as stop:
         job = _Job(source, _output_size(source[0], source, size), tuple(planes), settings, sample_filter, device, seed)
         with atomic_path(out) as tmp:
-            with _results(job, workers) as results, h5py.File(tmp, "w") as file:
-                summary = _write(file, job, results, split, seed, progress, block, stop)
+            with _results(job, workers) as results, keeping_write_errors(tmp) as raw, h5py.File(raw, "w") as file:
+                writer = _Writer(file, job.size, block, raw)
+                summary = _write(file, job, results, split, seed, progress, writer, stop)
                 summary["seconds"] = round(time.perf_counter() - start, 2)
                 summary["frames_per_s"] = round(len(source) / max(summary["seconds"], 1e-9), 2)
                 file.attrs["build_seconds"] = summary["seconds"]
@@ -362,9 +365,15 @@ def build_dataset(
 
 
 def _write(
-    file: h5py.File, job: _Job, results: Iterator[_FrameResult], split, seed, progress, block, stop: threading.Event
+    file: h5py.File,
+    job: _Job,
+    results: Iterator[_FrameResult],
+    split,
+    seed,
+    progress,
+    writer: _Writer,
+    stop: threading.Event,
 ) -> dict:
-    writer = _Writer(file, job.size, block)
     counts: Counter = Counter({reason: 0 for reason in REJECT_REASONS})
     frame_splits: dict[int, str | None] = {}
     frame_sources: dict[int, int] = {}
