@@ -12,7 +12,7 @@ import os
 import sys
 
 from defocus_lit import __version__
-from defocus_lit.errors import NO_SPACE, DiskFull, UserError
+from defocus_lit.errors import UserError, disk_full
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("defocus_lit.commands.data", "build an HDF5 training set from RGB-D images, or describe one"),
@@ -77,10 +77,11 @@ def _run(argv: list[str] | None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except OSError as err:  # the last resort for a write on a full disk that no atomic write caught (a log file)
-        if err.errno not in NO_SPACE:
+    except Exception as err:  # the last resort for a write to a full disk that no atomic write caught (a log file)
+        full = disk_full(err)
+        if full is None:
             raise
-        print(f"error: {DiskFull(err.filename)}", file=sys.stderr)
+        print(f"error: {full}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

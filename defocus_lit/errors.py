@@ -1,5 +1,6 @@
-"""The one exception type for bad user input: the CLI prints it as a single `error: ...` line, exit 2; and
-`warn` for input that works but probably not as the user meant (one `warning: ...` line)."""
+"""The one exception type for bad user input, and its kind for a full disk: the CLI prints either as a single
+`error: ...` line, exit 2; and `warn` for input that works but probably not as the user meant (one `warning: ...`
+line)."""
 
 import errno
 import os
@@ -17,7 +18,21 @@ class DiskFull(UserError):
 
     def __init__(self, path: str | os.PathLike | None, remedy: str = "free space or choose another --out") -> None:
         self.path = path
-        super().__init__(f"{path if path is not None else 'a write'}: no space left on device; {remedy}")
+        super().__init__(f"{'' if path is None else f'{path}: '}no space left on device; {remedy}")
+
+
+def disk_full(err: BaseException) -> DiskFull | None:
+    """`err` as DiskFull when it, or an error it was raised from or while handling, is a write to a full disk or
+    quota (torch raises its own error after a failed write), naming the file where the OSError does; else None."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, DiskFull):
+            return err
+        if isinstance(err, OSError) and err.errno in NO_SPACE:
+            return DiskFull(err.filename)
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def warn(message: str) -> None:

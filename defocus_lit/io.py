@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from defocus_lit.errors import NO_SPACE, DiskFull, UserError, warn
+from defocus_lit.errors import DiskFull, UserError, disk_full, warn
 
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # PIL's modes for 16-bit (and 32-bit int) grey
 
@@ -190,10 +190,8 @@ def atomic_path(path: str | os.PathLike, *, folder: bool = False) -> Iterator[Pa
             _remove(old)
         else:
             os.replace(tmp, path)
-    except DiskFull:
-        raise DiskFull(path) from None
-    except OSError as err:
-        if err.errno in NO_SPACE:
+    except Exception as err:
+        if disk_full(err):
             raise DiskFull(path) from None
         raise
     finally:

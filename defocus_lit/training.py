@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from defocus_lit import slurm
 from defocus_lit.baselines import NAMES as BASELINE_NAMES
 from defocus_lit.config import to_container
-from defocus_lit.errors import NO_SPACE, DiskFull, UserError
+from defocus_lit.errors import UserError, disk_full
 from defocus_lit.io import atomic_path, ensure_folder, folder_lock
 from defocus_lit.losses import USES
 from defocus_lit.models.checkpoint import unreadable
@@ -255,9 +255,8 @@ WORKER_DIED = re.compile(r"DataLoader worker \(pid(?:\(s\))? ([\d, ]+)\) (?:is k
 def fault_error(err: BaseException, cfg: DictConfig, run_dir: Path) -> UserError | None:
     """A run stopped by a fault of the machine rather than of the run (a full disk or quota, a data worker killed)
     as one line: what happened, the checkpoint that is kept and how to go on; None for any other error."""
-    if isinstance(err, DiskFull) or (isinstance(err, OSError) and err.errno in NO_SPACE):
-        path = err.path if isinstance(err, DiskFull) else err.filename or run_dir
-        what, then, tip = f"{path}: no space left on device", "free space, then resume", ""
+    if full := disk_full(err):
+        what, then, tip = f"{full.path or run_dir}: no space left on device", "free space, then resume", ""
     elif isinstance(err, RuntimeError) and (died := WORKER_DIED.search(str(err))):
         pids, signal_name = died.groups()
         how = {None: "exited unexpectedly", "Killed": "was killed (signal 9, often the out-of-memory killer)"}
@@ -331,7 +330,7 @@ def run_training(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> TrainRe
                     import wandb
 
                     wandb.finish()  # the next run in this process (a sweep trial) gets a W&B run of its own
-    except (DiskFull, OSError, RuntimeError) as err:
+    except Exception as err:
         fault = fault_error(err, cfg, run_dir)
         if fault is None:
             raise
