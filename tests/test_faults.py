@@ -131,16 +131,20 @@ def test_full_disk_in_data_build_keeps_the_finished_dataset(disk, tmp_path):
 
 
 def test_full_disk_in_training_keeps_last_ckpt_and_resumes(disk, tiny, capsys):
-    """Lightning's own save writes to the system's temporary folder and copies the file over, which empties the
-    previous last.ckpt first; now the run stops with one line and every checkpoint stays as it was. (The failed
-    run itself resumed from that last.ckpt and trained an epoch: the file resumes.)"""
+    """A checkpoint save that does not fit stops the run with one line; the earlier last.ckpt stays as it was (the
+    failed run itself resumed from it and trained an epoch) and no partial checkpoint is left. Lightning's own
+    save copied the file in from the system's temporary folder, leaving a cut-short .ckpt on the full disk.
+
+    The first part runs without validation, so it saves only last.ckpt and the second part's first save is a new
+    file, the best checkpoint; the second part draws no image, so that save is the first write that cannot fit."""
     words = [*tiny, f"output_dir={disk}", "cpu_preset=true", "run=r"]
-    assert main(["train", "pix2pix_4ch", *words]) == 0
+    assert main(["train", "pix2pix_4ch", *words, "trainer.limit_val_batches=0"]) == 0
     checkpoints = disk / "pix2pix_4ch" / "r" / "checkpoints"
     before = snapshot(checkpoints)
+    assert list(before) == ["last.ckpt"]
     capsys.readouterr()
-    fill(disk, leave=128 * 1024)  # room for the logs and the image, not for a checkpoint
-    assert main(["train", "pix2pix_4ch", *words, "resume=true", "trainer.max_epochs=2"]) == 2
+    fill(disk, leave=32 * 1024)  # room for the logs, not for a checkpoint
+    assert main(["train", "pix2pix_4ch", *words, "resume=true", "trainer.max_epochs=2", "logger.num_images=0"]) == 2
     error = one_error(capsys.readouterr().err)
     assert ".ckpt: no space left on device" in error and "last.ckpt, is intact" in error and "resume=true" in error
     assert snapshot(checkpoints) == before and temporaries(disk) == []
