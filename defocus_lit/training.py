@@ -187,11 +187,11 @@ def trainer_kwargs(cfg: DictConfig) -> dict:
 
 class CheckpointFiles(TorchCheckpointIO):
     """Lightning's checkpoint files, written with the package's one atomic write (`atomic_path`): beside the final
-    name, renamed when complete. Lightning's own writes to the system's temporary folder and moves the file over,
-    which between two disks (a node's /tmp, a cluster's shared file system) is a copy that first empties the
-    previous checkpoint, so a full disk lost last.ckpt."""
+    name, renamed when complete. Lightning's own save writes to the system's temporary folder and moves the file
+    over, which between two file systems (a node's /tmp, a cluster's shared disk) is a copy into place: a full disk
+    or a kill during it left a cut-short checkpoint, and one replacing last.ckpt had emptied it first."""
 
-    def save_checkpoint(self, checkpoint: dict, path: str | os.PathLike, storage_options: object = None) -> None:
+    def save_checkpoint(self, checkpoint: dict, path: str | os.PathLike, storage_options: object | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__}.save_checkpoint takes no storage_options")
         with atomic_path(path) as tmp, open(tmp, "wb") as file:
@@ -203,14 +203,14 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[Callback])
     naming the trainer.* keys it is about (Lightning raises TypeError, ValueError or its own exceptions)."""
     kwargs = trainer_kwargs(cfg)
     dry = is_fast_dev_run(cfg)
-    given = kwargs.pop("plugins", None) or []
+    plugins = kwargs.pop("plugins", None) or []  # the user's (trainer.plugins), then ours
     try:
         return L.Trainer(
             **kwargs,
             default_root_dir=run_dir,
             logger=False if dry else make_loggers(cfg, run_dir),
             callbacks=list(callbacks),
-            plugins=[*(given if isinstance(given, list) else [given]), CheckpointFiles()],
+            plugins=[*(plugins if isinstance(plugins, list) else [plugins]), CheckpointFiles()],
         )
     except (TypeError, ValueError, ImportError, MisconfigurationException) as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
