@@ -14,11 +14,13 @@ class UserError(Exception):
 
 
 class DiskFull(UserError):
-    """A write to `path` found the disk (or the user's quota) full. Nothing half-written is left at `path`."""
+    """A write to `path` (None: unknown) found the disk, or the user's quota on it, full."""
 
-    def __init__(self, path: str | os.PathLike | None, remedy: str = "free space or choose another --out") -> None:
+    def __init__(self, path: str | os.PathLike | None) -> None:
         self.path = path
-        super().__init__(f"{'' if path is None else f'{path}: '}no space left on device; {remedy}")
+        super().__init__(
+            f"{'' if path is None else f'{path}: '}no space left on device; free space or choose another --out"
+        )
 
 
 def disk_full(err: BaseException) -> DiskFull | None:

@@ -1,5 +1,6 @@
 """Files in and out: photos, depth maps and masks read with clear errors (numpy, (H,W,3) uint8 sRGB for colour
-and (H,W) for single-channel maps), and the one atomic write every output of the package goes through.
+and (H,W) for single-channel maps), the one atomic write every output of the package goes through (a full disk
+there is DiskFull naming the output), the file HDF5 writes through, and the lock of a folder one process owns.
 
 Photos and masks come in every PIL mode users have: a photo in CMYK (converted through its ICC profile when it has
 one), palette, 16-bit or with alpha becomes (H,W,3) uint8 once, here; a mask in any mode (1-bit, palette, grey,
@@ -265,9 +266,9 @@ def keeping_write_errors(path: str | os.PathLike) -> Iterator[WriteErrorsKept]:
 def folder_lock(folder: Path, remedy: str) -> Iterator[None]:
     """Hold `folder/.lock` for the block: UserError naming the process that holds it (and `remedy`) when another
     does. An advisory `flock`, which the kernel releases when its process ends, however it ends, so a killed process
-    leaves no stale lock; the file itself stays (removing it would let a third process lock a new file while a
-    second waits on the old). On a file system without locks (a network mount without them) the block runs
-    unlocked."""
+    leaves no stale lock. The file itself stays: removed, a process that had just opened it could lock the removed
+    file while another locks a new one. On a file system without locks (a network mount without them) the block
+    runs unlocked."""
     with open(os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644), "r+") as file:
         try:
             fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
