@@ -130,6 +130,33 @@ def test_full_disk_in_data_build_keeps_the_finished_dataset(disk, tmp_path):
     assert temporaries(disk) == [] and out.read_bytes() == before
 
 
+SIGNAL_WHILE_HDF5_WRITES = """
+import os, signal, sys
+from defocus_lit import io
+from defocus_lit.cli import main
+
+write = io.WriteErrorsKept.write
+
+def signalled(self, data):  # SIGTERM inside HDF5's call back into Python, as a signal may land
+    if not io.__dict__.setdefault("signalled", False):
+        io.signalled = True
+        os.kill(os.getpid(), signal.SIGTERM)
+    return write(self, data)
+
+io.WriteErrorsKept.write = signalled
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_signal_while_hdf5_writes_stops_the_build_cleanly(tmp_path):
+    """HDF5 writes through Python (`WriteErrorsKept`); a signal's KeyboardInterrupt raised in there would leave
+    HDF5 to crash closing the file, so it is raised after the write: status 130, nothing left."""
+    argv = [*BUILD, "--num", "2", "--size", "32x32", "--out", str(tmp_path / "d.h5")]
+    stopped = subprocess.run([sys.executable, "-c", SIGNAL_WHILE_HDF5_WRITES, *argv], capture_output=True, text=True)
+    assert stopped.returncode == 130 and stopped.stderr.strip().endswith("interrupted"), stopped.stderr[-3000:]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_full_disk_in_training_keeps_last_ckpt_and_resumes(disk, tiny, capsys):
     """A checkpoint save that does not fit stops the run with one line; the earlier last.ckpt stays as it was (the
     failed run itself resumed from it and trained an epoch) and no partial checkpoint is left. Lightning's own

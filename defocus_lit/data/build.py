@@ -286,26 +286,55 @@ class _Writer:
 # ---------------------------------------------------------------------------------------------------- build
 
 
+class _Interrupts:
+    """SIGTERM (a cluster job stopped) and SIGINT (Ctrl-C) during a build: KeyboardInterrupt, so the cleanup runs.
+
+    Raised at once while the build waits for or renders a frame (`frames`); while it writes, only recorded and
+    raised after (`check`): HDF5 calls back into Python to write the file (`WriteErrorsKept`), and an exception in
+    there would leave it to crash when the file is closed. The record is checked before every frame too, as an
+    exception raised while Python runs a weakref or `__del__` callback is printed and dropped ("Exception ignored
+    in ...")."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.waiting = False
+
+    def handler(self, signum: int, frame: object) -> None:  # noqa: ARG002
+        self.stop.set()
+        if self.waiting:
+            raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.stop.is_set():
+            raise KeyboardInterrupt
+
+    def frames(self, results: Iterator[_FrameResult]) -> Iterator[_FrameResult]:
+        """`results`, a signal raising KeyboardInterrupt at once while the next one is awaited."""
+        while True:
+            self.check()
+            self.waiting = True
+            try:
+                result = next(results)
+            except StopIteration:
+                return
+            finally:
+                self.waiting = False
+            yield result
+
+
 @contextmanager
-def _sigterm_raises_interrupt() -> Iterator[threading.Event]:
-    """During the build, SIGTERM (e.g. a cluster job killed) raises KeyboardInterrupt so the cleanup runs.
-
-    Yields an event the signal also sets: an exception raised while Python runs a weakref or `__del__` callback
-    is printed and dropped ("Exception ignored in ..."), so the write loop checks the event as well."""
-    stop = threading.Event()
+def _interrupts() -> Iterator[_Interrupts]:
+    """`_Interrupts` handling SIGTERM and SIGINT for the block (in the main thread: signals go to no other)."""
+    interrupts = _Interrupts()
     if threading.current_thread() is not threading.main_thread():
-        yield stop
+        yield interrupts
         return
-
-    def handler(signum, frame):  # noqa: ARG001
-        stop.set()
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {signum: signal.signal(signum, interrupts.handler) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield stop
+        yield interrupts
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def default_workers(device: str) -> int:
@@ -351,15 +380,16 @@ def build_dataset(
     workers = min(default_workers(device) if workers is None else workers, len(source))
     out = Path(out)
     start = time.perf_counter()
-    with _sigterm_raises_interrupt() as stop:
+    with _interrupts() as interrupts:
         job = _Job(source, _output_size(source[0], source, size), tuple(planes), settings, sample_filter, device, seed)
         with atomic_path(out) as tmp:
             with _results(job, workers) as results, keeping_write_errors(tmp) as raw, h5py.File(raw, "w") as file:
                 writer = _Writer(file, job.size, block, raw)
-                summary = _write(file, job, results, split, seed, progress, writer, stop)
+                summary = _write(file, job, interrupts.frames(results), split, seed, progress, writer)
                 summary["seconds"] = round(time.perf_counter() - start, 2)
                 summary["frames_per_s"] = round(len(source) / max(summary["seconds"], 1e-9), 2)
                 file.attrs["build_seconds"] = summary["seconds"]
+            interrupts.check()  # a signal while HDF5 finished the file
     summary["path"] = str(out)
     return summary
 
@@ -372,7 +402,6 @@ def _write(
     seed,
     progress,
     writer: _Writer,
-    stop: threading.Event,
 ) -> dict:
     counts: Counter = Counter({reason: 0 for reason in REJECT_REASONS})
     frame_splits: dict[int, str | None] = {}
@@ -387,8 +416,6 @@ def _write(
     )
     with bar:
         for result in results:
-            if stop.is_set():  # the signal's KeyboardInterrupt was dropped in a callback
-                raise KeyboardInterrupt
             kinds.update(result.kinds)
             counts.update(result.rejected)
             if result.samples is not None:
