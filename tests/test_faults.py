@@ -270,12 +270,12 @@ def test_two_data_builds_to_one_path_leave_one_complete_dataset(tmp_path):
     out = tmp_path / "d.h5"
     argv = [*CLI, *BUILD, "--num", "12", "--size", "32x32", "--out", str(out)]
     first = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 600
     while not temporaries(tmp_path):  # the first is writing
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1][-3000:]
         time.sleep(0.05)
     build_dataset(open_source("synthetic", num=4, size=(32, 32)), out, settings=FAST, progress=False, workers=0)
-    assert first.wait(timeout=300) == 0, first.stderr.read()[-3000:]
+    assert first.wait(timeout=600) == 0, first.stderr.read()[-3000:]
     assert read_info(out)["source_frames"] in (4, 12)
     assert [p.name for p in tmp_path.iterdir()] == ["d.h5"]
 
