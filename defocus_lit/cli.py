@@ -12,7 +12,7 @@ import os
 import sys
 
 from defocus_lit import __version__
-from defocus_lit.errors import UserError
+from defocus_lit.errors import UserError, disk_full
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("defocus_lit.commands.data", "build an HDF5 training set from RGB-D images, or describe one"),
@@ -45,8 +45,8 @@ def _top_help() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command's exit status: 0, 2 for bad input (one `error:` line), 130 when interrupted, 141 when the reader
-    of stdout went away (`defocus-lit data info F | head`), as for a tool that SIGPIPE ends."""
+    """The command's exit status: 0, 2 for bad input or a full disk (one `error:` line), 130 when interrupted, 141
+    when the reader of stdout went away (`defocus-lit data info F | head`), as for a tool that SIGPIPE ends."""
     try:
         return _run(argv)
     except BrokenPipeError:
@@ -77,6 +77,12 @@ def _run(argv: list[str] | None) -> int:
         return int(module.run(args) or 0)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # the last resort for a write to a full disk that no atomic write caught (a log file)
+        full = disk_full(err)
+        if full is None:
+            raise
+        print(f"error: {full}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,5 +1,6 @@
 """Files in and out: photos, depth maps and masks read with clear errors (numpy, (H,W,3) uint8 sRGB for colour
-and (H,W) for single-channel maps), and the one atomic write every output of the package goes through.
+and (H,W) for single-channel maps), the one atomic write every output of the package goes through (a full disk
+there is DiskFull naming the output), the file HDF5 writes through, and the lock of a folder one process owns.
 
 Photos and masks come in every PIL mode users have: a photo in CMYK (converted through its ICC profile when it has
 one), palette, 16-bit or with alpha becomes (H,W,3) uint8 once, here; a mask in any mode (1-bit, palette, grey,
@@ -8,6 +9,7 @@ transparent pixels counting as white. Depth maps keep their own values (`read_gr
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import os
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from defocus_lit.errors import UserError, warn
+from defocus_lit.errors import DiskFull, UserError, disk_full, warn
 
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # PIL's modes for 16-bit (and 32-bit int) grey
 
@@ -197,17 +199,19 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
 def atomic_path(path: str | os.PathLike, *, folder: bool = False) -> Iterator[Path]:
     """A temporary path beside `path` (`.NAME.HOST.PID.tmp`, an empty folder when `folder`) to write to; renamed over
     `path` when the block completes. On any error or interrupt it is removed and `path` is left as it was, so a
-    reader never sees a half-written file. An existing folder at `path` is replaced as a whole. Temporaries of
-    earlier processes that were killed before they could clean up are removed first; a parent folder that cannot
-    be created is a UserError naming it."""
+    reader never sees a half-written file, and two processes writing `path` at once leave one complete file. An
+    existing folder at `path` is replaced as a whole. Temporaries of earlier processes that were killed before they
+    could clean up are removed first; a parent folder that cannot be created is a UserError naming it, and a full
+    disk or quota (in any write of the block, nested atomic writes into the folder included) is DiskFull naming
+    `path`."""
     path = Path(path)
     ensure_folder(path.parent)
     remove_stale_temporaries(path.parent)
     tmp = path.with_name(f".{path.name}.{_host()}.{os.getpid()}.tmp")
     _remove(tmp)
-    if folder:
-        tmp.mkdir()
     try:
+        if folder:
+            tmp.mkdir()
         yield tmp
         if folder and path.is_dir():
             old = path.with_name(f".{path.name}.{_host()}.{os.getpid()}.old")
@@ -216,8 +220,97 @@ def atomic_path(path: str | os.PathLike, *, folder: bool = False) -> Iterator[Pa
             _remove(old)
         else:
             os.replace(tmp, path)
+    except Exception as err:
+        if disk_full(err):
+            raise DiskFull(path) from None
+        raise
     finally:
         _remove(tmp)
+
+
+class WriteErrorsKept:
+    """A file open for reading and writing (the file-object interface h5py takes) whose failed writes are kept,
+    not raised: a write that fails (a full disk) is reported as done and every later one dropped, until `check()`
+    or the end of `keeping_write_errors` raises the first failure.
+
+    For HDF5: it crashes with a segmentation fault when it closes a file after one of its writes failed (h5py
+    issue #914), so it must never see the failure; the writer checks between its writes and stops."""
+
+    def __init__(self, file: io.FileIO) -> None:
+        self.file = file
+        self.error: OSError | None = None
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self.file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+    def read(self, size: int = -1) -> bytes:
+        return self.file.read(size)
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        view = memoryview(data).cast("B")
+        try:
+            done = 0
+            while self.error is None and done < len(view):  # a raw write may write less than asked
+                done += self.file.write(view[done:])
+        except OSError as err:
+            self.error = err
+        return len(view)
+
+    def truncate(self, size: int | None = None) -> int:
+        try:
+            if self.error is None:
+                return self.file.truncate(size)
+        except OSError as err:
+            self.error = err
+        return self.tell() if size is None else size
+
+    def flush(self) -> None:
+        """Nothing to do: writes are unbuffered."""
+
+    def check(self) -> None:
+        """Raise the first failed write, if any."""
+        if self.error is not None:
+            raise self.error
+
+
+@contextmanager
+def keeping_write_errors(path: str | os.PathLike) -> Iterator[WriteErrorsKept]:
+    """`path` opened (created or emptied) as `WriteErrorsKept`; closed at the end of the block, which then raises
+    the first failed write, also in place of an error that failure caused later (HDF5 reading back what it could
+    not write)."""
+    with open(path, "w+b", buffering=0) as raw:
+        file = WriteErrorsKept(raw)
+        try:
+            yield file
+        except Exception:
+            file.check()
+            raise
+    file.check()
+
+
+@contextmanager
+def folder_lock(folder: Path, remedy: str) -> Iterator[None]:
+    """Hold `folder/.lock` for the block: UserError naming the process that holds it (and `remedy`) when another
+    does. An advisory `flock`, which the kernel releases when its process ends, however it ends, so a killed process
+    leaves no stale lock. The file itself stays: removed, a process that had just opened it could lock the removed
+    file while another locks a new one. On a file system without locks (a network mount without them) the block
+    runs unlocked."""
+    with open(os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644), "r+") as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = file.read().strip() or "another process"
+            raise UserError(f"{folder}: in use by {holder}; {remedy}") from None
+        except OSError:  # no locking on this file system
+            pass
+        else:
+            file.truncate()
+            file.write(f"pid {os.getpid()} on host {_host()}\n")
+            file.flush()
+        yield  # closing the file releases the lock
 
 
 def write_rgb(path: str | os.PathLike, image: np.ndarray, icc_profile: bytes | None = None) -> None:

@@ -7,15 +7,19 @@ from __future__ import annotations
 import json
 import netrc
 import os
+import re
 import secrets
 import shutil
 import time
+import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+import torch
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
@@ -24,9 +28,10 @@ from omegaconf import DictConfig, OmegaConf
 from defocus_lit import slurm
 from defocus_lit.baselines import NAMES as BASELINE_NAMES
 from defocus_lit.config import to_container
-from defocus_lit.errors import UserError
-from defocus_lit.io import ensure_folder
+from defocus_lit.errors import UserError, disk_full
+from defocus_lit.io import atomic_path, ensure_folder, folder_lock
 from defocus_lit.losses import READS_RADIUS
+from defocus_lit.models.checkpoint import unreadable
 
 SUMMARY_KEYS = (
     "val/psnr",
@@ -182,17 +187,32 @@ def trainer_kwargs(cfg: DictConfig) -> dict:
     return kwargs
 
 
+class CheckpointFiles(TorchCheckpointIO):
+    """Lightning's checkpoint files, written with the package's one atomic write (`atomic_path`): beside the final
+    name, renamed when complete. Lightning's own save writes to the system's temporary folder and moves the file
+    over, which between two file systems (a node's /tmp, a cluster's shared disk) is a copy into place: a full disk
+    or a kill during it left a cut-short checkpoint, and one replacing last.ckpt had emptied it first."""
+
+    def save_checkpoint(self, checkpoint: dict, path: str | os.PathLike, storage_options: object | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__}.save_checkpoint takes no storage_options")
+        with atomic_path(path) as tmp, open(tmp, "wb") as file:
+            torch.save(checkpoint, file)  # into a Python file: torch's own file writer aborts on a full disk
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[Callback]) -> L.Trainer:
     """The Trainer of `cfg.trainer`, built before anything is written: a bad Trainer argument is a UserError
     naming the trainer.* keys it is about (Lightning raises TypeError, ValueError or its own exceptions)."""
     kwargs = trainer_kwargs(cfg)
     dry = is_fast_dev_run(cfg)
+    plugins = kwargs.pop("plugins", None) or []  # the user's (trainer.plugins), then ours
     try:
         return L.Trainer(
             **kwargs,
             default_root_dir=run_dir,
             logger=False if dry else make_loggers(cfg, run_dir),
             callbacks=list(callbacks),
+            plugins=[*(plugins if isinstance(plugins, list) else [plugins]), CheckpointFiles()],
         )
     except (TypeError, ValueError, ImportError, MisconfigurationException) as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -208,21 +228,51 @@ def is_fast_dev_run(cfg: DictConfig) -> bool:
 
 @contextmanager
 def writing_run_folder(cfg: DictConfig, run_dir: Path, trainer: L.Trainer) -> Iterator[None]:
-    """RUN/ with config.yaml (and the W&B id), made as training starts; if the start fails (an exception before
-    any checkpoint) a folder made here is removed again, so a failed start leaves nothing behind."""
+    """RUN/ with config.yaml (and the W&B id), made as training starts and locked while it runs (`folder_lock`: a
+    second training of the same run stops before writing anything); if the start fails (an exception before any
+    checkpoint) a folder made here is removed again, so a failed start leaves nothing behind."""
     created = next((p for p in reversed([run_dir, *run_dir.parents]) if not p.exists()), None)
     ensure_folder(run_dir)  # output_dir under a file: one error naming the folder
-    if _is_rank_zero():
+    if not _is_rank_zero():  # rank zero holds the lock for the job
+        yield
+        return
+    with folder_lock(run_dir, "wait for that training to end, or choose another run=NAME"):
         OmegaConf.save(cfg, run_dir / "config.yaml")
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 (run_dir / WANDB_ID_FILE).write_text(str(logger.version))
-    try:
-        yield
-    except BaseException:
-        if created is not None and _is_rank_zero() and not any(run_dir.glob("checkpoints/*.ckpt")):
-            shutil.rmtree(created, ignore_errors=True)
-        raise
+        try:
+            yield
+        except BaseException:
+            if created is not None and not any(run_dir.glob("checkpoints/*.ckpt")):
+                shutil.rmtree(created, ignore_errors=True)
+            raise
+
+
+# ----- faults -------------------------------------------------------------------------------------------------
+# torch's messages when a DataLoader worker process died (the out-of-memory killer takes one with SIGKILL)
+WORKER_DIED = re.compile(r"DataLoader worker \(pid(?:\(s\))? ([\d, ]+)\) (?:is killed by signal: ([^.]+)|exited)")
+
+
+def fault_error(err: BaseException, cfg: DictConfig, run_dir: Path) -> UserError | None:
+    """A run stopped by a fault of the machine rather than of the run (a full disk or quota, a data worker killed)
+    as one line: what happened, the checkpoint that is kept and how to go on; None for any other error."""
+    if full := disk_full(err):
+        what, then, tip = f"{full.path or run_dir}: no space left on device", "free space, then resume", ""
+    elif isinstance(err, RuntimeError) and (died := WORKER_DIED.search(str(err))):
+        pids, signal_name = died.groups()
+        how = {None: "exited unexpectedly", "Killed": "was killed (signal 9, often the out-of-memory killer)"}
+        what = f"a data worker (pid {pids}) {how.get(signal_name, f'was killed by signal: {signal_name}')}"
+        then, tip = "resume", " (fewer data.num_workers or a smaller data.batch_size use less memory)"
+    else:
+        return None
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return UserError(f"{what}; no checkpoint was saved yet: start the run again{tip}")
+    return UserError(
+        f"{what}; the last checkpoint saved, {last}, is intact: {then} with `defocus-lit train {cfg.name} "
+        f"resume=true`{tip}"
+    )
 
 
 # ----- training -----------------------------------------------------------------------------------------------
@@ -234,6 +284,8 @@ def run_training(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> TrainRe
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir, last = run_folder(cfg)
+    if last is not None and not zipfile.is_zipfile(last):  # checked before anything is built or written
+        raise unreadable(last, "it ends before the archive's directory, which torch.save writes last")
     if cfg.data.path:  # a given dataset's renderer settings go into the config before the loggers see it
         dataset_path(cfg)
     dry = is_fast_dev_run(cfg)
@@ -270,16 +322,22 @@ def run_training(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> TrainRe
     if dry:
         trainer.fit(module, datamodule=datamodule)
         return TrainResult(None, None, None, None, dict(best.values) | dict(baselines.values))
-    with writing_run_folder(cfg, run_dir, trainer):
-        try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=last)
-        finally:
-            if slurm.job_id():
-                slurm.ignore_late_warning()
-            if any(isinstance(lg, WandbLogger) for lg in trainer.loggers) and trainer.is_global_zero:
-                import wandb
+    try:
+        with writing_run_folder(cfg, run_dir, trainer):
+            try:
+                trainer.fit(module, datamodule=datamodule, ckpt_path=last)
+            finally:
+                if slurm.job_id():
+                    slurm.ignore_late_warning()
+                if any(isinstance(lg, WandbLogger) for lg in trainer.loggers) and trainer.is_global_zero:
+                    import wandb
 
-                wandb.finish()  # the next run in this process (a sweep trial) gets a W&B run of its own
+                    wandb.finish()  # the next run in this process (a sweep trial) gets a W&B run of its own
+    except Exception as err:
+        fault = fault_error(err, cfg, run_dir)
+        if fault is None:
+            raise
+        raise fault from None
 
     metrics = dict(best.values) | dict(baselines.values)
     best = Path(checkpoint.best_model_path or latest.best_model_path)

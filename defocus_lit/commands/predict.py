@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from defocus_lit.api import Model, load_model, subject_mask
 from defocus_lit.commands import add_amount_options, add_inference_options
-from defocus_lit.errors import UserError
+from defocus_lit.errors import DiskFull, UserError
 from defocus_lit.io import ensure_folder, icc_profile, write_rgb
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -134,11 +134,13 @@ def predict_folder(
     strength: float = 1.0,
 ) -> int:
     """Defocus every pair into `out_dir`, each file written atomically; a pair that cannot be read is named in one
-    `error:` line and skipped. Returns the number of failed pairs."""
+    `error:` line and skipped, a full disk stops. Returns the number of failed pairs."""
     failed = 0
     for image_path, mask_path, name in tqdm(jobs, desc="predict", unit="image"):
         try:
             predict_file(model, image_path, mask_path, out_dir / name, amount, strength)
+        except DiskFull:  # every later image would fail the same way: stop, keeping those written
+            raise
         except UserError as err:
             tqdm.write(f"error: {err}", file=sys.stderr)
             failed += 1

@@ -34,7 +34,7 @@ from defocus_lit.data.planes import PAPER_PLANES, PLANES, REJECT_REASONS, Sample
 from defocus_lit.data.samples import FrameSamples, as_disparity, clean_depth, fit_frame, frame_samples
 from defocus_lit.data.sources import ManifestSource, MixedSource
 from defocus_lit.errors import UserError
-from defocus_lit.io import atomic_path
+from defocus_lit.io import WriteErrorsKept, atomic_path, keeping_write_errors
 from defocus_lit.render import RenderSettings
 
 DEFAULT_SIZE = (256, 256)
@@ -231,10 +231,11 @@ def deflate(sample: np.ndarray) -> bytes:
 
 
 class _Writer:
-    """Appends samples to resizable, one-chunk-per-sample datasets, a block at a time."""
+    """Appends samples to resizable, one-chunk-per-sample datasets, a block at a time. `raw` is the file HDF5 writes
+    through: a block that did not fit on the disk stops the build (`WriteErrorsKept`)."""
 
-    def __init__(self, file: h5py.File, size: tuple[int, int], block: int):
-        self.file, self.block, self.n = file, block, 0
+    def __init__(self, file: h5py.File, size: tuple[int, int], block: int, raw: WriteErrorsKept):
+        self.file, self.block, self.n, self.raw = file, block, 0, raw
         self.pending: dict[str, list] = {name: [] for name in LAYOUT if name != "split"}
         h, w = size
         for name, (dtype, trailing) in LAYOUT.items():
@@ -279,31 +280,61 @@ class _Writer:
                 ds[self.n : self.n + k] = np.concatenate(values)
             values.clear()
         self.n += k
+        self.raw.check()
 
 
 # ---------------------------------------------------------------------------------------------------- build
 
 
+class _Interrupts:
+    """SIGTERM (a cluster job stopped) and SIGINT (Ctrl-C) during a build: KeyboardInterrupt, so the cleanup runs.
+
+    Raised at once while the build waits for or renders a frame (`frames`); while it writes, only recorded and
+    raised after (`check`): HDF5 calls back into Python to write the file (`WriteErrorsKept`), and an exception in
+    there would leave it to crash when the file is closed. The record is checked before every frame too, as an
+    exception raised while Python runs a weakref or `__del__` callback is printed and dropped ("Exception ignored
+    in ...")."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.waiting = False
+
+    def handler(self, signum: int, frame: object) -> None:  # noqa: ARG002
+        self.stop.set()
+        if self.waiting:
+            raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.stop.is_set():
+            raise KeyboardInterrupt
+
+    def frames(self, results: Iterator[_FrameResult]) -> Iterator[_FrameResult]:
+        """`results`, a signal raising KeyboardInterrupt at once while the next one is awaited."""
+        while True:
+            self.check()
+            self.waiting = True
+            try:
+                result = next(results)
+            except StopIteration:
+                return
+            finally:
+                self.waiting = False
+            yield result
+
+
 @contextmanager
-def _sigterm_raises_interrupt() -> Iterator[threading.Event]:
-    """During the build, SIGTERM (e.g. a cluster job killed) raises KeyboardInterrupt so the cleanup runs.
-
-    Yields an event the signal also sets: an exception raised while Python runs a weakref or `__del__` callback
-    is printed and dropped ("Exception ignored in ..."), so the write loop checks the event as well."""
-    stop = threading.Event()
+def _interrupts() -> Iterator[_Interrupts]:
+    """`_Interrupts` handling SIGTERM and SIGINT for the block (in the main thread: signals go to no other)."""
+    interrupts = _Interrupts()
     if threading.current_thread() is not threading.main_thread():
-        yield stop
+        yield interrupts
         return
-
-    def handler(signum, frame):  # noqa: ARG001
-        stop.set()
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {signum: signal.signal(signum, interrupts.handler) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield stop
+        yield interrupts
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def default_workers(device: str) -> int:
@@ -349,22 +380,29 @@ def build_dataset(
     workers = min(default_workers(device) if workers is None else workers, len(source))
     out = Path(out)
     start = time.perf_counter()
-    with _sigterm_raises_interrupt() as stop:
+    with _interrupts() as interrupts:
         job = _Job(source, _output_size(source[0], source, size), tuple(planes), settings, sample_filter, device, seed)
         with atomic_path(out) as tmp:
-            with _results(job, workers) as results, h5py.File(tmp, "w") as file:
-                summary = _write(file, job, results, split, seed, progress, block, stop)
+            with _results(job, workers) as results, keeping_write_errors(tmp) as raw, h5py.File(raw, "w") as file:
+                writer = _Writer(file, job.size, block, raw)
+                summary = _write(file, job, interrupts.frames(results), split, seed, progress, writer)
                 summary["seconds"] = round(time.perf_counter() - start, 2)
                 summary["frames_per_s"] = round(len(source) / max(summary["seconds"], 1e-9), 2)
                 file.attrs["build_seconds"] = summary["seconds"]
+            interrupts.check()  # a signal while HDF5 finished the file
     summary["path"] = str(out)
     return summary
 
 
 def _write(
-    file: h5py.File, job: _Job, results: Iterator[_FrameResult], split, seed, progress, block, stop: threading.Event
+    file: h5py.File,
+    job: _Job,
+    results: Iterator[_FrameResult],
+    split,
+    seed,
+    progress,
+    writer: _Writer,
 ) -> dict:
-    writer = _Writer(file, job.size, block)
     counts: Counter = Counter({reason: 0 for reason in REJECT_REASONS})
     frame_splits: dict[int, str | None] = {}
     frame_sources: dict[int, int] = {}
@@ -378,8 +416,6 @@ def _write(
     )
     with bar:
         for result in results:
-            if stop.is_set():  # the signal's KeyboardInterrupt was dropped in a callback
-                raise KeyboardInterrupt
             kinds.update(result.kinds)
             counts.update(result.rejected)
             if result.samples is not None:

@@ -50,6 +50,8 @@ def open_dataset(path: str | os.PathLike) -> h5py.File:
     try:
         file = h5py.File(path, "r")
     except OSError as err:
+        if "truncated file" in str(err):  # HDF5 finds the file shorter than its header says
+            raise UserError(f"{path}: truncated (a copy that did not finish?); copy or build it again") from None
         raise UserError(f"{path}: not an HDF5 file ({err})") from None
     try:
         _check_layout(file, path)

@@ -16,6 +16,11 @@ CHECKPOINT_KEY = "defocus_lit"  # the training callbacks' state, beside Lightnin
 DATAMODULE_KEY = "DefocusDataModule"  # Lightning stores the datamodule's state_dict under its class name
 
 
+def unreadable(path: str | Path, reason: str) -> UserError:
+    """The error for a checkpoint that cannot be read: cut short (a copy that did not finish) or not one."""
+    return UserError(f"{path}: not a readable PyTorch checkpoint: truncated or another kind of file ({reason[:100]})")
+
+
 def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -23,10 +28,7 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise UserError(
-            f"{path}: not a readable PyTorch checkpoint: truncated or another kind of file "
-            f"({str(err).splitlines()[0][:100]})"
-        ) from None
+        raise unreadable(path, str(err).splitlines()[0]) from None
     if not isinstance(checkpoint, dict) or "cfg" not in checkpoint.get("hyper_parameters", {}):
         raise UserError(f"{path}: not a defocus_lit checkpoint (no hyper_parameters.cfg)")
     return checkpoint

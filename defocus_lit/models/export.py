@@ -86,7 +86,8 @@ def _export_torchscript(model: Defocuser, inputs: tuple[Tensor, Tensor], path: P
         # favour of torch.export, which has no TorchScript output.
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(model, inputs)
-    traced.save(str(path), _extra_files={METADATA_KEY: metadata})
+    with open(path, "wb") as file:  # a Python file: torch's own file writer aborts the process on a full disk
+        torch.jit.save(traced, file, _extra_files={METADATA_KEY: metadata})
 
 
 def _load_torchscript(path: Path) -> Callable[[Tensor, Tensor], np.ndarray]:
