@@ -64,8 +64,8 @@ class BlurStack(nn.Module):
         """The levels' radii in px as applied, min(r * strength, top radius) * radius_scale: (K,) for one strength,
         (B,K) for one per sample (B,). In numpy, not torch: they size the kernels, so an exported model must see
         them as constants."""
-        strength = strength.detach().cpu().numpy() if isinstance(strength, Tensor) else np.float64(strength)
-        return np.minimum(np.asarray(self.radii) * strength[..., None], max(self.radii)) * radius_scale
+        strength = strength.detach().float().cpu().numpy() if isinstance(strength, Tensor) else np.float32(strength)
+        return np.minimum(np.asarray(self.radii, np.float32) * strength[..., None], max(self.radii)) * radius_scale
 
     def expected_radius(self, raw: Tensor, radius_scale: float = 1.0, strength: Tensor | float = 1.0) -> Tensor:
         """raw (B,K,H,W) -> (B,1,H,W): the weights times the level radii (`level_radii`), in px; at the
