@@ -1,6 +1,6 @@
 """The package's layout: data flows one way (ops -> render -> data -> losses/metrics/baselines -> models -> config
--> training -> sweeps/benchmarks -> commands), so no module imports one from a layer above it and no import cycle
-exists."""
+-> training/evaluation -> sweeps/benchmarks -> api -> demo page/commands), so no module imports one from a layer
+above it and no import cycle exists."""
 
 import ast
 from pathlib import Path
