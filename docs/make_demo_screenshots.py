@@ -3,8 +3,9 @@
     .venv/bin/python docs/make_demo_screenshots.py [--ckpt C]     (default: the newest outputs/ best checkpoint)
 
 Starts `defocus-lit demo` on a free port, opens it in headless Chromium (as tests/test_demo_browser.py does),
-uploads a synthetic scene of the project's own generator, paints its foreground subject (taken from the scene's
-depth) with the sharp brush in horizontal strokes, runs, and saves the three states, scaled down.
+uploads a synthetic scene of the project's own generator, paints a few horizontal strokes on its foreground subject
+(taken from the scene's depth) with the sharp brush, waits for the snapped selection, runs, and saves the three
+states, scaled down.
 """
 
 from __future__ import annotations
@@ -55,14 +56,15 @@ def image_box(page) -> tuple[float, float, float, float]:
     )
 
 
-def paint(page, subject: np.ndarray) -> None:
-    """Horizontal strokes over the subject shrunk by the brush radius, so the paint covers it without much
-    spill."""
+def paint(page, subject: np.ndarray, every: int = 3) -> None:
+    """Horizontal strokes over the subject shrunk by the brush radius, on every `every`-th brush row: a few
+    strokes, which snapping (on by default) grows to the subject's outline. They keep two brush radii inside it: a
+    stroke that spills onto the background tells the selection that the background's colours are the subject's."""
     h, w = subject.shape
     left, top, width, height = image_box(page)
-    inner = ndimage.binary_erosion(subject, iterations=BRUSH_RADIUS - 4)
+    inner = ndimage.binary_erosion(subject, iterations=2 * BRUSH_RADIUS)
     page.locator("#photo button[aria-label='Brush']").first.click()
-    for y in range(0, h, BRUSH_RADIUS):
+    for y in range(BRUSH_RADIUS, h, every * BRUSH_RADIUS):
         row = inner[y]
         edges = np.flatnonzero(np.diff(np.r_[0, row.astype(int), 0]))
         for x0, x1 in zip(edges[::2], edges[1::2]):
@@ -71,6 +73,20 @@ def paint(page, subject: np.ndarray) -> None:
             for x in np.linspace(x0, x1 - 1, max(2, (x1 - x0) // 30)):
                 page.mouse.move(left + (x + 0.5) / w * width, top + (y + 0.5) / h * height)
             page.mouse.up()
+
+
+def settled(page, selector: str, quiet_ms: int = 4000, timeout_ms: int = 120_000) -> None:
+    """Wait until the image at `selector` has kept its source for `quiet_ms`: every stroke starts a new selection,
+    and the last one to finish is the one to show."""
+    source, waited = None, 0
+    while waited < timeout_ms:
+        now = page.locator(selector).first.get_attribute("src")
+        if now == source:
+            return
+        source = now
+        page.wait_for_timeout(quiet_ms)
+        waited += quiet_ms
+    raise TimeoutError(f"{selector} kept changing for {timeout_ms // 1000} s")
 
 
 def save(page, path: Path, width: int = 960) -> None:
@@ -108,6 +124,8 @@ def main() -> None:
             page.locator("#photo input[type=file]").first.set_input_files(str(work / "scene.png"))
             page.wait_for_timeout(1500)
             paint(page, subject)
+            page.locator("#selection img").wait_for(timeout=60_000)  # the snapped selection, before Run
+            settled(page, "#selection img")
             save(page, args.out / "demo-painted.png")
             page.click("#run")
             page.locator("#result img").nth(1).wait_for(timeout=60_000)
