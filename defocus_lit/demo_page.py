@@ -28,6 +28,7 @@ The page binds to 127.0.0.1 unless `--host` says otherwise; it has no login.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import logging
 import math
 import os
@@ -211,7 +212,7 @@ def mask_from_layers(
         mask = np.where(painted & (labels != NOT_SUBJECT), 0.0, 1.0).astype(np.float32)
     if snap_to is not None and (labels == SHARP).any():
         strokes = np.where(labels == SHARP, SUBJECT, np.where(painted, BACKGROUND, UNKNOWN)).astype(np.int8)
-        subject = select_subject(snap_to, None, strokes)
+        subject = snapped_subject(snap_to, strokes)
         mask = np.where(subject, 0.0, np.where(mask == 0, 1.0, mask)).astype(np.float32)
     if not (mask == 0).any():
         raise UserError(
@@ -219,6 +220,23 @@ def mask_from_layers(
             f"({BRUSHES[SHARP][1]}); the other brushes only grade the blur or mark what is not the subject"
         )
     return mask
+
+
+_LAST_SELECTION: dict[bytes, np.ndarray] = {}  # one entry: the preview's selection, which Run then reuses
+
+
+def snapped_subject(photo: np.ndarray, strokes: np.ndarray) -> np.ndarray:
+    """`select_subject(photo, None, strokes)`, remembered for the last photo and strokes: the page selects on every
+    change to show the selection, and Run, with the same input, takes that selection instead of a second GrabCut."""
+    digest = hashlib.blake2b(digest_size=16)
+    for array in (photo, strokes):
+        digest.update(str(array.shape).encode())
+        digest.update(np.ascontiguousarray(array))
+    key = digest.digest()
+    if key not in _LAST_SELECTION:
+        _LAST_SELECTION.clear()
+        _LAST_SELECTION[key] = select_subject(photo, None, strokes)
+    return _LAST_SELECTION[key].copy()
 
 
 def selection_preview(photo: np.ndarray, mask: np.ndarray) -> np.ndarray:

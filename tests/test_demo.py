@@ -331,3 +331,17 @@ def test_run_snaps_when_asked(demo_model, tmp_path):
     rows, cols = np.mgrid[:96, :128]
     inner = np.hypot(rows - 48, cols - 60) < 27  # the disk, less the rim GrabCut may miss by a pixel or two
     assert kept[True][inner].all() and kept[False][inner].mean() < 0.9  # unsnapped, the noise blurs into the disk
+
+
+def test_run_reuses_the_selection_the_page_showed(demo_model, tmp_path, monkeypatch):
+    photo, _ = _disk_photo()
+    editor = {"background": photo, "layers": [_layer(photo.shape[:2], [(slice(44, 52), slice(52, 68), GREEN, 255)])]}
+    calls = []
+    select = demo.select_subject
+    monkeypatch.setattr(demo, "select_subject", lambda *args: calls.append(1) or select(*args))
+    demo.make_change_handler(demo_model)(editor, None, True)
+    demo.make_run_handler(demo_model, tmp_path)(editor, None, 3.0, False, True, progress=lambda *a, **k: None)
+    assert len(calls) == 1  # the preview's GrabCut, not a second one on Run
+    editor["layers"] = [_layer(photo.shape[:2], [(slice(40, 52), slice(52, 68), GREEN, 255)])]
+    demo.make_change_handler(demo_model)(editor, None, True)
+    assert len(calls) == 2  # another stroke: a new selection
