@@ -338,6 +338,7 @@ def test_run_reuses_the_selection_the_page_showed(demo_model, tmp_path, monkeypa
     editor = {"background": photo, "layers": [_layer(photo.shape[:2], [(slice(44, 52), slice(52, 68), GREEN, 255)])]}
     calls = []
     select = demo.select_subject
+    monkeypatch.setattr(demo, "_LAST_SELECTION", {})  # earlier tests selected in this photo too
     monkeypatch.setattr(demo, "select_subject", lambda *args: calls.append(1) or select(*args))
     demo.make_change_handler(demo_model)(editor, None, True)
     demo.make_run_handler(demo_model, tmp_path)(editor, None, 3.0, False, True, progress=lambda *a, **k: None)
