@@ -5,6 +5,7 @@ line)."""
 import errno
 import os
 import sys
+from collections.abc import Iterator
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full disk, or the user's quota on it
 
@@ -23,17 +24,24 @@ class DiskFull(UserError):
         )
 
 
+def error_chain(err: BaseException | None) -> Iterator[BaseException]:
+    """`err`, then the error it was raised from or while handling, and so on: a fault of the machine is often the
+    first link, another error raised on the way out the last."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        yield err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+
+
 def disk_full(err: BaseException) -> DiskFull | None:
     """`err` as DiskFull when it, or an error it was raised from or while handling, is a write to a full disk or
     quota (torch raises its own error after a failed write), naming the file where the OSError does; else None."""
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, DiskFull):
-            return err
-        if isinstance(err, OSError) and err.errno in NO_SPACE:
-            return DiskFull(err.filename)
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
+    for link in error_chain(err):
+        if isinstance(link, DiskFull):
+            return link
+        if isinstance(link, OSError) and link.errno in NO_SPACE:
+            return DiskFull(link.filename)
     return None
 
 

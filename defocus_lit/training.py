@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from defocus_lit import slurm
 from defocus_lit.baselines import NAMES as BASELINE_NAMES
 from defocus_lit.config import to_container
-from defocus_lit.errors import UserError, disk_full
+from defocus_lit.errors import UserError, disk_full, error_chain
 from defocus_lit.io import atomic_path, ensure_folder, folder_lock
 from defocus_lit.losses import READS_RADIUS
 from defocus_lit.models.checkpoint import unreadable
@@ -259,7 +259,7 @@ def fault_error(err: BaseException, cfg: DictConfig, run_dir: Path) -> UserError
     as one line: what happened, the checkpoint that is kept and how to go on; None for any other error."""
     if full := disk_full(err):
         what, then, tip = f"{full.path or run_dir}: no space left on device", "free space, then resume", ""
-    elif isinstance(err, RuntimeError) and (died := WORKER_DIED.search(str(err))):
+    elif died := next(filter(None, (WORKER_DIED.search(str(link)) for link in error_chain(err))), None):
         pids, signal_name = died.groups()
         how = {None: "exited unexpectedly", "Killed": "was killed (signal 9, often the out-of-memory killer)"}
         what = f"a data worker (pid {pids}) {how.get(signal_name, f'was killed by signal: {signal_name}')}"

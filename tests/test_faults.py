@@ -25,7 +25,7 @@ from defocus_lit.data.build import build_dataset
 from defocus_lit.data.hdf5 import read_info
 from defocus_lit.data.sources import open_source
 from defocus_lit.render import RenderSettings
-from defocus_lit.training import run_training
+from defocus_lit.training import fault_error, run_training
 
 CLI = [sys.executable, "-m", "defocus_lit.cli"]
 FAST = RenderSettings(layers=4, max_radius=4.0)
@@ -280,6 +280,20 @@ def test_two_data_builds_to_one_path_leave_one_complete_dataset(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["d.h5"]
 
 
+def test_a_worker_death_is_found_behind_an_error_raised_on_the_way_out(tmp_path):
+    """torch raises the worker's death wherever the main process is when the signal comes; an error raised while
+    handling it (a teardown, a hook) must not hide it."""
+    cfg = load_experiment("pix2pix_4ch", [], cpu_preset=True)
+    try:
+        try:
+            raise RuntimeError("DataLoader worker (pid 4321) is killed by signal: Killed. ")
+        except RuntimeError:
+            raise ValueError("a teardown that failed too")  # noqa: B904 (as library code raises it)
+    except ValueError as err:
+        fault = fault_error(err, cfg, tmp_path)
+    assert str(fault).startswith("a data worker (pid 4321) was killed (signal 9")
+
+
 def test_a_second_training_of_a_run_stops_and_a_killed_data_worker_is_one_line(tiny, tmp_path, capsys):
     """Two trainings of one run=NAME: the second stops before writing anything, naming the first. Then SIGKILL to
     a data worker of the first (as the out-of-memory killer sends) stops it with one line saying so and how to
@@ -301,9 +315,9 @@ def test_a_second_training_of_a_run_stops_and_a_killed_data_worker_is_one_line(t
         _, err = proc.communicate(timeout=600)
     finally:
         proc.kill()
-    assert proc.returncode == 2
+    assert proc.returncode == 2, err[-3000:]
     error = one_error(err)
-    assert error.startswith(f"error: a data worker (pid {worker}) was killed (signal 9, often the out-of-memory")
+    assert error.startswith(f"error: a data worker (pid {worker}) was killed (signal 9, often the out-of-memory"), error
     assert "last.ckpt, is intact: resume with `defocus-lit train pix2pix_4ch resume=true`" in error
     killed = torch.load(last, weights_only=False)
     resume = [*words, "resume=true", f"trainer.max_epochs={killed['epoch'] + 2}"]
