@@ -4,7 +4,7 @@
 
 For each photo of the folder's manifest.csv (image,alpha,category; alpha > 127 = subject), the box is the true
 mask's bounding box grown by 5 % of its own width (left and right) and height (top and bottom), clipped to the
-photo. Four selections are scored against the true mask:
+photo. Four selections and a bound are scored against the true mask:
 
 - box: the box itself as the mask;
 - GrabCut: plain `cv2.grabCut` at the photo's resolution, initialised with the box, 5 iterations, RGB, RNG seed 0;
@@ -12,7 +12,11 @@ photo. Four selections are scored against the true mask:
 - snap + stroke: the same with one corrective stroke, made from the snap's largest error (the largest 8-connected
   region where the snap and the truth disagree): a round dab at the region's innermost pixel, of radius the
   smaller of that pixel's distance to the region's edge and 2 % of the photo's long side, marking surely subject
-  when the region is missed subject and surely background when it is wrongly selected.
+  when the region is missed subject and surely background when it is wrongly selected;
+- truth ± 1 % / ± 2 %: not a selection a user can make but a bound on the method: the snap with the box and strokes
+  made from the true mask, surely subject where it is more than 1 % (2 %) of the photo's long side inside the true
+  outline and surely background where it is that far outside, so only a band of twice that width around the true
+  outline is left to the method (how well it places an edge when the region is known).
 
 Scores: IoU, and the boundary F-score at 2 px (the outline of a mask is its pixels with a 4-neighbour outside it,
 the photo's frame not counted; precision = share of the selection's outline within 2 px of the true outline,
@@ -41,7 +45,7 @@ from defocus_lit.select import BACKGROUND, SUBJECT, Box, select_subject
 ROOT = Path(__file__).resolve().parents[1]
 MARGIN = 0.05
 TOLERANCE = 2.0
-METHODS = ("box", "GrabCut", "snap", "snap + stroke")
+METHODS = ("box", "GrabCut", "snap", "snap + stroke", "truth ± 1 %", "truth ± 2 %")
 
 
 def margin_box(truth: np.ndarray) -> Box:
@@ -83,6 +87,17 @@ def corrective_stroke(selection: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return strokes
 
 
+def band_strokes(truth: np.ndarray, fraction: float) -> np.ndarray:
+    """(H,W) int8 strokes from the true mask: surely subject / background beyond `fraction` of the long side
+    inside / outside its outline, unknown in the band between."""
+    radius = max(1, round(fraction * max(truth.shape)))
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    strokes = np.zeros(truth.shape, np.int8)
+    strokes[cv2.erode(truth.astype(np.uint8), disk) == 1] = SUBJECT
+    strokes[cv2.dilate(truth.astype(np.uint8), disk) == 0] = BACKGROUND
+    return strokes
+
+
 def outline(mask: np.ndarray) -> np.ndarray:
     inner = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
     return mask & (inner == 0)
@@ -110,6 +125,8 @@ def selections(image: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
         "GrabCut": plain_grabcut(image, box),
         "snap": snap,
         "snap + stroke": select_subject(image, box, corrective_stroke(snap, truth)),
+        "truth ± 1 %": select_subject(image, box, band_strokes(truth, 0.01)),
+        "truth ± 2 %": select_subject(image, box, band_strokes(truth, 0.02)),
     }
 
 
