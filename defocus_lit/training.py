@@ -259,8 +259,10 @@ def fault_error(err: BaseException, cfg: DictConfig, run_dir: Path) -> UserError
     as one line: what happened, the checkpoint that is kept and how to go on; None for any other error."""
     if full := disk_full(err):
         what, then, tip = f"{full.path or run_dir}: no space left on device", "free space, then resume", ""
-    elif died := next(filter(None, (WORKER_DIED.search(str(link)) for link in error_chain(err))), None):
-        pids, signal_name = died.groups()
+    elif reports := [found for link in error_chain(err) if (found := WORKER_DIED.search(str(link)))]:
+        # "exited unexpectedly" (a wait for a batch found the worker gone) is often raised from the SIGCHLD
+        # handler's report, which names the signal: the most telling one is kept
+        pids, signal_name = next((r for r in reports if r.group(2)), reports[0]).groups()
         how = {None: "exited unexpectedly", "Killed": "was killed (signal 9, often the out-of-memory killer)"}
         what = f"a data worker (pid {pids}) {how.get(signal_name, f'was killed by signal: {signal_name}')}"
         then, tip = "resume", " (fewer data.num_workers or a smaller data.batch_size use less memory)"

@@ -327,3 +327,17 @@ def test_a_second_training_of_a_run_stops_and_a_killed_data_worker_is_one_line(t
     result = run_training(load_experiment("pix2pix_4ch", resume, cpu_preset=True), callbacks=[start])
     assert start.step == killed["global_step"] and result.last_ckpt == last
     assert torch.load(last, weights_only=False)["epoch"] == killed["epoch"] + 1
+
+
+def test_a_worker_reported_gone_while_waiting_for_a_batch_keeps_the_signal(tmp_path):
+    """torch's wait for a batch reports "exited unexpectedly" raised from the SIGCHLD handler's report, which names
+    the signal: the line says what killed it."""
+    cfg = load_experiment("pix2pix_4ch", [], cpu_preset=True)
+    try:
+        try:
+            raise RuntimeError("DataLoader worker (pid 4321) is killed by signal: Killed. ")
+        except RuntimeError as handler_report:
+            raise RuntimeError("DataLoader worker (pid(s) 4321) exited unexpectedly") from handler_report
+    except RuntimeError as err:
+        fault = fault_error(err, cfg, tmp_path)
+    assert str(fault).startswith("a data worker (pid 4321) was killed (signal 9")
