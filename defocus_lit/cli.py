@@ -13,6 +13,7 @@ import sys
 
 from defocus_lit import __version__
 from defocus_lit.errors import UserError, disk_full
+from defocus_lit.malloc import keep_freed_memory
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("defocus_lit.commands.data", "build an HDF5 training set from RGB-D images, or describe one"),
@@ -73,6 +74,7 @@ def _run(argv: list[str] | None) -> int:
         args = parser.parse_intermixed_args(argv[1:])
     except TypeError:  # argparse cannot intermix with sub-commands (`data build|info`)
         args = parser.parse_args(argv[1:])
+    keep_freed_memory()  # training and inference run up to twice as fast (defocus_lit/malloc.py)
     try:
         return int(module.run(args) or 0)
     except UserError as err:
