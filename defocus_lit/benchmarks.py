@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from defocus_lit.errors import UserError
+from defocus_lit.malloc import keep_freed_memory
 
 ROUNDS = 3  # alternating Lightning / plain runs per experiment; the best of each (machine noise is ~5 %)
 EXPERIMENTS = ("pix2pix_4ch", "uniform_l1", "focus_penalty", "patch_mask", "two_stage")
@@ -242,6 +243,7 @@ PARTS: dict[str, Callable[[BenchOptions], dict]] = {
 
 
 def _child(name: str, options: BenchOptions, queue) -> None:
+    keep_freed_memory()  # as every `defocus-lit` command runs
     result = PARTS[name](options)
     result["_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     queue.put(result)
