@@ -2,8 +2,9 @@
 raises only to 32 MiB) back to the kernel at once, so every training step's activations and gradients arrive in
 fresh pages that the kernel must map and zero. On a 2-core CPU that was 45 % of a training run's wall-clock time,
 most of it kernel time; with the blocks kept (PyTorch's CPU tuning guide suggests jemalloc or tcmalloc for the same
-reason; glibc's own switches need no extra library) the CPU preset trains 1.9 times as fast, with the same numbers.
-The cost: the process keeps its peak memory until it ends, which a training run reaches in its first steps anyway.
+reason; glibc's own switches need no extra library) 60 steps of the CPU preset ran 1.8 times as fast and the main
+job 1.4 times, with the same numbers. The cost: the process keeps its peak memory until it ends, which a training run
+reaches in its first steps anyway (`predict`'s peak grew by a third; docs/benchmarks.md).
 """
 
 from __future__ import annotations
