@@ -25,7 +25,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from defocus_lit.data.planes import MASK_KINDS, PLANES
+from defocus_lit.data.planes import MASK_KINDS, PLANES, check_patch_split
 from defocus_lit.errors import UserError
 from defocus_lit.losses import LOSSES, GANLoss
 from defocus_lit.models.defocuser import HEADS
@@ -93,6 +93,7 @@ class DataConfig:
     photometric: bool = key()
     unknown_amount: float = key()
     strength_range: list[float] | None = key()
+    patch_split: list[float] | None = key()
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -419,6 +420,7 @@ def _check_combination(cfg: DictConfig) -> None:
     if not 0 <= cfg.data.unknown_amount <= 1:
         raise UserError(f"data.unknown_amount={cfg.data.unknown_amount:g}: a share of the samples, from 0 to 1")
     check_strength_range(cfg.data.strength_range, "data.strength_range")
+    check_patch_split(cfg.data.patch_split, "data.patch_split")
     if cfg.data.strength_range is not None and not cfg.model.amount_input:
         raise UserError(
             "data.strength_range: trains the amount input on targets rendered again at other strengths; "

@@ -319,6 +319,7 @@ def run_training(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> TrainRe
         radius=any(name in READS_RADIUS and weight for name, weight in cfg.loss.terms.items()),
         strength_range=None if cfg.data.strength_range is None else tuple(cfg.data.strength_range),
         unknown_amount=cfg.data.unknown_amount if cfg.model.amount_input else 0.0,
+        patch_split=None if cfg.data.patch_split is None else tuple(cfg.data.patch_split),
     )
     module = build_module(cfg)
     if dry:

@@ -571,3 +571,30 @@ def test_a_share_of_training_samples_is_told_no_amount(built, wide):
         assert (sample["strength"] != 1.0) == expect_told
     with pytest.raises(UserError, match="unknown_amount"):
         DefocusDataModule(str(built), unknown_amount=1.5)
+
+
+def test_patch_split_moves_the_line_between_partial_and_full_blur(built):
+    """patch_split (lo, hi): each training sample's blurred pixels are split again at a plane level drawn in the
+    range (the seed decides); the in-focus pixels, the amount and validation stay as stored."""
+    plain = DefocusDataModule(str(built), crop_size=None, photometric=False, mask_kind="patch")
+    split = DefocusDataModule(str(built), crop_size=None, photometric=False, mask_kind="patch", patch_split=(90, 220))
+    for dm in (plain, split):
+        dm.setup("fit")
+    stored, moved = plain.datasets["train"][(0, 1)], split.datasets["train"][(0, 1)]
+    assert ((stored["patch"] == 0) == (moved["patch"] == 0)).all()
+    assert stored["amount"] == moved["amount"]
+    samples = [split.datasets["train"][(0, seed)] for seed in range(6)]
+    shares = []
+    for sample in samples:  # partial blur below the line, full blur above it, wherever the line is
+        plane, patch = 255 - sample["weight"].astype(np.float32), sample["patch"]
+        partial, full = plane[patch == 128], plane[patch == 255]
+        assert partial.max() < full.min() and 90 <= full.min() and partial.max() < 220
+        shares.append(partial.size / (partial.size + full.size))
+    assert len(set(shares)) > 1  # the line moves from seed to seed
+    line = [sample["patch"] for sample in samples]
+    again = [split.datasets["train"][(0, seed)]["patch"] for seed in range(6)]
+    assert all((a == b).all() for a, b in zip(line, again))
+    val_plain, val_split = plain.datasets["val"][0], split.datasets["val"][0]
+    assert (val_plain["patch"] == val_split["patch"]).all()
+    with pytest.raises(UserError, match=r"patch_split=\[150, 90\]"):
+        DefocusDataModule(str(built), mask_kind="patch", patch_split=(150, 90))

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 
 from defocus_lit.data.frames import KINDS
 from defocus_lit.data.hdf5 import SPLITS, open_dataset
-from defocus_lit.data.planes import MASK_KINDS, PLANES
+from defocus_lit.data.planes import MASK_KINDS, PLANES, check_patch_split, patch_mask
 from defocus_lit.data.samples import as_disparity, frame_maps, mean_radius
 from defocus_lit.errors import UserError
 from defocus_lit.render import RenderSettings, check_strength_range, render_uint8
@@ -163,6 +163,16 @@ def _rendering(path: str) -> tuple[RenderSettings, np.ndarray]:
         return settings, (f["kind"][:] == KINDS.index("depth")) | gives_disparity[f["source"][:]]
 
 
+def _split_patch(
+    patch: np.ndarray, weight: np.ndarray, rng: np.random.Generator, split: tuple[float, float]
+) -> np.ndarray:
+    """The 3-level mask (H,W) uint8 with its blurred pixels split again between partial and full blur at a plane
+    level drawn uniformly in `split` (`patch_mask` splits at 150); the in-focus pixels stay as they are. A painted
+    mask's line between the two levels follows no depth threshold: the model should not read a step in blur there."""
+    line = patch_mask(255 - weight.astype(np.float32), (0, rng.uniform(*split)))
+    return np.where(patch == 0, 0, line).astype(np.uint8)
+
+
 class DefocusDataset(Dataset):
     """The samples `indices` of a built HDF5 file, as numpy uint8 maps (H,W[,3]) for `collate`.
 
@@ -190,9 +200,11 @@ class DefocusDataset(Dataset):
         radius: bool = False,
         strength_range: tuple[float, float] | None = None,
         unknown_amount: float = 0.0,
+        patch_split: tuple[float, float] | None = None,
     ):
         self.path = str(path)
         self.unknown_amount = unknown_amount
+        self.patch_split = patch_split
         self.radius = radius  # read the per-pixel blur radius (a third of a sample's read time) only when asked
         self.strength_range = strength_range
         self.settings, self.as_stored = (None, None) if strength_range is None else _rendering(self.path)
@@ -320,6 +332,10 @@ class DefocusDataset(Dataset):
         else:
             values["amount"] = values["mean_radius"]
         values["amount_told"] = bool(told)
+        if self.patch_split is not None and "patch" in maps:
+            maps["patch"] = _split_patch(
+                maps["patch"], maps["weight"], np.random.default_rng([seed, 3]), self.patch_split
+            )
         self.transform.set_random_seed(seed)
         maps = self.transform(**maps)
         return {**(_pad(maps, self.crop_size, self.crop_size) if self.crop_size else maps), **values}
@@ -457,6 +473,7 @@ class DefocusDataModule(L.LightningDataModule):
         radius: bool = False,
         strength_range: tuple[float, float] | None = None,
         unknown_amount: float = 0.0,
+        patch_split: tuple[float, float] | None = None,
     ):
         """`uint8_batches`: loaders yield uint8 batches that `on_after_batch_transfer` makes float on the device (a
         quarter of the bytes to share, pin and copy); None = when a Trainer trains on an accelerator. `radius`:
@@ -475,6 +492,7 @@ class DefocusDataModule(L.LightningDataModule):
         if num_workers < 0:
             raise UserError(f"num_workers: must be >= 0, got {num_workers}")
         check_strength_range(strength_range, "strength_range")
+        check_patch_split(patch_split, "patch_split")
         if not 0 <= unknown_amount <= 1:
             raise UserError(f"unknown_amount: a share of the samples, from 0 to 1; got {unknown_amount:g}")
         self.path = Path(path)
@@ -482,6 +500,7 @@ class DefocusDataModule(L.LightningDataModule):
         self.mask_kind, self.pad_multiple, self.seed, self.photometric = mask_kind, pad_multiple, seed, photometric
         self.uint8_batches = uint8_batches
         self.radius, self.strength_range, self.unknown_amount = radius, strength_range, unknown_amount
+        self.patch_split = patch_split
         self.datasets: dict[str, DefocusDataset] = {}
         self.train_weights: np.ndarray | None = None  # per train sample, its source's weight (set by `setup`)
         self.frame_side: int | None = None  # long side of the file's frames in px (set by `setup`)
@@ -512,6 +531,7 @@ class DefocusDataModule(L.LightningDataModule):
                 photometric=self.photometric and name == "train",
                 strength_range=self.strength_range if name == "train" else None,
                 unknown_amount=self.unknown_amount if name == "train" else 0.0,
+                patch_split=self.patch_split if name == "train" else None,
                 **common,
             )
         fit_common = {**common, "crop_size": None}

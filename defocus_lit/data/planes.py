@@ -7,6 +7,7 @@ midground = |grey - median| rescaled. Masks threshold a plane map; the depth wei
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,6 +114,13 @@ def patch_mask(plane_map: np.ndarray, thresholds: tuple[float, float] = (60, 150
     if t0 > t1:
         raise UserError(f"thresholds: {thresholds} must be increasing")
     return np.select([plane_map < t0, plane_map < t1], [0, 128], 255).astype(np.uint8)
+
+
+def check_patch_split(split: Sequence[float] | None, key: str) -> None:
+    """UserError naming `key` unless `split` is None or [lo, hi] with 0 < lo <= hi < 255: the plane levels between
+    which training draws the line from partial to full blur of a patch mask (`patch_mask` draws it at 150)."""
+    if split is not None and (len(split) != 2 or not 0 < split[0] <= split[1] < 255):
+        raise UserError(f"{key}={list(split)}: must be [lo, hi] with 0 < lo <= hi < 255")
 
 
 def depth_weight(plane_map: np.ndarray) -> np.ndarray:

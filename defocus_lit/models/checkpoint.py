@@ -56,7 +56,7 @@ def defocuser_of(checkpoint: dict, path: str | Path) -> tuple[Defocuser, DictCon
             "amount_input": False,
             "exact_amount": False,
         },
-        "data": {"strength_range": None, "unknown_amount": 0.0},
+        "data": {"strength_range": None, "unknown_amount": 0.0, "patch_split": None},
     }
     saved = checkpoint["hyper_parameters"]["cfg"]
     if saved.get("data", {}).get("strength_range") and "amount_input" not in saved.get("model", {}):
