@@ -96,6 +96,16 @@ def test_strength_range_is_off_by_default_and_checked():
         load_experiment("pix2pix_4ch", ["data.strength_range=x"], cpu_preset=True)
 
 
+def test_patch_split_is_off_by_default_checked_and_for_patch_masks_only():
+    assert load_experiment("patch_mask", cpu_preset=True).data.patch_split is None
+    assert list(load_experiment("patch_mask", ["data.patch_split=[110,190]"]).data.patch_split) == [110.0, 190.0]
+    for bad in ("[190,110]", "[0,150]", "[100,255]", "[150]"):
+        with pytest.raises(UserError, match=r"^data\.patch_split=\[.*\]: must be \[lo, hi\] with 0 < lo <= hi < 255$"):
+            load_experiment("patch_mask", [f"data.patch_split={bad}"])
+    with pytest.raises(UserError, match=r"^data\.patch_split: splits 3-level patch masks; data\.mask_kind is binary$"):
+        load_experiment("pix2pix_4ch", ["data.patch_split=[110,190]"])
+
+
 def test_the_amount_input_is_on_by_default_and_its_unknown_share_checked():
     cfg = load_experiment("pix2pix_4ch", cpu_preset=True)
     assert cfg.model.amount_input is True and cfg.data.unknown_amount == 0.5

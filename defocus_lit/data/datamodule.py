@@ -180,6 +180,8 @@ class DefocusDataset(Dataset):
     a frame smaller than the crop is padded; a share `unknown_amount` of the samples (drawn from the sample's seed)
     is told no amount (`amount_told` False). With `strength_range` (lo, hi), each told training sample's target (and
     radius, mean_radius) is rendered again at a blur strength drawn log-uniformly from that range (`_rendered`).
+    With `patch_split` (lo, hi), a training patch mask's blurred pixels are split again between partial and full blur
+    at a plane level drawn from the sample's seed in that range (`_split_patch`).
     Otherwise: the full frame padded to a multiple of `pad_multiple`, with the opposite plane of the same frame
     (fore <-> back) as `alt_*` where the file has it. Every sample carries its `amount`: the mean blur radius (px) of
     its target over its blurred pixels (of the crop, for a crop), or nan for "unknown".
@@ -480,7 +482,8 @@ class DefocusDataModule(L.LightningDataModule):
         batches carry the renderer's per-pixel blur radius (for a radius loss term). `strength_range` (lo, hi):
         training targets rendered again at blur strengths drawn log-uniformly in it (see `DefocusDataset`; the
         file must be rendered with the thin_lens model); validation and test stay as stored, strength 1.
-        `unknown_amount`: the share of training samples told no amount (see `DefocusDataset`)."""
+        `unknown_amount`: the share of training samples told no amount; `patch_split` (lo, hi): the range of plane
+        levels where a training patch mask's line between partial and full blur is drawn (see `DefocusDataset`)."""
         super().__init__()
         if mask_kind not in MASK_KINDS:
             raise UserError(f"mask_kind: '{mask_kind}' is not one of {', '.join(MASK_KINDS)}")
