@@ -420,9 +420,7 @@ def _check_combination(cfg: DictConfig) -> None:
     if not 0 <= cfg.data.unknown_amount <= 1:
         raise UserError(f"data.unknown_amount={cfg.data.unknown_amount:g}: a share of the samples, from 0 to 1")
     check_strength_range(cfg.data.strength_range, "data.strength_range")
-    check_patch_split(cfg.data.patch_split, "data.patch_split")
-    if cfg.data.patch_split is not None and cfg.data.mask_kind != "patch":
-        raise UserError(f"data.patch_split: splits 3-level patch masks; data.mask_kind is {cfg.data.mask_kind}")
+    check_patch_split(cfg.data.patch_split, "data.patch_split", cfg.data.mask_kind, "data.mask_kind")
     if cfg.data.strength_range is not None and not cfg.model.amount_input:
         raise UserError(
             "data.strength_range: trains the amount input on targets rendered again at other strengths; "

@@ -495,7 +495,7 @@ class DefocusDataModule(L.LightningDataModule):
         if num_workers < 0:
             raise UserError(f"num_workers: must be >= 0, got {num_workers}")
         check_strength_range(strength_range, "strength_range")
-        check_patch_split(patch_split, "patch_split")
+        check_patch_split(patch_split, "patch_split", mask_kind, "mask_kind")
         if not 0 <= unknown_amount <= 1:
             raise UserError(f"unknown_amount: a share of the samples, from 0 to 1; got {unknown_amount:g}")
         self.path = Path(path)

@@ -116,11 +116,16 @@ def patch_mask(plane_map: np.ndarray, thresholds: tuple[float, float] = (60, 150
     return np.select([plane_map < t0, plane_map < t1], [0, 128], 255).astype(np.uint8)
 
 
-def check_patch_split(split: Sequence[float] | None, key: str) -> None:
-    """UserError naming `key` unless `split` is None or [lo, hi] with 0 < lo <= hi < 255: the plane levels between
-    which training draws the line from partial to full blur of a patch mask (`patch_mask` draws it at 150)."""
-    if split is not None and (len(split) != 2 or not 0 < split[0] <= split[1] < 255):
+def check_patch_split(split: Sequence[float] | None, key: str, mask_kind: str, kind_key: str) -> None:
+    """UserError naming `key` unless `split` is None or, for patch masks (`mask_kind`, named `kind_key`), [lo, hi]
+    with 0 < lo <= hi < 255: the plane levels between which training draws the line from partial to full blur of a
+    patch mask (`patch_mask` draws it at 150)."""
+    if split is None:
+        return
+    if len(split) != 2 or not 0 < split[0] <= split[1] < 255:
         raise UserError(f"{key}={list(split)}: must be [lo, hi] with 0 < lo <= hi < 255")
+    if mask_kind != "patch":
+        raise UserError(f"{key}: splits 3-level patch masks; {kind_key} is {mask_kind}")
 
 
 def depth_weight(plane_map: np.ndarray) -> np.ndarray:
