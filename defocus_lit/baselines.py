@@ -24,11 +24,10 @@ from torch import Tensor
 
 from defocus_lit.ops.blur import disk_stack, spread_blur
 from defocus_lit.ops.color import linear_to_srgb, srgb_to_linear
-from defocus_lit.ops.masks import in_focus
+from defocus_lit.ops.masks import BLURRED_LEVELS, blurred_levels, in_focus
 
 Baseline = Callable[[dict[str, Tensor]], Tensor]
 NAMES = ("identity", "mask_blur", "global_blur", "oracle_blur")
-LEVELS = (0.5, 1.0)  # blurred mask levels; a binary mask uses 1.0 only
 RADIUS_STEP = 0.5  # px, the grid global_blur and oracle_blur choose from: 0.5, 1.0, ..., max_radius
 
 
@@ -51,9 +50,8 @@ def refine(errors_of: Callable[[list[int]], Tensor], size: int) -> Tensor:
 
 
 def level_masks(batch: dict[str, Tensor]) -> Tensor:
-    """(B,L,1,H,W) float: 1 where batch["mask"] is at blurred level LEVELS[l] and the depth is measured."""
-    level = (batch["mask"] * 2).round() / 2
-    return torch.stack([(level == v).float() * batch["valid"] for v in LEVELS], 1)
+    """(B,L,1,H,W) float: 1 where batch["mask"] is at blurred level BLURRED_LEVELS[l] and the depth is measured."""
+    return blurred_levels(batch["mask"])[:, :, None] * batch["valid"][:, None]
 
 
 def identity(batch: dict[str, Tensor]) -> Tensor:
@@ -66,7 +64,7 @@ def _linear(batch: dict[str, Tensor]) -> Tensor:
 
 
 def _layers(batch: dict[str, Tensor]) -> Tensor:
-    """(B,1+L,H,W) float: the in-focus pixels, then each blurred mask level's (LEVELS), over every pixel."""
+    """(B,1+L,H,W) float: the in-focus pixels, then each blurred mask level's (BLURRED_LEVELS), over every pixel."""
     levels = level_masks({**batch, "valid": torch.ones_like(batch["focus"])})[:, :, 0]
     return torch.cat([batch["focus"].float(), levels], 1)
 
@@ -137,7 +135,7 @@ class GlobalBlur:
             return total
 
         best = refine(total_errors, len(grid))
-        return cls({level: grid[int(best[i])] for i, level in enumerate(LEVELS)})
+        return cls({level: grid[int(best[i])] for i, level in enumerate(BLURRED_LEVELS)})
 
     def scaled(self, strength: float, max_radius: float) -> GlobalBlur:
         """The radii for targets rendered with the thin-lens k times `strength`: each times `strength`, clamped at
@@ -148,7 +146,7 @@ class GlobalBlur:
         """batch["radius_scale"] (B,), if present, scales the radii (for frames larger than the training scale;
         the batch shares its first sample's scale)."""
         scale = float(batch["radius_scale"][0]) if "radius_scale" in batch else 1.0
-        radii = torch.tensor([self.radii.get(level, 0.0) * scale for level in LEVELS])
+        radii = torch.tensor([self.radii.get(level, 0.0) * scale for level in BLURRED_LEVELS])
         return uniform_blur(batch, _layers(batch), radii.expand(batch["image"].shape[0], -1))
 
 

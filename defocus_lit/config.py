@@ -56,6 +56,7 @@ class ModelConfig:
     stack_levels: int = key(minimum=1)
     amount_input: bool = key()
     exact_amount: bool = key()
+    level_smooth: float = key(minimum=0)
 
 
 @dataclass
@@ -327,8 +328,9 @@ def check_values(layer: DictConfig, source: str) -> None:
         if bad:
             raise UserError(f"{dotted}: expected one of {', '.join(choices())}, got {_value_text(bad[0])}{where}")
         minimum = meta.get("minimum")
-        if minimum is not None and isinstance(value, int) and not isinstance(value, bool) and value < minimum:
-            raise UserError(f"{dotted}: expected an integer >= {minimum}, got {value}{where}")
+        if minimum is not None and isinstance(value, int | float) and not isinstance(value, bool) and value < minimum:
+            kind = "an integer" if hint is int else "a number"
+            raise UserError(f"{dotted}: expected {kind} >= {minimum}, got {value}{where}")
 
 
 def merge_layer(cfg: DictConfig, layer: DictConfig, source: str) -> DictConfig:

@@ -189,6 +189,7 @@ def test_unquoted_yaml_booleans_still_work(tmp_path):
         ("optim.lr=fast", "optim.lr: expected a float, got 'fast' (override)"),
         ("model.ngf=1.5", "model.ngf: expected an integer, got 1.5 (override)"),
         ("model.ngf=0", "model.ngf: expected an integer >= 1, got 0 (override)"),
+        ("model.level_smooth=-1", "model.level_smooth: expected a number >= 0, got -1 (override)"),
         ("optim.grad_clip=big", "optim.grad_clip: expected a float or null, got 'big' (override)"),
         ("data.synthetic.size=[64,x]", "data.synthetic.size: expected a list of integers, got [64, 'x'] (override)"),
         ("resume=3", "resume: expected true or false or a string, got 3 (override)"),

@@ -230,3 +230,47 @@ def test_global_context_gives_every_region_the_scene(arch):
         assert out.shape == (1, 3, 32, 48)
         reached = (moved - out)[..., :8, :8].abs().max() > 0  # did the top-left corner see it?
         assert reached == global_context
+
+
+def test_smoothing_within_levels_blends_a_step_inside_a_level_and_keeps_the_levels_and_the_sharp_pixels_apart():
+    """A 1-px choice next to an 8-px choice on one level meet in a gradual change; the partly blurred level's choice
+    does not leak into the fully blurred level beside it, nor any into the in-focus pixels; 0 px changes nothing."""
+    from defocus_lit.models.defocuser import Defocuser
+
+    head = BlurStack([0.0, 1.0, 8.0])
+    raw = -torch.ones(1, 3, 30, 40)
+    raw[:, 1, :, :20], raw[:, 2, :, 20:] = 1, 1  # 1 px on the left half, 8 px on the right
+    mask = torch.ones(1, 1, 30, 40)
+    mask[..., :8, :] = 0  # in focus
+    mask[..., 8:16, :] = 0.5  # the partly blurred level: 1 px
+    raw[:, 1, 8:16, :], raw[:, 2, 8:16, :] = 1, -1
+    model = Defocuser(nn.Identity(), head, keep_focus=True, multiple=1, level_smooth=3.0)
+    before = head.expected_radius(raw)
+    after = head.expected_radius(model.smooth_within_levels(raw, mask))
+    torch.testing.assert_close(after[..., :16, :], before[..., :16, :], atol=1e-3, rtol=0)  # in focus; level 0.5
+    row = after[0, 0, 24]  # the fully blurred level, across the step at x = 20
+    assert 1.2 < row[19] < row[20] < 7.8 and row[0] == pytest.approx(before[0, 0, 24, 0].item(), abs=1e-3)
+    assert torch.all(row[1:] >= row[:-1] - 1e-4)  # rising across the step
+    model.level_smooth = 0.0
+    assert torch.equal(model.smooth_within_levels(raw, mask), raw)
+
+
+def test_the_smoothing_applies_in_eval_mode_only():
+    """Training steps see the generator's own choice; validation and inference (eval mode) the smoothed one."""
+    from defocus_lit.models.defocuser import Defocuser
+
+    class Fixed(nn.Module):  # a "generator" that returns its fixed choice whatever it is given
+        def __init__(self, raw):
+            super().__init__()
+            self.raw = raw
+
+        def forward(self, image, mask):
+            return self.raw
+
+    raw = -torch.ones(1, 3, 16, 16)
+    raw[:, 1, :, :8], raw[:, 2, :, 8:] = 1, 1
+    model = Defocuser(Fixed(raw), BlurStack([0.0, 1.0, 8.0]), True, 1, level_smooth=2.0)
+    image, mask = torch.zeros(1, 3, 16, 16), torch.ones(1, 1, 16, 16)
+    assert torch.equal(model.train().output_raw(image, mask), raw)
+    torch.testing.assert_close(model.eval().output_raw(image, mask), model.smooth_within_levels(raw, mask))
+    assert not torch.equal(model.output_raw(image, mask), raw)

@@ -55,6 +55,7 @@ def defocuser_of(checkpoint: dict, path: str | Path) -> tuple[Defocuser, DictCon
             "global_context": False,
             "amount_input": False,
             "exact_amount": False,
+            "level_smooth": 0.0,
         },
         "data": {"strength_range": None, "unknown_amount": 0.0, "patch_split": None},
     }

@@ -13,9 +13,9 @@ import torch
 from torch import Tensor, nn
 
 from defocus_lit.models.networks import build_generator
-from defocus_lit.ops.blur import disk_stack, fft_blur, spread_blur
+from defocus_lit.ops.blur import disk_stack, fft_blur, gaussian_blur, spread_blur
 from defocus_lit.ops.color import linear_to_srgb, srgb_to_linear
-from defocus_lit.ops.masks import in_focus, keep_focus
+from defocus_lit.ops.masks import blurred_levels, in_focus, keep_focus
 
 HEADS = ("rgb", "blur_stack", "blur_spread")
 
@@ -66,6 +66,10 @@ class BlurStack(nn.Module):
         them as constants."""
         strength = strength.detach().float().cpu().numpy() if isinstance(strength, Tensor) else np.float32(strength)
         return np.minimum(np.asarray(self.radii, np.float32) * strength[..., None], max(self.radii)) * radius_scale
+
+    def logits(self, weights: Tensor) -> Tensor:
+        """The inverse of `weights`: (B,K,H,W) weights summing to 1 -> raw whose `weights` they are (up to 1e-6)."""
+        return weights.clamp_min(1e-6).log() / self.sharpness
 
     def expected_radius(self, raw: Tensor, radius_scale: float = 1.0, strength: Tensor | float = 1.0) -> Tensor:
         """raw (B,K,H,W) -> (B,1,H,W): the weights times the level radii (`level_radii`), in px; at the
@@ -144,6 +148,7 @@ class Defocuser(nn.Module):
         multiple: int,
         amount_input: bool = False,
         exact_amount: bool = False,
+        level_smooth: float = 0.0,
     ) -> None:
         super().__init__()
         self.generator = generator
@@ -152,6 +157,7 @@ class Defocuser(nn.Module):
         self.multiple = multiple  # H and W must be multiples of this
         self.amount_input = amount_input  # the generator takes the amount channel
         self.exact_amount = exact_amount and amount_input and head is not None
+        self.level_smooth = level_smooth if head is not None else 0.0  # px, sigma of `smooth_within_levels`
         self.train_side: int | None = None  # long side (px) of the frames it trained on, where known
 
     def generator_mask(self, mask: Tensor, amount: Tensor | float | None = None) -> Tensor:
@@ -206,12 +212,32 @@ class Defocuser(nn.Module):
             out = self.head(image, raw, mask, radius_scale, self.head_strength(raw, mask, strength, told))
         return keep_focus(out, image, mask) if self.keep_focus else out
 
+    def smooth_within_levels(self, raw: Tensor, mask: Tensor) -> Tensor:
+        """A blur head's generator output (B,K,H,W) with its weights averaged under a Gaussian of `level_smooth` px
+        within each blurred level of `mask` (B,1,H,W) (a normalised convolution: no level's choice leaks into
+        another, the in-focus pixels keep theirs). The blur a pixel gets then varies smoothly over a level, as
+        depth does on most surfaces, and does not step at every object's outline, where on real photos the
+        generator's radius steps and the room's depth often does not (results-history.md, round 15)."""
+        if not self.level_smooth:
+            return raw
+        weights, levels = self.head.weights(raw), blurred_levels(mask).to(raw.dtype)
+        cover = gaussian_blur(levels, self.level_smooth).clamp_min(1e-6)  # (B,L,H,W)
+        spread = gaussian_blur((weights[:, None] * levels[:, :, None]).flatten(1, 2), self.level_smooth)
+        local = spread.unflatten(1, (levels.shape[1], -1)) / cover[:, :, None]  # (B,L,K,H,W)
+        smoothed = (local * levels[:, :, None]).sum(1) + weights * (1 - levels.sum(1, keepdim=True))
+        return self.head.logits(smoothed).to(raw.dtype)
+
     def _stages(self, image: Tensor, mask: Tensor, amount: Tensor | float | None) -> tuple[Tensor | None, Tensor]:
-        """(two_stage's finished coarse image or None, the final generator output before `finish`)."""
+        """(two_stage's finished coarse image or None, the final generator output before `finish`). In eval mode
+        (validation, predict, evaluate, export) the output is smoothed within the mask's levels
+        (`smooth_within_levels`); training steps see it as it is: trained through the smoothing, the model scored
+        lower on the real photos and trained twice as slowly on CPU (round 15)."""
         told = self.generator_mask(mask, amount)
         if hasattr(self.generator, "stages"):
-            return self.generator.stages(image, told, lambda raw: self.finish(image, mask, raw, told=amount))
-        return None, self.generator(image, told)
+            coarse, raw = self.generator.stages(image, told, lambda raw: self.finish(image, mask, raw, told=amount))
+        else:
+            coarse, raw = None, self.generator(image, told)
+        return coarse, raw if self.training else self.smooth_within_levels(raw, mask)
 
     def output_raw(self, image: Tensor, mask: Tensor, amount: Tensor | float | None = None) -> Tensor:
         """The final generator output (B,C,H,W) in [-1,1], before `finish`; `amount` (a number or (B,), head px;
@@ -253,5 +279,11 @@ def build_defocuser(cfg) -> Defocuser:
         global_context=m["global_context"],
     )
     return Defocuser(
-        generator, head, bool(cfg["keep_focus"]), 2 ** m["num_downs"], bool(m["amount_input"]), bool(m["exact_amount"])
+        generator,
+        head,
+        bool(cfg["keep_focus"]),
+        2 ** m["num_downs"],
+        bool(m["amount_input"]),
+        bool(m["exact_amount"]),
+        float(m["level_smooth"]),
     )

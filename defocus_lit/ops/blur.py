@@ -50,6 +50,15 @@ def disk_stack(radii: list[float]) -> Tensor:
     return torch.stack([F.pad(k, [half - k.shape[-1] // 2] * 4) for k in kernels])
 
 
+def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
+    """x (B,C,H,W) filtered by a separable Gaussian of `sigma` px (3 sigma wide each side), zero padding."""
+    half = max(1, round(3 * sigma))
+    taps = torch.exp(-(torch.arange(-half, half + 1, dtype=x.dtype, device=x.device) ** 2) / (2 * sigma**2))
+    taps = (taps / taps.sum()).expand(x.shape[1], 1, -1)
+    x = F.conv2d(x, taps[..., None, :], padding=(0, half), groups=x.shape[1])
+    return F.conv2d(x, taps[..., :, None], padding=(half, 0), groups=x.shape[1])
+
+
 def fft_blur(x: Tensor, kernels: Tensor) -> Tensor:
     """x (B,C,H,W) blurred by one FFT with kernels (K,k,k) (every sample with every kernel) or (B,K,k,k) (each
     sample with its own), odd k -> (B,K,C,H,W). Shapes flow from the input, so a traced or exported model takes
